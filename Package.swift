@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "keygate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "keygate", targets: ["keygate"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // libcrypto (SHA-256, RAND_bytes) and libssl, from apt's libssl-dev.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // GeoIP country lookups, from apt's libmaxminddb-dev.
+        .systemLibrary(name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
+        // Pure HTTP/1.1: bytes in, values or typed errors out. No Foundation, no Dispatch.
+        .target(name: "KeygateHTTP"),
+        // Policy, keys, GeoIP, the decision and the usage event.
+        .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "Yams"]),
+        // The only module with sockets and Dispatch sources.
+        .target(name: "KeygateIO"),
+        // Glue: sessions, upstream pool, server lifecycle.
+        .target(name: "KeygateProxy", dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP"]),
+        .executableTarget(
+            name: "keygate",
+            dependencies: [
+                "KeygateProxy", "KeygateCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "KeygateHTTPTests", dependencies: ["KeygateHTTP"]),
+        .testTarget(name: "KeygateCoreTests", dependencies: ["KeygateCore", "KeygateHTTP"]),
+    ]
+)

@@ -1,0 +1,185 @@
+import KeygateHTTP
+
+/// The outcome of the policy check for one request head.
+public struct Decision: Sendable {
+    /// nil = allowed.
+    public var denial: DenyReason?
+    public var key: KeyEntry?
+    /// The address the rules were applied to (the peer, or from a trusted proxy's chain).
+    public var client: IPAddress
+    /// Packed country code (`CountryCode.pack`), 0 when unknown.
+    public var country: UInt16
+    /// Index of the field that carried the key (removed before forwarding).
+    public var credentialField: Int?
+    /// Whether the peer is a trusted proxy (its forwarding chain is kept).
+    public var viaTrustedProxy: Bool
+
+    public var allowed: Bool { denial == nil }
+}
+
+/// The policy check as a pure function of a request head, the peer address, a snapshot and
+/// the time: identify client → global access → credential → authenticate → authorize.
+public enum Gate {
+    public static func decide(_ head: RequestHead, peer: IPAddress, snapshot s: Snapshot, nowMillis: Int64) -> Decision {
+        var d = Decision(denial: nil, key: nil, client: peer, country: 0, credentialField: nil, viaTrustedProxy: false)
+        head.bytes.withUnsafeBufferPointer { p in
+            decide(head, p, &d, s, nowMillis)
+        }
+        return d
+    }
+
+    static func decide(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64) {
+        // 1. Identify the client.
+        if let trusted = s.trustedProxies, trusted.contains(d.client) {
+            d.viaTrustedProxy = true
+            d.client = ClientAddress.fromForwardedChain(head, p, peer: d.client, trusted: trusted)
+        }
+        // 2. Global access: addresses, then countries.
+        if let allow = s.allowIPs, !allow.contains(d.client) {
+            d.denial = .ip_not_allowed
+            return
+        }
+        if let geo = s.geoip {
+            d.country = geo.country(d.client)
+            if d.country == 0 {
+                if !s.policy.access.countries.unknownAllowed {
+                    d.denial = .country_not_allowed
+                    return
+                }
+            } else if s.denyCountries.contains(d.country) || (!s.allowCountries.isEmpty && !s.allowCountries.contains(d.country)) {
+                d.denial = .country_not_allowed
+                return
+            }
+        }
+        // Public routes need no key.
+        if !s.policy.publicRoutes.isEmpty {
+            let path = PathNormalizer.normalize(p, head.path)
+            let method = UnsafeBufferPointer(rebasing: p[head.method])
+            if s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) { return }
+        }
+        // 3. Extract the credential.
+        var credential: Range<Int>? = nil
+        for (i, f) in head.fields.enumerated() {
+            var value: Range<Int>? = nil
+            if s.policy.bearer, f.name.count == 13, p.equalsLowercased(f.name, "authorization") {
+                let v = f.value
+                if v.count > 7, p.equalsLowercased(v.lowerBound..<(v.lowerBound + 7), "bearer ") {
+                    var start = v.lowerBound + 7
+                    while start < v.upperBound, p[start] == 0x20 { start += 1 }
+                    value = start..<v.upperBound
+                }
+            } else {
+                for name in s.credentialHeaders where isName(p, f.name, name) {
+                    value = f.value
+                    break
+                }
+            }
+            guard let v = value else { continue }
+            if credential != nil {
+                // Two credentials are ambiguous: which one would the app believe?
+                d.denial = .malformed_key
+                return
+            }
+            credential = v
+            d.credentialField = i
+        }
+        guard let cred = credential, !cred.isEmpty else {
+            d.denial = .missing_key
+            return
+        }
+        // 4. Authenticate: checksum first, then one SHA-256 and a lookup.
+        let raw = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[cred]))
+        if KeyFormat.classify(raw, prefix: s.prefixBytes) == .malformed {
+            d.denial = .malformed_key
+            return
+        }
+        guard let key = s.keys[KeyDigest(hashing: raw)] else {
+            d.denial = .unknown_key
+            return
+        }
+        d.key = key
+        // 5. Authorize: the key's state, addresses, countries and scopes.
+        switch key.record.status {
+        case .revoked: d.denial = .revoked; return
+        case .disabled: d.denial = .disabled; return
+        case .active: break
+        }
+        if let e = key.expiresMillis, now >= e {
+            d.denial = .expired
+            return
+        }
+        if let nb = key.notBeforeMillis, now < nb {
+            d.denial = .not_yet_valid
+            return
+        }
+        if let allow = key.allowIPs, !allow.contains(d.client) {
+            d.denial = .ip_not_allowed
+            return
+        }
+        if !key.denyCountries.isEmpty || !key.allowCountries.isEmpty {
+            if key.denyCountries.contains(d.country) || (!key.allowCountries.isEmpty && !key.allowCountries.contains(d.country)) {
+                d.denial = .country_not_allowed
+                return
+            }
+        }
+        if let routes = key.routes {
+            let path = PathNormalizer.normalize(p, head.path)
+            let method = UnsafeBufferPointer(rebasing: p[head.method])
+            if !routes.contains(where: { $0.matches(method: method, path: path) }) {
+                d.denial = .scope_denied
+                return
+            }
+        }
+    }
+
+    @inline(__always)
+    static func isName(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ lowerName: [UInt8]) -> Bool {
+        guard r.count == lowerName.count else { return false }
+        var j = 0
+        for i in r {
+            var b = p[i]
+            if b >= 0x41 && b <= 0x5A { b |= 0x20 }
+            if b != lowerName[j] { return false }
+            j += 1
+        }
+        return true
+    }
+}
+
+/// Finding the real client behind trusted proxies.
+public enum ClientAddress {
+    /// The right-most address of `X-Forwarded-For` that is not a trusted proxy; the peer when
+    /// the chain is absent or unreadable (never an address a client merely claims).
+    static func fromForwardedChain(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, peer: IPAddress, trusted: CIDRSet) -> IPAddress {
+        var chain: [IPAddress] = []
+        for f in head.fields where p.equalsLowercased(f.name, "x-forwarded-for") {
+            var bad = false
+            var s = f.value.lowerBound
+            var i = s
+            while i <= f.value.upperBound {
+                if i == f.value.upperBound || p[i] == UInt8(ascii: ",") {
+                    let text = String(decoding: UnsafeBufferPointer(rebasing: p[s..<i]), as: UTF8.self).trimmingSpaces()
+                    if let a = IPAddress(text) { chain.append(a) } else if !text.isEmpty { bad = true }
+                    s = i + 1
+                }
+                i += 1
+            }
+            if bad { return peer }
+        }
+        var addr = peer
+        for a in chain.reversed() {
+            addr = a
+            if !trusted.contains(a) { return a }
+        }
+        return addr
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,44 @@
+/// A key as the gate uses it: the record plus everything precomputed that the hot path needs.
+public final class KeyEntry: Sendable {
+    public let record: KeyRecord
+    public let notBeforeMillis: Int64?
+    public let expiresMillis: Int64?
+    public let allowIPs: CIDRSet?
+    public let allowCountries: Set<UInt16>
+    public let denyCountries: Set<UInt16>
+    /// nil = no scopes: every route is allowed.
+    public let routes: [RoutePattern]?
+    /// Header-safe values for the identity headers.
+    public let idBytes: [UInt8]
+    public let nameBytes: [UInt8]
+    public let ownerBytes: [UInt8]
+    public let scopesBytes: [UInt8]
+
+    public init(record: KeyRecord, scopes: [String: [RoutePattern]]) {
+        self.record = record
+        notBeforeMillis = record.not_before.flatMap(Timestamp.parseMillis)
+        expiresMillis = record.expires_at.flatMap(Timestamp.parseMillis)
+        let cidrs = record.allow_ips.compactMap(CIDR.init)
+        allowIPs = record.allow_ips.isEmpty ? nil : CIDRSet(cidrs)
+        allowCountries = Set(record.countries.allow.map(CountryCode.pack))
+        denyCountries = Set(record.countries.deny.map(CountryCode.pack))
+        if record.scopes.isEmpty {
+            routes = nil
+        } else {
+            // A scope the policy does not define grants nothing.
+            routes = record.scopes.flatMap { scopes[$0] ?? [] }
+        }
+        idBytes = Self.headerSafe(record.id)
+        nameBytes = Self.headerSafe(record.name)
+        ownerBytes = Self.headerSafe(record.owner ?? "")
+        scopesBytes = Self.headerSafe(record.scopes.joined(separator: ","))
+    }
+
+    /// Field values cannot carry controls; anything else (UTF-8 included) passes as obs-text.
+    static func headerSafe(_ s: String) -> [UInt8] {
+        var out = Array(s.utf8).map { ($0 < 0x20 || $0 == 0x7F) ? UInt8(ascii: " ") : $0 }
+        while out.last == 0x20 { out.removeLast() }
+        while out.first == 0x20 { out.removeFirst() }
+        return out
+    }
+}

@@ -1,0 +1,39 @@
+/// Everything a decision reads, immutable: the policy, the keys by digest and the GeoIP
+/// database. A reload builds a new one off the loops and swaps it whole.
+public final class Snapshot: Sendable {
+    public let policy: Policy
+    public let keys: [KeyDigest: KeyEntry]
+    public let geoip: GeoIPDatabase?
+    public let allowIPs: CIDRSet?
+    public let trustedProxies: CIDRSet?
+    public let allowCountries: Set<UInt16>
+    public let denyCountries: Set<UInt16>
+    public let prefixBytes: [UInt8]
+    public let credentialHeaders: [[UInt8]]
+    /// Lower-case identity prefix, with `-` (matched reading `_` as `-`).
+    public let identityPrefixLower: [UInt8]
+    public let identityPrefix: [UInt8]
+    public let loadedAtMillis: Int64
+
+    public init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?) {
+        self.policy = policy
+        var keys: [KeyDigest: KeyEntry] = [:]
+        keys.reserveCapacity(records.count)
+        for r in records {
+            if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes) }
+        }
+        self.keys = keys
+        self.geoip = geoip
+        allowIPs = policy.access.allowIPs.isEmpty ? nil : CIDRSet(policy.access.allowIPs)
+        trustedProxies = policy.trustedProxies.isEmpty ? nil : CIDRSet(policy.trustedProxies)
+        allowCountries = Set(policy.access.countries.allow.map(CountryCode.pack))
+        denyCountries = Set(policy.access.countries.deny.map(CountryCode.pack))
+        prefixBytes = Array(policy.keyPrefix.utf8)
+        credentialHeaders = policy.credentialHeaders.map { Array($0.lowercased().utf8) }
+        identityPrefixLower = Array(policy.identityPrefix.lowercased().replacingOccurrences(of: "_", with: "-").utf8)
+        identityPrefix = Array(policy.identityPrefix.utf8)
+        loadedAtMillis = Timestamp.nowMillis()
+    }
+
+    public var keyCount: Int { keys.count }
+}

@@ -1,0 +1,116 @@
+import CMaxMindDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A MaxMind DB opened with mmap, answering "which country is this address in". Lookups are
+/// read-only and safe from every loop at once.
+public final class GeoIPDatabase: @unchecked Sendable {
+    public struct OpenError: Error, CustomStringConvertible {
+        public let path: String
+        public let message: String
+        public var description: String { "\(path): \(message)" }
+    }
+
+    private var db = MMDB_s()
+    public let path: String
+    public let buildEpoch: UInt64
+    public let databaseType: String
+
+    public init(path: String) throws(OpenError) {
+        self.path = path
+        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), &db)
+        guard status == MMDB_SUCCESS else {
+            throw OpenError(path: path, message: "not a usable MaxMind DB: \(String(cString: MMDB_strerror(status)))")
+        }
+        buildEpoch = db.metadata.build_epoch
+        databaseType = db.metadata.database_type.map { String(cString: $0) } ?? ""
+        // Probe a spread of addresses: a corrupt search tree or data section fails here, at
+        // load time, instead of on live traffic.
+        for probe in Self.probes {
+            if case .failure(let message) = lookupResult(probe) {
+                MMDB_close(&db)
+                throw OpenError(path: path, message: "corrupt MaxMind DB: \(message)")
+            }
+        }
+    }
+
+    deinit { MMDB_close(&db) }
+
+    static let probes: [IPAddress] = [
+        "1.1.1.1", "2.125.160.216", "81.2.69.142", "89.160.20.112", "175.16.199.1", "216.160.83.56", "67.43.156.1",
+        "202.196.224.1", "127.0.0.1", "10.0.0.1", "255.255.255.255", "0.0.0.0", "2001:218::1", "2a02:d280::1", "::1",
+    ].compactMap { IPAddress($0) }
+
+    enum LookupResult {
+        case country(UInt16)
+        case none
+        case failure(String)
+    }
+
+    /// The ISO country code packed as two bytes (`CountryCode.pack`), or 0 when unknown.
+    public func country(_ address: IPAddress) -> UInt16 {
+        if case .country(let c) = lookupResult(address) { return c }
+        return 0
+    }
+
+    func lookupResult(_ address: IPAddress) -> LookupResult {
+        var mmdbError: Int32 = 0
+        var result: MMDB_lookup_result_s
+        if address.isV4 {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_addr.s_addr = UInt32(truncatingIfNeeded: address.bits).bigEndian
+            result = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(&db, $0, &mmdbError) } }
+        } else {
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                for i in 0..<16 { raw[i] = UInt8(truncatingIfNeeded: address.bits >> (8 * (15 - i))) }
+            }
+            result = withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(&db, $0, &mmdbError) } }
+        }
+        if mmdbError != MMDB_SUCCESS {
+            // An IPv6 lookup in an IPv4-only database is simply "not found".
+            if mmdbError == MMDB_IPV6_LOOKUP_IN_IPV4_DATABASE_ERROR { return .none }
+            return .failure(String(cString: MMDB_strerror(mmdbError)))
+        }
+        guard result.found_entry else { return .none }
+        for top in ["country", "registered_country"] {
+            var data = MMDB_entry_data_s()
+            let status = top.withCString { t in
+                "iso_code".withCString { k in
+                    var path: [UnsafePointer<CChar>?] = [t, k, nil]
+                    return path.withUnsafeMutableBufferPointer { MMDB_aget_value(&result.entry, &data, $0.baseAddress) }
+                }
+            }
+            if status == MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR { continue }
+            if status != MMDB_SUCCESS { return .failure(String(cString: MMDB_strerror(status))) }
+            if data.has_data && data.type == UInt32(MMDB_DATA_TYPE_UTF8_STRING) && data.data_size == 2 {
+                let p = UnsafeRawPointer(data.utf8_string!)
+                let a = p.load(as: UInt8.self)
+                let b = p.load(fromByteOffset: 1, as: UInt8.self)
+                return .country(CountryCode.pack(a, b))
+            }
+        }
+        return .none
+    }
+}
+
+extension CountryCode {
+    /// Two upper-case ASCII letters as one number, so the hot path compares integers.
+    public static func pack(_ a: UInt8, _ b: UInt8) -> UInt16 {
+        func up(_ c: UInt8) -> UInt8 { (c >= 0x61 && c <= 0x7A) ? c - 0x20 : c }
+        return UInt16(up(a)) << 8 | UInt16(up(b))
+    }
+
+    public static func pack(_ code: String) -> UInt16 {
+        let u = Array(code.utf8)
+        guard u.count == 2 else { return 0 }
+        return pack(u[0], u[1])
+    }
+
+    public static func unpack(_ c: UInt16) -> String {
+        String(decoding: [UInt8(c >> 8), UInt8(c & 0xFF)], as: UTF8.self)
+    }
+}

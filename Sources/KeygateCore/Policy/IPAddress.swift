@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An IPv4 or IPv6 address as 128 bits; IPv4 is held IPv4-mapped (`::ffff:a.b.c.d`) so one
+/// structure serves both families.
+public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let bits: UInt128
+
+    public init(bits: UInt128) { self.bits = bits }
+
+    public init(v4: UInt32) { bits = (UInt128(0xFFFF) << 32) | UInt128(v4) }
+
+    public var isV4: Bool { bits >> 32 == 0xFFFF }
+
+    public static func < (a: IPAddress, b: IPAddress) -> Bool { a.bits < b.bits }
+
+    /// Parses dotted IPv4 or textual IPv6 (with optional brackets).
+    public init?(_ text: String) {
+        var t = text
+        if t.hasPrefix("[") && t.hasSuffix("]") { t = String(t.dropFirst().dropLast()) }
+        if t.contains(":") {
+            var a6 = in6_addr()
+            guard inet_pton(AF_INET6, t, &a6) == 1 else { return nil }
+            self.init(in6: a6)
+        } else {
+            var a4 = in_addr()
+            guard Self.strictDotted(t), inet_pton(AF_INET, t, &a4) == 1 else { return nil }
+            self.init(v4: UInt32(bigEndian: a4.s_addr))
+        }
+    }
+
+    public init(in6 a: in6_addr) {
+        var v: UInt128 = 0
+        withUnsafeBytes(of: a) { raw in
+            for b in raw { v = v << 8 | UInt128(b) }
+        }
+        bits = v
+    }
+
+    /// From a peer `sockaddr_storage` filled by accept().
+    public init?(sockaddr s: sockaddr_storage) {
+        var s = s
+        switch Int32(s.ss_family) {
+        case AF_INET:
+            let v4 = withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr } }
+            self.init(v4: UInt32(bigEndian: v4))
+        case AF_INET6:
+            let a6 = withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr } }
+            self.init(in6: a6)
+        default:
+            return nil
+        }
+    }
+
+    /// Leading zeros ("010.0.0.1") are refused: some parsers read them as octal.
+    static func strictDotted(_ t: String) -> Bool {
+        let parts = t.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return false }
+        for p in parts {
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), p.allSatisfy(\.isNumber) else { return false }
+            if p.count > 1 && p.hasPrefix("0") { return false }
+        }
+        return true
+    }
+
+    public var description: String {
+        if isV4 {
+            let v = UInt32(truncatingIfNeeded: bits)
+            return "\(v >> 24).\((v >> 16) & 0xFF).\((v >> 8) & 0xFF).\(v & 0xFF)"
+        }
+        var a6 = in6_addr()
+        withUnsafeMutableBytes(of: &a6) { raw in
+            for i in 0..<16 { raw[i] = UInt8(truncatingIfNeeded: bits >> (8 * (15 - i))) }
+        }
+        var buf = [UInt8](repeating: 0, count: 64)
+        _ = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: 64) { inet_ntop(AF_INET6, &a6, $0, 64) }
+        }
+        return String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// Appends the textual form to `out` (IPv4 without allocating).
+    public func append(to out: inout [UInt8]) {
+        if isV4 {
+            let v = UInt32(truncatingIfNeeded: bits)
+            for shift in stride(from: 24, through: 0, by: -8) {
+                let octet = Int((v >> UInt32(shift)) & 0xFF)
+                if octet >= 100 { out.append(UInt8(0x30 + octet / 100)) }
+                if octet >= 10 { out.append(UInt8(0x30 + (octet / 10) % 10)) }
+                out.append(UInt8(0x30 + octet % 10))
+                if shift > 0 { out.append(UInt8(ascii: ".")) }
+            }
+        } else {
+            out.append(contentsOf: description.utf8)
+        }
+    }
+}
+
+/// A CIDR block (`10.0.0.0/8`, `2001:db8::/32`, or a bare address).
+public struct CIDR: Sendable, Equatable, CustomStringConvertible {
+    public let low: UInt128
+    public let high: UInt128
+    public let text: String
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let addr = IPAddress(String(parts[0])) else { return nil }
+        let maxBits = addr.isV4 && !parts[0].contains(":") ? 32 : 128
+        var prefix = maxBits
+        if parts.count == 2 {
+            guard let p = Int(parts[1]), parts[1].allSatisfy(\.isNumber), (0...maxBits).contains(p) else { return nil }
+            prefix = p
+        }
+        let hostBits = maxBits - prefix
+        let mask: UInt128 = hostBits == 128 ? ~0 : (UInt128(1) << hostBits) - 1
+        low = addr.bits & ~mask
+        high = low | mask
+        self.text = text
+    }
+
+    public func contains(_ a: IPAddress) -> Bool { a.bits >= low && a.bits <= high }
+    public var description: String { text }
+}
+
+/// A set of CIDR blocks merged into sorted, disjoint ranges: membership is a binary search,
+/// so the cost barely grows with the number of rules.
+public struct CIDRSet: Sendable {
+    var lows: [UInt128] = []
+    var highs: [UInt128] = []
+
+    public init(_ blocks: [CIDR]) {
+        let sorted = blocks.sorted { $0.low < $1.low }
+        for b in sorted {
+            if let last = highs.last, last == ~0 || b.low <= last + 1 {
+                highs[highs.count - 1] = max(last, b.high)
+            } else {
+                lows.append(b.low)
+                highs.append(b.high)
+            }
+        }
+    }
+
+    public var isEmpty: Bool { lows.isEmpty }
+
+    public func contains(_ a: IPAddress) -> Bool {
+        var lo = 0
+        var hi = lows.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if lows[mid] <= a.bits { lo = mid + 1 } else { hi = mid }
+        }
+        return lo > 0 && a.bits <= highs[lo - 1]
+    }
+}

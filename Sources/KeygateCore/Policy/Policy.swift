@@ -1,0 +1,73 @@
+/// The validated policy file: plain values with defaults, built only by `PolicyLoader`.
+public struct Policy: Sendable {
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        public let host: String
+        public let port: UInt16
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public struct Countries: Sendable {
+        public var allow: Set<String> = []
+        public var deny: Set<String> = []
+        /// What to do with addresses that have no country in the database.
+        public var unknownAllowed = true
+    }
+
+    public struct Access: Sendable {
+        public var allowIPs: [CIDR] = []
+        public var countries = Countries()
+    }
+
+    public struct Limits: Sendable {
+        public var maxHeaderBytes = 32768
+        public var maxHeaders = 100
+        /// 0 = no limit.
+        public var maxBodyBytes: UInt64 = 0
+        public var maxConnections = 10000
+        public var maxRequestsPerConnection = 1000
+    }
+
+    /// All in milliseconds.
+    public struct Timeouts: Sendable {
+        public var headerRead: Int64 = 10_000
+        public var idle: Int64 = 60_000
+        public var bodyIdle: Int64 = 10_000
+        public var upstreamConnect: Int64 = 2_000
+        public var upstreamResponse: Int64 = 30_000
+        public var shutdownGrace: Int64 = 30_000
+    }
+
+    /// The policy file, absolute; every other path is relative to its folder.
+    public var file: String
+    public var listen = Endpoint(host: "0.0.0.0", port: 8080)
+    public var upstream = Endpoint(host: "127.0.0.1", port: 9000)
+    public var adminListen: Endpoint? = Endpoint(host: "127.0.0.1", port: 9901)
+    /// 0 = one per core.
+    public var workers = 0
+    public var keysFile: String
+    /// A path, or "-" for standard output.
+    public var usageLog: String
+    public var geoipDB: String?
+    public var keyPrefix = "kg"
+    /// Lower-case header names that may carry the key.
+    public var credentialHeaders = ["x-api-key"]
+    public var bearer = true
+    public var trustedProxies: [CIDR] = []
+    public var access = Access()
+    public var publicRoutes: [RoutePattern] = []
+    public var scopes: [String: [RoutePattern]] = [:]
+    public var limits = Limits()
+    public var timeouts = Timeouts()
+    public var identityPrefix = "X-Keygate-"
+
+    public init(file: String, keysFile: String, usageLog: String) {
+        self.file = file
+        self.keysFile = keysFile
+        self.usageLog = usageLog
+    }
+
+    public var workerCount: Int {
+        if workers > 0 { return workers }
+        return max(1, System.coreCount)
+    }
+}

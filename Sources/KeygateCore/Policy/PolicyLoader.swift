@@ -1,0 +1,345 @@
+import Foundation
+import Yams
+
+/// Every problem found in a policy file, each as `file:line: message`.
+public struct PolicyError: Error, CustomStringConvertible, Sendable {
+    public let problems: [String]
+    public var description: String { problems.joined(separator: "\n") }
+}
+
+/// Loads and validates the policy file. Validation collects every problem with its line; nothing
+/// is returned unless all of it passes.
+public enum PolicyLoader {
+    public static func load(path: String) throws(PolicyError) -> Policy {
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        guard let data = FileManager.default.contents(atPath: absolute), let text = String(data: data, encoding: .utf8) else {
+            throw PolicyError(problems: ["\(path): cannot read the policy file"])
+        }
+        return try parse(text, file: absolute, displayName: path)
+    }
+
+    public static func parse(_ text: String, file: String, displayName: String? = nil) throws(PolicyError) -> Policy {
+        let name = displayName ?? file
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw PolicyError(problems: ["\(name):\(yamlErrorLine(error)): \(yamlErrorProblem(error))"])
+        } catch {
+            throw PolicyError(problems: ["\(name): \(error)"])
+        }
+        var v = Validator(name: name, dir: (file as NSString).deletingLastPathComponent)
+        let policy = v.build(root)
+        if !v.problems.isEmpty { throw PolicyError(problems: v.problems) }
+        return policy
+    }
+
+    static func yamlErrorLine(_ e: YamlError) -> Int {
+        switch e {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        default: return 1
+        }
+    }
+
+    static func yamlErrorProblem(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return "YAML: \(problem)"
+        default: return "YAML: \(e)"
+        }
+    }
+}
+
+/// Walks the YAML tree, building a `Policy` and recording each problem with its line.
+struct Validator {
+    let name: String
+    let dir: String
+    var problems: [String] = []
+
+    init(name: String, dir: String) {
+        self.name = name
+        self.dir = dir
+    }
+
+    mutating func fail(_ node: Node?, _ message: String) {
+        problems.append("\(name):\(node?.mark?.line ?? 1): \(message)")
+    }
+
+    func resolve(_ path: String) -> String {
+        path.hasPrefix("/") ? path : (dir as NSString).appendingPathComponent(path)
+    }
+
+    /// Iterates a mapping's pairs, refusing unknown keys.
+    mutating func fields(_ node: Node, _ where_: String, known: [String], _ body: (inout Validator, String, Node) -> Void) {
+        guard case .mapping(let m) = node else {
+            fail(node, "\(where_) must be a mapping")
+            return
+        }
+        for (k, value) in m {
+            guard let key = k.scalar?.string else {
+                fail(k, "\(where_): keys must be plain names")
+                continue
+            }
+            let path = where_.isEmpty ? key : "\(where_).\(key)"
+            if !known.contains(key) {
+                fail(k, "unknown field \"\(path)\"")
+                continue
+            }
+            body(&self, key, value)
+        }
+    }
+
+    mutating func string(_ node: Node, _ path: String) -> String? {
+        guard case .scalar(let s) = node else {
+            fail(node, "\(path) must be a string")
+            return nil
+        }
+        return s.string
+    }
+
+    mutating func strings(_ node: Node, _ path: String) -> [(String, Node)] {
+        guard case .sequence(let seq) = node else {
+            fail(node, "\(path) must be a list")
+            return []
+        }
+        var out: [(String, Node)] = []
+        for (i, item) in seq.enumerated() {
+            if let s = string(item, "\(path)[\(i)]") { out.append((s, item)) }
+        }
+        return out
+    }
+
+    mutating func bool(_ node: Node, _ path: String) -> Bool? {
+        switch node.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            fail(node, "\(path) must be true or false")
+            return nil
+        }
+    }
+
+    mutating func int(_ node: Node, _ path: String, min: Int = 0) -> Int? {
+        guard let s = node.scalar?.string, let v = Int(s.replacingOccurrences(of: "_", with: "")), v >= min else {
+            fail(node, "\(path) must be a whole number of at least \(min)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func duration(_ node: Node, _ path: String) -> Int64? {
+        guard let s = node.scalar?.string, let ms = DurationText.parseMillis(s), ms > 0 else {
+            fail(node, "\(path): \"\(node.scalar?.string ?? "")\" is not a duration (like 500ms, 10s, 2m, 1h)")
+            return nil
+        }
+        return ms
+    }
+
+    mutating func endpoint(_ node: Node, _ path: String) -> Policy.Endpoint? {
+        guard let s = string(node, path) else { return nil }
+        guard let e = Self.parseEndpoint(s) else {
+            fail(node, "\(path): \"\(s)\" is not host:port")
+            return nil
+        }
+        return e
+    }
+
+    static func parseEndpoint(_ s: String) -> Policy.Endpoint? {
+        var host: Substring
+        var port: Substring
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            host = s[s.index(after: s.startIndex)..<close]
+            let rest = s[s.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            port = rest.dropFirst()
+        } else {
+            guard let colon = s.lastIndex(of: ":") else { return nil }
+            host = s[..<colon]
+            port = s[s.index(after: colon)...]
+        }
+        guard !host.isEmpty, let p = UInt16(port), p > 0 else { return nil }
+        if host == "localhost" { host = "127.0.0.1" }
+        guard IPAddress(String(host)) != nil else { return nil }
+        return Policy.Endpoint(host: String(host), port: p)
+    }
+
+    mutating func cidrs(_ node: Node, _ path: String) -> [CIDR] {
+        var out: [CIDR] = []
+        for (i, (s, item)) in strings(node, path).enumerated() {
+            if let c = CIDR(s) { out.append(c) } else { fail(item, "\(path)[\(i)]: \"\(s)\" is not a CIDR") }
+        }
+        return out
+    }
+
+    mutating func countryList(_ node: Node, _ path: String) -> Set<String> {
+        var out = Set<String>()
+        for (i, (s, item)) in strings(node, path).enumerated() {
+            if CountryCode.isValid(s) { out.insert(s.uppercased()) } else { fail(item, "\(path)[\(i)]: \"\(s)\" is not an ISO 3166-1 alpha-2 country code") }
+        }
+        return out
+    }
+
+    mutating func routes(_ node: Node, _ path: String) -> [RoutePattern] {
+        var out: [RoutePattern] = []
+        for (i, (s, item)) in strings(node, path).enumerated() {
+            do {
+                out.append(try RoutePattern(s))
+            } catch {
+                fail(item, "\(path)[\(i)]: \(error.message)")
+            }
+        }
+        return out
+    }
+
+    mutating func build(_ root: Node?) -> Policy {
+        var p = Policy(file: "", keysFile: resolve("keys.jsonl"), usageLog: resolve("usage.jsonl"))
+        guard let root else {
+            fail(nil, "the policy file is empty")
+            return p
+        }
+        var countriesNode: Node? = nil
+        let known = [
+            "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers",
+        ]
+        fields(root, "", known: known) { v, key, node in
+            switch key {
+            case "listen": if let e = v.endpoint(node, key) { p.listen = e }
+            case "upstream":
+                guard let s = v.string(node, key) else { return }
+                guard s.hasPrefix("http://"), let e = Validator.parseEndpoint(String(s.dropFirst(7)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))) else {
+                    v.fail(node, "upstream: \"\(s)\" must be http://host:port")
+                    return
+                }
+                p.upstream = e
+            case "admin_listen":
+                if node.scalar?.string == "" || node.scalar?.string == "off" { p.adminListen = nil } else if let e = v.endpoint(node, key) { p.adminListen = e }
+            case "workers":
+                if node.scalar?.string == "auto" { p.workers = 0 } else if let n = v.int(node, key, min: 1) {
+                    if n > 256 { v.fail(node, "workers: at most 256") } else { p.workers = n }
+                }
+            case "keys_file": if let s = v.string(node, key) { p.keysFile = v.resolve(s) }
+            case "usage_log": if let s = v.string(node, key) { p.usageLog = s == "-" ? "-" : v.resolve(s) }
+            case "geoip_db":
+                if let s = v.string(node, key), !s.isEmpty {
+                    let path = v.resolve(s)
+                    if !FileManager.default.isReadableFile(atPath: path) { v.fail(node, "geoip_db: cannot read \(path)") }
+                    p.geoipDB = path
+                }
+            case "key_prefix":
+                if let s = v.string(node, key) {
+                    if s.isEmpty || s.count > 16 || !s.utf8.allSatisfy({ Base62.isDigit($0) }) {
+                        v.fail(node, "key_prefix: 1 to 16 letters or digits")
+                    } else {
+                        p.keyPrefix = s
+                    }
+                }
+            case "credentials":
+                v.fields(node, key, known: ["headers", "bearer"]) { v, k, n in
+                    if k == "headers" {
+                        let names = v.strings(n, "credentials.headers").map { $0.0.lowercased() }
+                        for name in names where name.isEmpty || !name.utf8.allSatisfy({ Base62.isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }) {
+                            v.fail(n, "credentials.headers: \"\(name)\" is not a header name")
+                        }
+                        p.credentialHeaders = names
+                    } else if let b = v.bool(n, "credentials.bearer") {
+                        p.bearer = b
+                    }
+                }
+            case "trusted_proxies": p.trustedProxies = v.cidrs(node, key)
+            case "access":
+                v.fields(node, key, known: ["allow_ips", "countries"]) { v, k, n in
+                    if k == "allow_ips" {
+                        p.access.allowIPs = v.cidrs(n, "access.allow_ips")
+                    } else {
+                        countriesNode = n
+                        v.fields(n, "access.countries", known: ["allow", "deny", "unknown"]) { v, ck, cn in
+                            switch ck {
+                            case "allow": p.access.countries.allow = v.countryList(cn, "access.countries.allow")
+                            case "deny": p.access.countries.deny = v.countryList(cn, "access.countries.deny")
+                            default:
+                                switch cn.scalar?.string {
+                                case "allow": p.access.countries.unknownAllowed = true
+                                case "deny": p.access.countries.unknownAllowed = false
+                                default: v.fail(cn, "access.countries.unknown must be allow or deny")
+                                }
+                            }
+                        }
+                    }
+                }
+            case "public_routes": p.publicRoutes = v.routes(node, key)
+            case "scopes":
+                guard case .mapping(let m) = node else {
+                    v.fail(node, "scopes must be a mapping of scope name to routes")
+                    return
+                }
+                for (k, n) in m {
+                    guard let scope = k.scalar?.string, !scope.isEmpty else {
+                        v.fail(k, "scopes: names must be plain strings")
+                        continue
+                    }
+                    p.scopes[scope] = v.routes(n, "scopes.\(scope)")
+                }
+            case "limits":
+                v.fields(node, key, known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_requests_per_connection"]) { v, k, n in
+                    let path = "limits.\(k)"
+                    switch k {
+                    case "max_header_bytes": if let x = v.int(n, path, min: 1024) { p.limits.maxHeaderBytes = x }
+                    case "max_headers": if let x = v.int(n, path, min: 1) { p.limits.maxHeaders = x }
+                    case "max_body_bytes": if let x = v.int(n, path) { p.limits.maxBodyBytes = UInt64(x) }
+                    case "max_connections": if let x = v.int(n, path, min: 1) { p.limits.maxConnections = x }
+                    default: if let x = v.int(n, path, min: 1) { p.limits.maxRequestsPerConnection = x }
+                    }
+                }
+            case "timeouts":
+                v.fields(node, key, known: ["header_read", "idle", "body_idle", "upstream_connect", "upstream_response", "shutdown_grace"]) { v, k, n in
+                    guard let ms = v.duration(n, "timeouts.\(k)") else { return }
+                    switch k {
+                    case "header_read": p.timeouts.headerRead = ms
+                    case "idle": p.timeouts.idle = ms
+                    case "body_idle": p.timeouts.bodyIdle = ms
+                    case "upstream_connect": p.timeouts.upstreamConnect = ms
+                    case "upstream_response": p.timeouts.upstreamResponse = ms
+                    default: p.timeouts.shutdownGrace = ms
+                    }
+                }
+            case "identity_headers":
+                v.fields(node, key, known: ["prefix"]) { v, _, n in
+                    if let s = v.string(n, "identity_headers.prefix") {
+                        if s.count < 2 || !s.utf8.allSatisfy({ Base62.isDigit($0) || $0 == UInt8(ascii: "-") }) {
+                            v.fail(n, "identity_headers.prefix: letters, digits and - only")
+                        } else {
+                            p.identityPrefix = s
+                        }
+                    }
+                }
+            default: break
+            }
+        }
+        let overlap = p.access.countries.allow.intersection(p.access.countries.deny)
+        if !overlap.isEmpty {
+            fail(countriesNode, "access.countries: \(overlap.sorted().joined(separator: ", ")) both allowed and denied")
+        }
+        let usesCountries = !p.access.countries.allow.isEmpty || !p.access.countries.deny.isEmpty || !p.access.countries.unknownAllowed
+        if usesCountries && p.geoipDB == nil {
+            fail(countriesNode, "access.countries needs geoip_db")
+        }
+        return p
+    }
+}
+
+/// ISO 3166-1 alpha-2 codes as GeoIP databases report them.
+public enum CountryCode {
+    static let assigned: Set<String> = Set(
+        """
+        AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+        CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+        GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO \
+        JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR \
+        MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO \
+        RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV \
+        TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW EU AP XK
+        """.split(separator: " ").map(String.init))
+
+    public static func isValid(_ code: String) -> Bool { assigned.contains(code.uppercased()) && code.count == 2 }
+}

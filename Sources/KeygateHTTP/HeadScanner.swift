@@ -1,0 +1,59 @@
+/// Finds where a message head ends, incrementally, while enforcing the line rules that do not
+/// need the whole head: CRLF only, bounded line length, bounded total size.
+///
+/// Call `scan` again with the same (grown) buffer after each read; it resumes where it stopped.
+public struct HeadScanner: Sendable {
+    public var maxLineBytes: Int
+    public var maxRequestLineBytes: Int
+    public var maxHeadBytes: Int
+    /// Where the head starts (after at most one leading empty line).
+    public private(set) var start = 0
+    private var position = 0
+    private var lineStart = 0
+    private var lines = 0
+
+    public init(maxHeadBytes: Int = 32768, maxLineBytes: Int = 8192, maxRequestLineBytes: Int = 8192 + 64) {
+        self.maxHeadBytes = maxHeadBytes
+        self.maxLineBytes = maxLineBytes
+        self.maxRequestLineBytes = maxRequestLineBytes
+    }
+
+    public mutating func reset() {
+        start = 0; position = 0; lineStart = 0; lines = 0
+    }
+
+    /// Returns the index just past the head's final CRLF, or nil when more bytes are needed.
+    public mutating func scan(_ buf: UnsafeRawBufferPointer) throws(HTTPParseError) -> Int? {
+        let n = buf.count
+        while position < n {
+            let b = buf[position]
+            if b == 0x0A {
+                guard position > lineStart, buf[position - 1] == 0x0D else { throw .bareLF }
+                let length = position - 1 - lineStart
+                position += 1
+                if length == 0 {
+                    if lines == 0 {
+                        // One empty line before the request line is tolerated (RFC 9112 §2.2).
+                        if lineStart != 0 { throw .bad("more than one empty line before the request line") }
+                        start = position
+                        lineStart = position
+                        continue
+                    }
+                    return position
+                }
+                lines += 1
+                lineStart = position
+                if position - start > maxHeadBytes { throw .headerTooLarge }
+                continue
+            }
+            if b == 0x0D, position + 1 < n, buf[position + 1] != 0x0A { throw .bareCR }
+            position += 1
+        }
+        // No end yet: refuse early rather than buffer an endless line.
+        let pending = position - lineStart
+        if lines == 0 && pending > maxRequestLineBytes { throw .uriTooLong }
+        if lines > 0 && pending > maxLineBytes { throw .headerTooLarge }
+        if position - start > maxHeadBytes { throw .headerTooLarge }
+        return nil
+    }
+}

@@ -1,0 +1,53 @@
+/// A parsed, validated request head. Ranges point into `bytes`, a private copy of the head.
+public struct RequestHead: Sendable {
+    public var bytes: [UInt8]
+    public var method: Range<Int>
+    /// Origin-form target (path and query); absolute-form is already rewritten.
+    public var target: Range<Int>
+    public var version: HTTPVersion
+    public var fields: [HeaderField]
+    public var framing: BodyFraming
+    /// Whether the client wants the connection kept after this exchange.
+    public var keepAlive: Bool
+    public var expectContinue: Bool
+    /// Index into `fields` of the Host field, if any.
+    public var hostField: Int?
+    /// Lowercased field names listed in `Connection` (besides close/keep-alive): not forwarded.
+    public var connectionOptions: [Range<Int>]
+
+    public var isHead: Bool { bytes.equalsLowercased(method, "head") }
+
+    /// The path without the query string.
+    public var path: Range<Int> {
+        var i = target.lowerBound
+        while i < target.upperBound {
+            if bytes[i] == UInt8(ascii: "?") { break }
+            i += 1
+        }
+        return target.lowerBound..<i
+    }
+
+    public func methodString() -> String { bytes.string(method) }
+    public func pathString() -> String { bytes.string(path) }
+
+    /// Index of the first field whose name equals lowercase `name`.
+    public func firstField(_ name: StaticString) -> Int? {
+        bytes.withUnsafeBufferPointer { p in
+            fields.firstIndex { p.equalsLowercased($0.name, name) }
+        }
+    }
+
+    /// Whether `name` (a field name range) is listed as an option in `Connection`.
+    public func isConnectionOption(_ name: Range<Int>) -> Bool {
+        for option in connectionOptions where option.count == name.count {
+            var j = option.lowerBound
+            var same = true
+            for i in name {
+                if lower(bytes[i]) != lower(bytes[j]) { same = false; break }
+                j += 1
+            }
+            if same { return true }
+        }
+        return false
+    }
+}
