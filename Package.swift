@@ -21,7 +21,9 @@ let package = Package(
         // Policy, keys, GeoIP, the decision and the usage event.
         .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "Yams"]),
         // The only module with sockets and Dispatch sources.
-        .target(name: "KeygateIO"),
+        // epoll and accept4, which Swift's Glibc module does not import.
+        .target(name: "CKeygateSys"),
+        .target(name: "KeygateIO", dependencies: ["CKeygateSys"]),
         // Glue: sessions, upstream pool, server lifecycle.
         .target(name: "KeygateProxy", dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP"]),
         .executableTarget(

@@ -14,8 +14,12 @@ public final class Snapshot: Sendable {
     public let identityPrefixLower: [UInt8]
     public let identityPrefix: [UInt8]
     public let loadedAtMillis: Int64
+    public let keysStamp: FileStamp?
+    public let geoipStamp: FileStamp?
 
-    public init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?) {
+    public init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?, keysStamp: FileStamp? = nil, geoipStamp: FileStamp? = nil) {
+        self.keysStamp = keysStamp
+        self.geoipStamp = geoipStamp
         self.policy = policy
         var keys: [KeyDigest: KeyEntry] = [:]
         keys.reserveCapacity(records.count)

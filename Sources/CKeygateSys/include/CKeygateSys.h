@@ -1,0 +1,32 @@
+#ifndef KEYGATE_SYS_H
+#define KEYGATE_SYS_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+// Thin wrappers for what Swift's Glibc module does not import: epoll (declared under
+// sys/epoll.h, not part of the module) and accept4 (a GNU extension). struct epoll_event is
+// packed on x86_64, so Swift reads it only through these accessors.
+
+enum {
+    KG_EPOLLIN = 0x001,
+    KG_EPOLLOUT = 0x004,
+    KG_EPOLLERR = 0x008,
+    KG_EPOLLHUP = 0x010,
+    KG_EPOLLRDHUP = 0x2000,
+    KG_EPOLLEXCLUSIVE = 1u << 28,
+};
+
+int kg_epoll_create(void);
+/// op: 1 add, 2 del, 3 mod (as EPOLL_CTL_*).
+int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag);
+/// Waits up to timeout_ms; fills tags[i] and events[i] for each ready descriptor.
+int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
+int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
+
+/// A non-blocking inotify descriptor watching `folder` for files written, moved in or removed.
+int kg_watch_folder(const char *folder);
+/// Drains pending inotify events; returns how many bytes were read (0 when none).
+int kg_drain_fd(int fd);
+
+#endif

@@ -1,0 +1,55 @@
+#define _GNU_SOURCE
+#include "CKeygateSys.h"
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <errno.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag) {
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n;
+    do {
+        n = epoll_wait(epfd, evs, max, timeout_ms);
+    } while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n; i++) {
+        tags[i] = evs[i].data.u64;
+        events[i] = evs[i].events;
+    }
+    return n;
+}
+
+int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
+    return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+int kg_watch_folder(const char *folder) {
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return -1;
+    if (inotify_add_watch(fd, folder, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int kg_drain_fd(int fd) {
+    char buf[4096];
+    int total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        total += (int)n;
+    }
+    return total;
+}

@@ -1,0 +1,123 @@
+import KeygateHTTP
+
+/// Builds the request head sent upstream: keygate's own framing, hop-by-hop and forged fields
+/// removed, identity and forwarding fields set (HTTP.md rules 6, 8 and 9).
+public enum UpstreamHead {
+    /// Why a head cannot be forwarded even though it parsed.
+    public static func refusal(_ head: RequestHead, snapshot s: Snapshot) -> String? {
+        for option in head.connectionOptions {
+            if head.bytes.hasFieldPrefix(option, s.identityPrefixLower) { return "Connection names an identity field" }
+            for name in s.credentialHeaders where head.bytes.equalsLowercased(option, bytes: name) {
+                return "Connection names the credential field"
+            }
+            if s.policy.bearer && head.bytes.equalsLowercased(option, "authorization") { return "Connection names the credential field" }
+        }
+        return nil
+    }
+
+    static let hopByHop: [StaticString] = [
+        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer",
+        "proxy-authorization", "proxy-authenticate", "content-length", "expect", "x-request-id",
+    ]
+    static let forwarding: [StaticString] = ["x-forwarded-for", "x-real-ip", "forwarded", "x-forwarded-proto", "x-forwarded-host"]
+
+    /// Appends the upstream head for `head` to `out`.
+    public static func append(
+        _ head: RequestHead, decision d: Decision, snapshot s: Snapshot, requestID: [UInt8], peer: IPAddress, to out: inout [UInt8]
+    ) {
+        let b = head.bytes
+        out.append(contentsOf: b[head.method])
+        out.append(0x20)
+        out.append(contentsOf: b[head.target])
+        out.append(contentsOf: " HTTP/1.1\r\n".utf8)
+        var forwardedFor: [Range<Int>] = []
+        var forwardedProto: Range<Int>? = nil
+        b.withUnsafeBufferPointer { p in
+            for (i, f) in head.fields.enumerated() {
+                if i == d.credentialField { continue }
+                let n = f.name
+                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+                if b.hasFieldPrefix(n, s.identityPrefixLower) { continue }
+                if forwarding.contains(where: { p.equalsLowercased(n, $0) }) {
+                    // Only a trusted proxy's chain is believed; everyone else's is dropped.
+                    if d.viaTrustedProxy {
+                        if p.equalsLowercased(n, "x-forwarded-for") {
+                            forwardedFor.append(f.value)
+                            continue
+                        }
+                        if p.equalsLowercased(n, "x-forwarded-proto") {
+                            forwardedProto = f.value
+                            continue
+                        }
+                    } else {
+                        continue
+                    }
+                }
+                if !head.connectionOptions.isEmpty && head.isConnectionOption(n) { continue }
+                out.append(contentsOf: b[n])
+                out.append(contentsOf: ": ".utf8)
+                out.append(contentsOf: b[f.value])
+                out.append(0x0D)
+                out.append(0x0A)
+            }
+        }
+        switch head.framing {
+        case .contentLength(let n):
+            out.append(contentsOf: "Content-Length: ".utf8)
+            JSONBytes.appendInt(n, to: &out)
+            out.append(contentsOf: "\r\n".utf8)
+        case .chunked:
+            out.append(contentsOf: "Transfer-Encoding: chunked\r\n".utf8)
+        case .none, .untilClose:
+            // A body-less request that the client framed as empty keeps that framing.
+            if !bodylessMethod(head) { out.append(contentsOf: "Content-Length: 0\r\n".utf8) }
+        }
+        if let key = d.key {
+            field(s.identityPrefix, "Key-Id", key.idBytes, &out)
+            field(s.identityPrefix, "Key-Name", key.nameBytes, &out)
+            field(s.identityPrefix, "Owner", key.ownerBytes, &out)
+            field(s.identityPrefix, "Scopes", key.scopesBytes, &out)
+        }
+        if d.country != 0 {
+            field(s.identityPrefix, "Country", [UInt8(d.country >> 8), UInt8(d.country & 0xFF)], &out)
+        }
+        out.append(contentsOf: "X-Request-Id: ".utf8)
+        out.append(contentsOf: requestID)
+        out.append(contentsOf: "\r\nX-Forwarded-For: ".utf8)
+        for r in forwardedFor {
+            out.append(contentsOf: b[r])
+            out.append(contentsOf: ", ".utf8)
+        }
+        peer.append(to: &out)
+        out.append(contentsOf: "\r\nX-Forwarded-Proto: ".utf8)
+        if let r = forwardedProto { out.append(contentsOf: b[r]) } else { out.append(contentsOf: "http".utf8) }
+        out.append(contentsOf: "\r\n\r\n".utf8)
+    }
+
+    static func bodylessMethod(_ head: RequestHead) -> Bool {
+        let m = head.method
+        return head.bytes.equalsLowercased(m, "get") || head.bytes.equalsLowercased(m, "head") || head.bytes.equalsLowercased(m, "delete")
+            || head.bytes.equalsLowercased(m, "options") || head.bytes.equalsLowercased(m, "trace")
+    }
+
+    static func field(_ prefix: [UInt8], _ name: String, _ value: [UInt8], _ out: inout [UInt8]) {
+        out.append(contentsOf: prefix)
+        out.append(contentsOf: name.utf8)
+        out.append(contentsOf: ": ".utf8)
+        out.append(contentsOf: value)
+        out.append(contentsOf: "\r\n".utf8)
+    }
+
+    /// A client's X-Request-Id is kept only if it matches [A-Za-z0-9._-]{1,64}.
+    public static func clientRequestID(_ head: RequestHead) -> [UInt8]? {
+        guard let i = head.firstField("x-request-id") else { return nil }
+        let r = head.fields[i].value
+        guard (1...64).contains(r.count) else { return nil }
+        for j in r {
+            let c = head.bytes[j]
+            let ok = Base62.isDigit(c) || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
+            if !ok { return nil }
+        }
+        return Array(head.bytes[r])
+    }
+}

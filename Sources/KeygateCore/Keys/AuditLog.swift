@@ -1,0 +1,92 @@
+import Foundation
+
+/// One change to the key store: who, what, which key, and each changed field (old → new).
+public struct AuditEntry: Codable {
+    public struct Change: Codable, Equatable {
+        public var old: JSONValue?
+        public var new: JSONValue?
+    }
+
+    public var ts: String
+    public var actor: String
+    public var action: String
+    public var key_id: String
+    public var changes: [String: Change]
+
+    init(actor: String, action: String, keyID: String, changes: [String: Change]) {
+        ts = Timestamp.format(millis: Timestamp.nowMillis())
+        self.actor = actor
+        self.action = action
+        key_id = keyID
+        self.changes = changes
+    }
+
+    /// Field-by-field difference of two records; `hash` is never written out.
+    static func diff(_ a: KeyRecord?, _ b: KeyRecord?) -> [String: Change] {
+        let old = a.map(JSONValue.fields) ?? [:]
+        let new = b.map(JSONValue.fields) ?? [:]
+        var out: [String: Change] = [:]
+        for k in Set(old.keys).union(new.keys) where k != "hash" && k != "updated_at" {
+            if old[k] != new[k] { out[k] = Change(old: old[k], new: new[k]) }
+        }
+        return out
+    }
+}
+
+/// A small JSON value, for diffs of records.
+public enum JSONValue: Codable, Equatable {
+    case string(String), number(Double), bool(Bool), array([JSONValue]), object([String: JSONValue]), null
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .number(let n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .bool(let b): try c.encode(b)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        case .null: try c.encodeNil()
+        }
+    }
+
+    static func fields(_ r: KeyRecord) -> [String: JSONValue] {
+        guard let data = try? JSONEncoder().encode(r), let v = try? JSONDecoder().decode(JSONValue.self, from: data), case .object(let o) = v else { return [:] }
+        return o
+    }
+}
+
+public enum AuditLog {
+    static func append(_ entries: [AuditEntry], to path: String) {
+        guard !entries.isEmpty else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data = Data()
+        for e in entries {
+            if let line = try? encoder.encode(e) {
+                data.append(line)
+                data.append(0x0A)
+            }
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        data.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
+        fsync(fd)
+        close(fd)
+    }
+
+    public static func read(_ path: String) -> [AuditEntry] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let decoder = JSONDecoder()
+        return data.split(separator: 0x0A).compactMap { try? decoder.decode(AuditEntry.self, from: Data($0)) }
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+
+/// A refused key operation: one line for the CLI, exit code 1.
+public struct KeyError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Settings a user gives for a key (create, update, import). nil = not given.
+public struct KeySettings {
+    public var name: String?
+    public var owner: String?
+    public var description: String?
+    public var scopes: [String]?
+    public var allowIPs: [String]?
+    public var allowCountries: [String]?
+    public var denyCountries: [String]?
+    public var notBefore: String?
+    public var expires: String?
+    public var ttl: String?
+    public var rate: String?
+    public var burst: Int?
+    public var quota: String?
+
+    public init() {}
+
+    /// Validates every given value against the policy; applies them to `r`.
+    func apply(to r: inout KeyRecord, policy: Policy, nowMillis: Int64) throws(KeyError) {
+        if let name {
+            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
+            r.name = name
+        }
+        if let owner { r.owner = owner.isEmpty ? nil : owner }
+        if let description { r.description = description.isEmpty ? nil : description }
+        if let scopes {
+            for s in scopes where policy.scopes[s] == nil {
+                let known = policy.scopes.keys.sorted().joined(separator: ", ")
+                throw KeyError("scope \"\(s)\" is not defined in the policy (defined: \(known.isEmpty ? "none" : known))")
+            }
+            r.scopes = Array(Set(scopes)).sorted()
+        }
+        if let allowIPs {
+            for ip in allowIPs where CIDR(ip) == nil { throw KeyError("--allow-ip \"\(ip)\" is not an IP address or CIDR") }
+            r.allow_ips = allowIPs
+        }
+        if let allowCountries {
+            for c in allowCountries where !CountryCode.isValid(c) { throw KeyError("--allow-country \"\(c)\" is not an ISO 3166-1 alpha-2 code") }
+            r.countries.allow = allowCountries.map { $0.uppercased() }
+        }
+        if let denyCountries {
+            for c in denyCountries where !CountryCode.isValid(c) { throw KeyError("--deny-country \"\(c)\" is not an ISO 3166-1 alpha-2 code") }
+            r.countries.deny = denyCountries.map { $0.uppercased() }
+        }
+        let both = Set(r.countries.allow).intersection(r.countries.deny)
+        if !both.isEmpty { throw KeyError("\(both.sorted().joined(separator: ", ")) both allowed and denied") }
+        if (allowCountries != nil || denyCountries != nil) && policy.geoipDB == nil && !(r.countries.allow.isEmpty && r.countries.deny.isEmpty) {
+            throw KeyError("country rules need geoip_db in the policy")
+        }
+        if expires != nil && ttl != nil { throw KeyError("give --expires or --ttl, not both") }
+        if let notBefore { r.not_before = try Self.time(notBefore, "--not-before", nowMillis) }
+        if let expires { r.expires_at = try Self.time(expires, "--expires", nowMillis) }
+        if let ttl {
+            guard let ms = DurationText.parseMillis(ttl), ms > 0 else { throw KeyError("--ttl \"\(ttl)\" is not a duration (like 90d, 12h)") }
+            r.expires_at = Timestamp.format(seconds: (nowMillis + ms) / 1000)
+        }
+        if let nb = r.not_before.flatMap(Timestamp.parseMillis), let e = r.expires_at.flatMap(Timestamp.parseMillis), e <= nb {
+            throw KeyError("the key would expire before it becomes valid")
+        }
+        if let rate {
+            guard RateText.parse(rate) != nil else { throw KeyError("--rate \"\(rate)\" is not a rate (like 100/s, 6000/m)") }
+            r.rate = rate.isEmpty ? nil : rate
+        }
+        if let burst {
+            guard burst > 0 else { throw KeyError("--burst must be a positive number") }
+            guard r.rate != nil else { throw KeyError("--burst needs --rate") }
+            r.burst = burst
+        }
+        if let quota {
+            guard QuotaText.parse(quota) != nil else { throw KeyError("--quota \"\(quota)\" is not a quota (like 100000/day, 1000000/month)") }
+            r.quota = quota.isEmpty ? nil : quota
+        }
+    }
+
+    /// RFC 3339, a date, "now", or a duration from now (`90d`).
+    static func time(_ text: String, _ flag: String, _ nowMillis: Int64) throws(KeyError) -> String {
+        if text == "now" { return Timestamp.format(seconds: nowMillis / 1000) }
+        if let ms = DurationText.parseMillis(text) { return Timestamp.format(seconds: (nowMillis + ms) / 1000) }
+        guard let ms = Timestamp.parseMillis(text) else {
+            throw KeyError("\(flag) \"\(text)\" is not a time (RFC 3339 like 2027-01-31T12:00:00Z, a date, or a duration like 90d)")
+        }
+        return Timestamp.format(seconds: ms / 1000)
+    }
+}
+
+/// A request rate: `100/s`, `6000/m`, `10000/h`.
+public enum RateText {
+    public static func parse(_ s: String) -> (count: Int, perMillis: Int64)? {
+        let parts = s.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let n = Int(parts[0]), n > 0, parts[0].allSatisfy(\.isNumber) else { return nil }
+        switch parts[1] {
+        case "s", "sec", "second": return (n, 1000)
+        case "m", "min", "minute": return (n, 60_000)
+        case "h", "hour": return (n, 3_600_000)
+        default: return nil
+        }
+    }
+}
+
+/// A request budget per calendar period: `100000/day`, `1000000/month`.
+public enum QuotaText {
+    public enum Period: String { case day, month }
+    public static func parse(_ s: String) -> (count: Int, period: Period)? {
+        let parts = s.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let n = Int(parts[0]), n > 0, parts[0].allSatisfy(\.isNumber), let p = Period(rawValue: String(parts[1])) else { return nil }
+        return (n, p)
+    }
+}
+
+/// Every change to the key store goes through here: locked, validated, written atomically,
+/// and recorded in the audit log.
+public struct KeyManager {
+    public let policy: Policy
+    public let actor: String
+    public var storePath: String { policy.keysFile }
+    public var auditPath: String {
+        let dir = (policy.keysFile as NSString).deletingLastPathComponent
+        return (dir as NSString).appendingPathComponent("keys.audit.jsonl")
+    }
+
+    public init(policy: Policy, actor: String) {
+        self.policy = policy
+        self.actor = actor
+    }
+
+    public func list() throws(KeyError) -> [KeyRecord] {
+        do {
+            return try KeyStoreFile.load(storePath)
+        } catch {
+            throw KeyError(error.description)
+        }
+    }
+
+    public func find(_ id: String) throws(KeyError) -> KeyRecord {
+        guard let r = try list().first(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
+        return r
+    }
+
+    /// Runs `change` on the records under the store lock and writes the result atomically.
+    func transact<T>(_ change: (inout [KeyRecord]) throws(KeyError) -> (T, [AuditEntry])) throws(KeyError) -> T {
+        let lock: KeyStoreLock
+        var records: [KeyRecord]
+        do {
+            lock = try KeyStoreLock(storePath: storePath)
+            records = try KeyStoreFile.load(storePath)
+        } catch {
+            throw KeyError(error.description)
+        }
+        let (result, audit) = try change(&records)
+        do {
+            try KeyStoreFile.writeAtomically(KeyStoreFile.encode(records), to: storePath)
+        } catch {
+            throw KeyError(error.description)
+        }
+        AuditLog.append(audit, to: auditPath)
+        withExtendedLifetime(lock) {}
+        return result
+    }
+
+    public func create(_ settings: KeySettings) throws(KeyError) -> (record: KeyRecord, key: String) {
+        try transact { (records) throws(KeyError) in
+            let now = Timestamp.nowMillis()
+            var id = KeyFormat.newID()
+            let ids = Set(records.map(\.id))
+            while ids.contains(id) { id = KeyFormat.newID() }
+            let generated = KeyFormat.generate(prefix: policy.keyPrefix, id: id)
+            var r = KeyRecord(id: id, name: "", hash: KeyDigest(hashing: generated.key).stored, createdAt: Timestamp.format(seconds: now / 1000))
+            guard settings.name != nil else { throw KeyError("--name is required") }
+            try settings.apply(to: &r, policy: policy, nowMillis: now)
+            records.append(r)
+            return ((r, generated.key), [AuditEntry(actor: actor, action: "create", keyID: r.id, changes: AuditEntry.diff(nil, r))])
+        }
+    }
+
+    /// Stores a key that exists elsewhere already (a legacy secret), hashed like any other.
+    public func importKey(secret: String, _ settings: KeySettings) throws(KeyError) -> KeyRecord {
+        try importKeys([(secret, settings)]).first!
+    }
+
+    public func importKeys(_ items: [(String, KeySettings)]) throws(KeyError) -> [KeyRecord] {
+        try transact { (records) throws(KeyError) in
+            let now = Timestamp.nowMillis()
+            var hashes = Set(records.map(\.hash))
+            var ids = Set(records.map(\.id))
+            var out: [KeyRecord] = []
+            var audit: [AuditEntry] = []
+            for (index, (secret, settings)) in items.enumerated() {
+                let where_ = items.count > 1 ? "line \(index + 1): " : ""
+                let bytes = Array(secret.utf8)
+                guard KeyFormat.legacyLengths.contains(bytes.count), bytes.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+                    throw KeyError("\(where_)an imported key must be 16 to 256 printable characters without spaces")
+                }
+                let hash = KeyDigest(hashing: secret).stored
+                guard hashes.insert(hash).inserted else { throw KeyError("\(where_)this key is already in the store") }
+                var id = KeyFormat.newID()
+                while ids.contains(id) { id = KeyFormat.newID() }
+                ids.insert(id)
+                var r = KeyRecord(id: id, name: "", hash: hash, createdAt: Timestamp.format(seconds: now / 1000))
+                guard settings.name != nil else { throw KeyError("\(where_)a name is required") }
+                do {
+                    try settings.apply(to: &r, policy: policy, nowMillis: now)
+                } catch {
+                    throw KeyError("\(where_)\(error)")
+                }
+                records.append(r)
+                out.append(r)
+                audit.append(AuditEntry(actor: actor, action: "import", keyID: r.id, changes: AuditEntry.diff(nil, r)))
+            }
+            return (out, audit)
+        }
+    }
+
+    /// Applies `change` to one key; `action` names it in the audit log.
+    @discardableResult
+    public func modify(_ id: String, action: String, _ change: (inout KeyRecord, Int64) throws(KeyError) -> Void) throws(KeyError) -> KeyRecord {
+        try transact { (records) throws(KeyError) in
+            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
+            let before = records[i]
+            let now = Timestamp.nowMillis()
+            try change(&records[i], now)
+            if records[i] != before { records[i].updated_at = Timestamp.format(seconds: now / 1000) }
+            return (records[i], [AuditEntry(actor: actor, action: action, keyID: id, changes: AuditEntry.diff(before, records[i]))])
+        }
+    }
+
+    public func update(_ id: String, _ settings: KeySettings) throws(KeyError) -> KeyRecord {
+        try modify(id, action: "update") { (r, now) throws(KeyError) in
+            if r.status == .revoked { throw KeyError("key \(id) is revoked and cannot be changed") }
+            try settings.apply(to: &r, policy: policy, nowMillis: now)
+        }
+    }
+
+    public func revoke(_ id: String, reason: String?) throws(KeyError) -> KeyRecord {
+        try modify(id, action: "revoke") { (r, now) throws(KeyError) in
+            if r.status == .revoked { throw KeyError("key \(id) is already revoked") }
+            r.status = .revoked
+            r.revoked_at = Timestamp.format(seconds: now / 1000)
+            r.revoke_reason = reason
+        }
+    }
+
+    public func setEnabled(_ id: String, _ enabled: Bool) throws(KeyError) -> KeyRecord {
+        try modify(id, action: enabled ? "enable" : "disable") { (r, _) throws(KeyError) in
+            if r.status == .revoked { throw KeyError("key \(id) is revoked; revocation is final") }
+            let target: KeyRecord.Status = enabled ? .active : .disabled
+            if r.status == target { throw KeyError("key \(id) is already \(enabled ? "enabled" : "disabled")") }
+            r.status = target
+        }
+    }
+
+    public func delete(_ id: String) throws(KeyError) {
+        try transact { (records) throws(KeyError) in
+            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
+            let before = records.remove(at: i)
+            return ((), [AuditEntry(actor: actor, action: "delete", keyID: id, changes: AuditEntry.diff(before, nil))])
+        }
+    }
+
+    /// A new key with the same settings; the old one expires after `graceMillis`.
+    public func rotate(_ id: String, graceMillis: Int64) throws(KeyError) -> (record: KeyRecord, key: String, old: KeyRecord) {
+        try transact { (records) throws(KeyError) in
+            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
+            let old = records[i]
+            if old.status == .revoked { throw KeyError("key \(id) is revoked and cannot be rotated") }
+            if let to = old.rotated_to { throw KeyError("key \(id) was already rotated to \(to)") }
+            let now = Timestamp.nowMillis()
+            var newID = KeyFormat.newID()
+            let ids = Set(records.map(\.id))
+            while ids.contains(newID) { newID = KeyFormat.newID() }
+            let generated = KeyFormat.generate(prefix: policy.keyPrefix, id: newID)
+            var fresh = old
+            fresh.id = newID
+            fresh.hash = KeyDigest(hashing: generated.key).stored
+            fresh.status = .active
+            fresh.created_at = Timestamp.format(seconds: now / 1000)
+            fresh.updated_at = fresh.created_at
+            fresh.revoked_at = nil
+            fresh.revoke_reason = nil
+            fresh.rotated_from = id
+            fresh.rotated_to = nil
+            var updated = old
+            updated.rotated_to = newID
+            let graceEnd = Timestamp.format(seconds: (now + graceMillis) / 1000)
+            if let e = old.expires_at.flatMap(Timestamp.parseMillis), e < now + graceMillis {
+                // Never extend a key's life by rotating it.
+            } else {
+                updated.expires_at = graceEnd
+            }
+            updated.updated_at = fresh.created_at
+            records[i] = updated
+            records.append(fresh)
+            let audit = [
+                AuditEntry(actor: actor, action: "rotate", keyID: id, changes: AuditEntry.diff(old, updated)),
+                AuditEntry(actor: actor, action: "create", keyID: newID, changes: AuditEntry.diff(nil, fresh)),
+            ]
+            return ((fresh, generated.key, updated), audit)
+        }
+    }
+}

@@ -1,0 +1,63 @@
+/// Appending JSON values to a byte buffer without building intermediate strings.
+public enum JSONBytes {
+    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    public static func appendString<C: Collection>(_ s: C, to out: inout [UInt8]) where C.Element == UInt8 {
+        out.append(UInt8(ascii: "\""))
+        for b in s {
+            switch b {
+            case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(b)
+            case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(b)
+            case 0x0A: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+            case 0..<0x20, 0x7F:
+                out.append(contentsOf: Array("\\u00".utf8))
+                out.append(hex[Int(b >> 4)])
+                out.append(hex[Int(b & 0xF)])
+            default: out.append(b)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    public static func appendString(_ s: String, to out: inout [UInt8]) {
+        appendString(s.utf8, to: &out)
+    }
+
+    public static func appendInt<I: BinaryInteger>(_ v: I, to out: inout [UInt8]) {
+        if v == 0 {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        var x = v
+        if x < 0 {
+            out.append(UInt8(ascii: "-"))
+            x = 0 - x
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while x > 0 {
+                d[n] = UInt8(0x30 + Int(x % 10))
+                x /= 10
+                n += 1
+            }
+            while n > 0 {
+                n -= 1
+                out.append(d[n])
+            }
+        }
+    }
+
+    /// Milliseconds with two decimals from microseconds: 1234 µs → 1.23.
+    public static func appendMillis(micros: Int64, to out: inout [UInt8]) {
+        let hundredths = (max(micros, 0) + 5) / 10
+        appendInt(hundredths / 100, to: &out)
+        out.append(UInt8(ascii: "."))
+        let frac = Int(hundredths % 100)
+        out.append(UInt8(0x30 + frac / 10))
+        out.append(UInt8(0x30 + frac % 10))
+    }
+}

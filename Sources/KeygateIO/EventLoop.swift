@@ -1,0 +1,161 @@
+import CKeygateSys
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Something registered with a loop's epoll set: told which events are ready.
+public protocol EventHandler: AnyObject {
+    func handle(events: UInt32, loop: EventLoop)
+}
+
+public enum Events {
+    public static let read = UInt32(KG_EPOLLIN | KG_EPOLLRDHUP)
+    public static let write = UInt32(KG_EPOLLOUT)
+    public static let exclusive = UInt32(KG_EPOLLEXCLUSIVE)
+    public static let error = UInt32(KG_EPOLLERR | KG_EPOLLHUP)
+    public static let readable = UInt32(KG_EPOLLIN)
+    public static let writable = UInt32(KG_EPOLLOUT)
+    public static let hangup = UInt32(KG_EPOLLHUP | KG_EPOLLRDHUP)
+}
+
+/// One event loop: a serial DispatchQueue that owns a private epoll set, woken by a single
+/// `DispatchSourceRead` on the epoll fd. Each wake-up takes a whole batch of ready sockets.
+///
+/// Everything here runs on `queue`; other threads reach the loop only through `execute`.
+public final class EventLoop: @unchecked Sendable {
+    struct Slot {
+        var handler: EventHandler?
+        var generation: UInt32 = 0
+        var interest: UInt32 = 0
+    }
+
+    public let index: Int
+    public let queue: DispatchQueue
+    let epfd: Int32
+    private var source: DispatchSourceRead?
+    private var timer: DispatchSourceTimer?
+    private let tags: UnsafeMutablePointer<UInt64>
+    private let readyEvents: UnsafeMutablePointer<UInt32>
+    private let maxEvents: Int32 = 256
+    private var slots: [Slot] = []
+    private var generation: UInt32 = 0
+    /// Handlers deregistered during a batch stay alive until its end: a later event in the same
+    /// batch may still name them.
+    private var retired: [EventHandler] = []
+    /// A scratch buffer for reads, shared by every connection of the loop.
+    public let readBuffer: UnsafeMutableRawBufferPointer
+    /// Monotonic milliseconds, refreshed at each wake-up.
+    public private(set) var now: Int64 = 0
+    /// Called on every timer tick (every `tickMillis`).
+    public var tickHandlers: [(EventLoop) -> Void] = []
+    public let tickMillis = 100
+
+    public init(index: Int, readBufferSize: Int = 65536) throws(IOError) {
+        self.index = index
+        queue = DispatchQueue(label: "keygate.loop.\(index)")
+        epfd = kg_epoll_create()
+        guard epfd >= 0 else { throw IOError("epoll_create1", errno) }
+        tags = .allocate(capacity: Int(maxEvents))
+        readyEvents = .allocate(capacity: Int(maxEvents))
+        readBuffer = .allocate(byteCount: readBufferSize, alignment: 16)
+        slots = Array(repeating: Slot(), count: 1024)
+        now = Self.monotonicMillis()
+    }
+
+    /// Starts the loop's read source and tick timer.
+    public func start() {
+        let s = DispatchSource.makeReadSource(fileDescriptor: epfd, queue: queue)
+        s.setEventHandler { [unowned self] in self.runBatch() }
+        s.resume()
+        source = s
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + .milliseconds(tickMillis), repeating: .milliseconds(tickMillis), leeway: .milliseconds(20))
+        t.setEventHandler { [unowned self] in
+            self.now = Self.monotonicMillis()
+            for h in self.tickHandlers { h(self) }
+            self.retired.removeAll(keepingCapacity: true)
+        }
+        t.resume()
+        timer = t
+    }
+
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        queue.async(execute: work)
+    }
+
+    public static func monotonicMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    private func runBatch() {
+        now = Self.monotonicMillis()
+        var rounds = 0
+        while rounds < 4 {
+            let n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
+            if n <= 0 { break }
+            for i in 0..<Int(n) {
+                let tag = tags[i]
+                let fd = Int(tag & 0xFFFF_FFFF)
+                let gen = UInt32(tag >> 32)
+                guard fd < slots.count, slots[fd].generation == gen, let h = slots[fd].handler else { continue }
+                h.handle(events: readyEvents[i], loop: self)
+            }
+            if n < maxEvents { break }
+            rounds += 1
+        }
+        retired.removeAll(keepingCapacity: true)
+    }
+
+    /// Adds `fd` to the loop's epoll set, level-triggered.
+    public func register(_ fd: Int32, _ handler: EventHandler, interest: UInt32) throws(IOError) {
+        let i = Int(fd)
+        if i >= slots.count { slots.append(contentsOf: repeatElement(Slot(), count: max(i + 1 - slots.count, slots.count))) }
+        generation &+= 1
+        slots[i] = Slot(handler: handler, generation: generation, interest: interest)
+        let tag = UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+        guard kg_epoll_ctl(epfd, 1, fd, interest, tag) == 0 else {
+            let e = errno
+            slots[i].handler = nil
+            throw IOError("epoll_ctl add", e)
+        }
+    }
+
+    /// Changes what `fd` waits for; a no-op when nothing changes.
+    public func setInterest(_ fd: Int32, _ interest: UInt32) {
+        let i = Int(fd)
+        guard i < slots.count, slots[i].handler != nil, slots[i].interest != interest else { return }
+        slots[i].interest = interest
+        let tag = UInt64(slots[i].generation) << 32 | UInt64(UInt32(bitPattern: fd))
+        _ = kg_epoll_ctl(epfd, 3, fd, interest, tag)
+    }
+
+    public func interest(_ fd: Int32) -> UInt32 {
+        let i = Int(fd)
+        return i < slots.count ? slots[i].interest : 0
+    }
+
+    /// Removes `fd` from the epoll set and closes it. Every descriptor the loop owns is closed
+    /// here, exactly once.
+    public func close(_ fd: Int32) {
+        let i = Int(fd)
+        if i < slots.count, let h = slots[i].handler {
+            retired.append(h)
+            slots[i].handler = nil
+            slots[i].interest = 0
+            _ = kg_epoll_ctl(epfd, 2, fd, 0, 0)
+        }
+        Sys.close(fd)
+    }
+
+    /// Removes a shared descriptor (the listener) without closing it.
+    public func deregister(_ fd: Int32) {
+        let i = Int(fd)
+        guard i < slots.count, let h = slots[i].handler else { return }
+        retired.append(h)
+        slots[i].handler = nil
+        _ = kg_epoll_ctl(epfd, 2, fd, 0, 0)
+    }
+}

@@ -1,0 +1,101 @@
+import CKeygateSys
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call: which one, and errno.
+public struct IOError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let errno: Int32
+    public init(_ operation: String, _ errno: Int32) {
+        self.operation = operation
+        self.errno = errno
+    }
+    public var description: String { "\(operation): \(String(decoding: Sys.errorText(errno), as: UTF8.self))" }
+}
+
+/// The outcome of a non-blocking call: done with a count, or "would block".
+public enum IOResult: Equatable, Sendable {
+    case done(Int)
+    case wouldBlock
+}
+
+/// The one place that calls the socket system calls: `EINTR` is retried here, `EAGAIN` comes
+/// back as `.wouldBlock`, anything else as an `IOError` naming the call.
+public enum Sys {
+    @inline(__always)
+    public static func read(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
+        while true {
+            let n = Glibc.read(fd, buf.baseAddress, buf.count)
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("read", e)
+        }
+    }
+
+    @inline(__always)
+    public static func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(IOError) -> IOResult {
+        while true {
+            let n = Glibc.send(fd, buf.baseAddress, buf.count, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("write", e)
+        }
+    }
+
+    @inline(__always)
+    public static func writev(_ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int32) throws(IOError) -> IOResult {
+        var msg = msghdr()
+        msg.msg_iov = iov
+        msg.msg_iovlen = Int(count)
+        while true {
+            let n = Glibc.sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("writev", e)
+        }
+    }
+
+    public static func accept(_ fd: Int32, _ addr: inout sockaddr_storage) throws(IOError) -> Int32? {
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        while true {
+            let c = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { kg_accept4(fd, $0, &len) }
+            }
+            if c >= 0 { return c }
+            let e = errno
+            if e == EINTR || e == ECONNABORTED { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw IOError("accept", e)
+        }
+    }
+
+    public static func close(_ fd: Int32) {
+        // Linux closes the descriptor even when close() reports EINTR: never retry.
+        _ = Glibc.close(fd)
+    }
+
+    public static func errorText(_ e: Int32) -> [UInt8] {
+        guard let p = strerror(e) else { return Array("errno \(e)".utf8) }
+        return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+    }
+
+    public static func setInt(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) {
+        var v = value
+        _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// The pending error of a socket whose non-blocking connect finished.
+    public static func socketError(_ fd: Int32) -> Int32 {
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 { return errno }
+        return err
+    }
+}

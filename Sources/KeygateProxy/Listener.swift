@@ -1,0 +1,62 @@
+import Dispatch
+import KeygateCore
+import KeygateIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Accepts client connections for one loop. Every loop registers the same listening socket
+/// with EPOLLEXCLUSIVE, so the kernel wakes one loop per new connection and no connection is
+/// handed between threads.
+final class Listener: EventHandler, @unchecked Sendable {
+    let fd: Int32
+    unowned let ctx: LoopContext
+    var paused = false
+
+    init(fd: Int32, ctx: LoopContext) {
+        self.fd = fd
+        self.ctx = ctx
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        if ctx.draining || paused { return }
+        for _ in 0..<64 {
+            var addr = sockaddr_storage()
+            let conn: Int32
+            do {
+                guard let c = try Sys.accept(fd, &addr) else { return }
+                conn = c
+            } catch {
+                // Out of descriptors or memory: stop accepting briefly instead of spinning.
+                ctx.server.log.warning("accept failed: \(error); pausing accepts for 100 ms")
+                pause(loop)
+                return
+            }
+            if !ctx.server.admitConnection() {
+                // Over max_connections: refuse this one cleanly; existing ones are unharmed.
+                Sys.close(conn)
+                continue
+            }
+            Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            let peer = IPAddress(sockaddr: addr) ?? IPAddress(v4: 0)
+            let client = ClientConnection(fd: conn, ctx: ctx, peer: peer)
+            do {
+                try loop.register(conn, client, interest: Events.read)
+            } catch {
+                Sys.close(conn)
+                ctx.server.connectionClosed()
+                continue
+            }
+            ctx.add(client)
+        }
+    }
+
+    private func pause(_ loop: EventLoop) {
+        paused = true
+        loop.deregister(fd)
+        loop.queue.asyncAfter(deadline: DispatchTime.now() + DispatchTimeInterval.milliseconds(100)) { [self] in
+            paused = false
+            if !ctx.draining { try? loop.register(fd, self, interest: Events.readable | Events.exclusive) }
+        }
+    }
+}

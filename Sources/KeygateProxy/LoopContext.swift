@@ -1,0 +1,126 @@
+import KeygateCore
+import KeygateIO
+
+/// Counters a loop keeps for itself; the admin endpoint reads them by visiting the loop.
+struct LoopMetrics {
+    var requests: [Int] = Array(repeating: 0, count: DenyReason.allCases.count + 1)  // last = allowed
+    var statusClasses = [Int](repeating: 0, count: 6)
+    var durationBuckets = [Int](repeating: 0, count: Metrics.bucketBounds.count + 1)
+    var durationSum: Double = 0
+    var upstreamBuckets = [Int](repeating: 0, count: Metrics.bucketBounds.count + 1)
+    var upstreamSum: Double = 0
+    var upstreamCount = 0
+    var upstreamOpen = 0
+
+    mutating func record(_ e: UsageEvent) {
+        if let r = e.reason {
+            requests[DenyReason.allCases.firstIndex(of: r)!] += 1
+        } else {
+            requests[requests.count - 1] += 1
+        }
+        statusClasses[min(max(e.status / 100, 0), 5)] += 1
+        let seconds = Double(e.durationMicros) / 1e6
+        durationBuckets[Metrics.bucket(seconds)] += 1
+        durationSum += seconds
+        if let u = e.upstreamMicros {
+            let us = Double(u) / 1e6
+            upstreamBuckets[Metrics.bucket(us)] += 1
+            upstreamSum += us
+            upstreamCount += 1
+        }
+    }
+}
+
+/// Everything one loop owns: its snapshot, its upstream pool, its connections, its usage batch.
+final class LoopContext: @unchecked Sendable {
+    let loop: EventLoop
+    unowned let server: Server
+    var snapshot: Snapshot
+    var clients: [ClientConnection] = []
+    var pool: [UpstreamConnection] = []
+    var usage = UsageBatch()
+    var metrics = LoopMetrics()
+    var requestCounter: UInt64 = 0
+    var draining = false
+    let requestIDPrefix: [UInt8]
+
+    init(loop: EventLoop, server: Server, snapshot: Snapshot, bootID: [UInt8]) {
+        self.loop = loop
+        self.server = server
+        self.snapshot = snapshot
+        var prefix = bootID
+        prefix.append(UInt8(ascii: "-"))
+        JSONBytes.appendInt(loop.index, to: &prefix)
+        prefix.append(UInt8(ascii: "-"))
+        requestIDPrefix = prefix
+    }
+
+    /// A request id unique across loops and restarts: boot id, loop, counter.
+    func nextRequestID() -> [UInt8] {
+        requestCounter += 1
+        var id = requestIDPrefix
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        var v = requestCounter
+        var digits: [UInt8] = []
+        repeat {
+            digits.append(hex[Int(v & 0xF)])
+            v >>= 4
+        } while v > 0
+        id.append(contentsOf: digits.reversed())
+        return id
+    }
+
+    func record(_ e: UsageEvent) {
+        metrics.record(e)
+        usage.add(e, to: server.usageLog)
+    }
+
+    func add(_ c: ClientConnection) {
+        c.slot = clients.count
+        clients.append(c)
+    }
+
+    func remove(_ c: ClientConnection) {
+        let i = c.slot
+        guard i >= 0, i < clients.count, clients[i] === c else { return }
+        let last = clients.removeLast()
+        if i < clients.count {
+            clients[i] = last
+            last.slot = i
+        }
+        c.slot = -1
+    }
+
+    /// Runs every tick: flush the usage batch, check deadlines, trim the pool.
+    func tick() {
+        usage.flush(to: server.usageLog)
+        let now = loop.now
+        var i = 0
+        while i < clients.count {
+            let c = clients[i]
+            c.checkDeadline(now)
+            // checkDeadline may remove c (swap-remove): only advance if it is still here.
+            if i < clients.count && clients[i] === c { i += 1 }
+        }
+        pool.removeAll { u in
+            if now - u.idleSince > Server.poolIdleMillis {
+                u.close()
+                return true
+            }
+            return false
+        }
+    }
+
+    func releaseToPool(_ u: UpstreamConnection) {
+        if draining || pool.count >= Server.maxPoolPerLoop {
+            u.close()
+            return
+        }
+        u.parkInPool(now: loop.now)
+        pool.append(u)
+    }
+
+    func removeFromPool(_ u: UpstreamConnection) {
+        if let i = pool.firstIndex(where: { $0 === u }) { pool.remove(at: i) }
+    }
+}

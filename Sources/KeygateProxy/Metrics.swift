@@ -1,0 +1,57 @@
+import Foundation
+import KeygateCore
+
+/// Prometheus text exposition of the gate's counters.
+enum Metrics {
+    static let bucketBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+    static func bucket(_ seconds: Double) -> Int {
+        var i = 0
+        while i < bucketBounds.count && seconds > bucketBounds[i] { i += 1 }
+        return i
+    }
+
+    static func render(server: Server) -> String {
+        let (m, clients) = server.gatherMetrics()
+        let snapshot = server.snapshot
+        var s = ""
+        s += "# HELP keygate_requests_total Requests by decision and reason.\n# TYPE keygate_requests_total counter\n"
+        s += "keygate_requests_total{decision=\"allow\",reason=\"\"} \(m.requests[m.requests.count - 1])\n"
+        for (i, r) in DenyReason.allCases.enumerated() {
+            let decision = (r == .upstream_unavailable || r == .upstream_timeout) ? "allow" : "deny"
+            s += "keygate_requests_total{decision=\"\(decision)\",reason=\"\(r.rawValue)\"} \(m.requests[i])\n"
+        }
+        s += "# HELP keygate_responses_total Responses by status class.\n# TYPE keygate_responses_total counter\n"
+        for c in 1...5 { s += "keygate_responses_total{class=\"\(c)xx\"} \(m.statusClasses[c])\n" }
+        s += histogram("keygate_request_duration_seconds", "Time from the first byte in to the last byte out.", m.durationBuckets, m.durationSum)
+        s += histogram("keygate_upstream_duration_seconds", "Time from sending upstream to the last byte of the answer.", m.upstreamBuckets, m.upstreamSum)
+        s += "# HELP keygate_connections_open Open client connections.\n# TYPE keygate_connections_open gauge\nkeygate_connections_open \(clients)\n"
+        s += "# HELP keygate_upstream_connections_open Open upstream connections.\n# TYPE keygate_upstream_connections_open gauge\nkeygate_upstream_connections_open \(m.upstreamOpen)\n"
+        s += "# HELP keygate_keys_loaded Keys in the live snapshot.\n# TYPE keygate_keys_loaded gauge\nkeygate_keys_loaded \(snapshot.keyCount)\n"
+        s += "# HELP keygate_reloads_total Reloads of keys, policy and GeoIP.\n# TYPE keygate_reloads_total counter\n"
+        s += "keygate_reloads_total{result=\"ok\"} \(server.reloads.ok.load(ordering: .relaxed))\n"
+        s += "keygate_reloads_total{result=\"failed\"} \(server.reloads.failed.load(ordering: .relaxed))\n"
+        s += "# HELP keygate_usage_events_written_total Usage events written.\n# TYPE keygate_usage_events_written_total counter\n"
+        s += "keygate_usage_events_written_total \(server.usageLog.written.load(ordering: .relaxed))\n"
+        s += "# HELP keygate_usage_events_dropped_total Usage events dropped because the log could not keep up.\n# TYPE keygate_usage_events_dropped_total counter\n"
+        s += "keygate_usage_events_dropped_total \(server.usageLog.dropped.load(ordering: .relaxed))\n"
+        if let geo = snapshot.geoip {
+            let age = max(0, Timestamp.nowSeconds() - Int64(geo.buildEpoch))
+            s += "# HELP keygate_geoip_database_age_seconds Age of the GeoIP database build.\n# TYPE keygate_geoip_database_age_seconds gauge\n"
+            s += "keygate_geoip_database_age_seconds \(age)\n"
+        }
+        return s
+    }
+
+    static func histogram(_ name: String, _ help: String, _ buckets: [Int], _ sum: Double) -> String {
+        var s = "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        var cumulative = 0
+        for (i, bound) in bucketBounds.enumerated() {
+            cumulative += buckets[i]
+            s += "\(name)_bucket{le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative += buckets[bucketBounds.count]
+        s += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n\(name)_sum \(sum)\n\(name)_count \(cumulative)\n"
+        return s
+    }
+}

@@ -1,0 +1,86 @@
+import KeygateIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bytes accepted for a socket that the kernel has not taken yet. Writes are tried directly;
+/// only what the kernel refuses is copied here.
+struct OutputBuffer {
+    private(set) var pending: [UInt8] = []
+    private var offset = 0
+
+    var isEmpty: Bool { offset == pending.count }
+    var count: Int { pending.count - offset }
+
+    /// Writes `parts` in order (after anything already pending). Returns false when some bytes
+    /// had to be kept for later (the caller arms EPOLLOUT).
+    mutating func send(_ fd: Int32, _ parts: UnsafeRawBufferPointer...) throws(IOError) -> Bool {
+        try send(fd, parts: parts, canWrite: true)
+    }
+
+    mutating func send(_ fd: Int32, parts: [UnsafeRawBufferPointer], canWrite: Bool) throws(IOError) -> Bool {
+        if !isEmpty || !canWrite {
+            for p in parts { pending.append(contentsOf: p) }
+            return canWrite ? try flush(fd) : false
+        }
+        var total = 0
+        for p in parts { total += p.count }
+        if total == 0 { return true }
+        var written = 0
+        if parts.count == 1 {
+            if case .done(let n) = try Sys.write(fd, parts[0]) { written = n }
+        } else {
+            var iov = [iovec](repeating: iovec(), count: parts.count)
+            for (i, p) in parts.enumerated() {
+                iov[i].iov_base = UnsafeMutableRawPointer(mutating: p.baseAddress)
+                iov[i].iov_len = p.count
+            }
+            var failure: IOError?
+            let r = iov.withUnsafeMutableBufferPointer { b -> IOResult in
+                do throws(IOError) {
+                    return try Sys.writev(fd, b.baseAddress!, Int32(b.count))
+                } catch {
+                    failure = error
+                    return .wouldBlock
+                }
+            }
+            if let failure { throw failure }
+            if case .done(let n) = r { written = n }
+        }
+        if written == total { return true }
+        // Keep the unwritten tail.
+        var skip = written
+        for p in parts {
+            if skip >= p.count {
+                skip -= p.count
+                continue
+            }
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: p[skip...]))
+            skip = 0
+        }
+        return false
+    }
+
+    /// Writes what is pending. Returns true when nothing is left.
+    mutating func flush(_ fd: Int32) throws(IOError) -> Bool {
+        while offset < pending.count {
+            var failure: IOError?
+            let start = offset
+            let r = pending.withUnsafeBytes { raw -> IOResult in
+                do throws(IOError) {
+                    return try Sys.write(fd, UnsafeRawBufferPointer(rebasing: raw[start...]))
+                } catch {
+                    failure = error
+                    return .wouldBlock
+                }
+            }
+            if let failure { throw failure }
+            guard case .done(let n) = r else { return false }
+            offset += n
+        }
+        // Give the memory back: idle connections must stay small.
+        pending = []
+        offset = 0
+        return true
+    }
+}

@@ -1,0 +1,240 @@
+import Dispatch
+import Foundation
+import KeygateCore
+import KeygateIO
+import Synchronization
+
+/// The running gate: event loops, the shared listener, the admin endpoint, reloads, signals
+/// and graceful drain.
+public final class Server: @unchecked Sendable {
+    static let poolIdleMillis: Int64 = 30_000
+    static let maxPoolPerLoop = 256
+
+    public let log: OpsLog
+    let policyPath: String
+    let usageLog: UsageLog
+    let upstreamAddress: SocketAddress
+    private(set) var loops: [EventLoop] = []
+    private(set) var contexts: [LoopContext] = []
+    private var listenFD: Int32 = -1
+    public private(set) var listenPort: UInt16 = 0
+    private var admin: AdminServer?
+    let openConnections = Atomic<Int>(0)
+    let maxConnections: Int
+    let reloads = Reloads()
+    private var signalSources: [DispatchSourceSignal] = []
+    let control = DispatchQueue(label: "keygate.control")
+    private var current: Snapshot
+    private var watcher: StoreWatcher?
+    private let done = DispatchSemaphore(value: 0)
+    private var draining = false
+
+    /// Loads everything `serve` needs and fails with a readable reason if anything is wrong.
+    public init(policyPath: String, log: OpsLog) throws {
+        self.log = log
+        self.policyPath = policyPath
+        let snapshot = try SnapshotLoader.load(policyPath: policyPath)
+        current = snapshot
+        let policy = snapshot.policy
+        guard let upstream = SocketAddress(host: policy.upstream.host, port: policy.upstream.port) else {
+            throw ServeError("upstream \(policy.upstream) is not a numeric address")
+        }
+        upstreamAddress = upstream
+        maxConnections = policy.limits.maxConnections
+        do {
+            usageLog = try UsageLog(path: policy.usageLog)
+        } catch {
+            throw ServeError("\(error.localizedDescription)")
+        }
+    }
+
+    public var snapshot: Snapshot { control.sync { current } }
+
+    /// Binds the sockets and starts the loops. Returns once the gate is accepting.
+    public func start() throws {
+        let policy = current.policy
+        guard let address = SocketAddress(host: policy.listen.host, port: policy.listen.port) else {
+            throw ServeError("listen \(policy.listen) is not a numeric address")
+        }
+        listenFD = try Sockets.listen(address)
+        listenPort = Sockets.localPort(listenFD)
+        let bootID = Array(KeyFormat.newID().utf8)
+        for i in 0..<policy.workerCount {
+            let loop = try EventLoop(index: i)
+            let ctx = LoopContext(loop: loop, server: self, snapshot: current, bootID: bootID)
+            loop.tickHandlers.append { _ in ctx.tick() }
+            loops.append(loop)
+            contexts.append(ctx)
+            let listener = Listener(fd: listenFD, ctx: ctx)
+            let fd = listenFD
+            loop.queue.sync {
+                try? loop.register(fd, listener, interest: Events.readable | Events.exclusive)
+            }
+            loop.start()
+        }
+        if let adminAddress = policy.adminListen {
+            admin = try AdminServer(server: self, endpoint: adminAddress)
+        }
+        watcher = StoreWatcher(server: self)
+        watcher?.start()
+        installSignals()
+        log.info(
+            "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
+                + (admin.map { ", admin on \($0.endpoint)" } ?? ""))
+    }
+
+    /// Blocks until a drain has finished.
+    public func wait() {
+        done.wait()
+    }
+
+    // MARK: connections
+
+    func admitConnection() -> Bool {
+        if openConnections.add(1, ordering: .relaxed).newValue > maxConnections {
+            openConnections.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func connectionClosed() {
+        openConnections.subtract(1, ordering: .relaxed)
+    }
+
+    // MARK: reload
+
+    /// Re-reads policy, keys and GeoIP; swaps the snapshot whole, or keeps the old one.
+    public func reload(reason: String, policyToo: Bool) {
+        control.async { [self] in
+            let started = Date()
+            do {
+                let next: Snapshot
+                if policyToo {
+                    next = try SnapshotLoader.load(policyPath: policyPath)
+                    if next.policy.listen != current.policy.listen || next.policy.upstream != current.policy.upstream {
+                        log.warning("reload: listen and upstream changes need a restart; keeping \(current.policy.listen) → \(current.policy.upstream)")
+                    }
+                } else {
+                    next = try SnapshotLoader.reloadKeys(current)
+                }
+                install(next)
+                reloads.ok.add(1, ordering: .relaxed)
+                log.info("reload (\(reason)): \(next.keyCount) keys in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+            } catch {
+                reloads.failed.add(1, ordering: .relaxed)
+                log.error("reload (\(reason)) failed, keeping the last good configuration: \(error)")
+            }
+        }
+    }
+
+    /// Must run on `control`.
+    func install(_ next: Snapshot) {
+        current = next
+        for ctx in contexts {
+            ctx.loop.execute { ctx.snapshot = next }
+        }
+    }
+
+    var currentSnapshotUnsafe: Snapshot { current }
+
+    // MARK: signals and drain
+
+    private func installSignals() {
+        for sig in [SIGHUP, SIGTERM, SIGINT, SIGUSR1] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: control)
+            s.setEventHandler { [self] in
+                switch sig {
+                case SIGHUP: reload(reason: "SIGHUP", policyToo: true)
+                case SIGUSR1:
+                    usageLog.reopen()
+                    log.info("usage log reopened")
+                default: beginDrain()
+                }
+            }
+            s.resume()
+            signalSources.append(s)
+        }
+    }
+
+    /// SIGTERM: stop accepting, let in-flight requests finish (with `Connection: close`),
+    /// close idle connections, and exit at the latest after `shutdown_grace`.
+    public func beginDrain() {
+        control.async { [self] in
+            if draining { return }
+            draining = true
+            let grace = current.policy.timeouts.shutdownGrace
+            log.info("draining: \(openConnections.load(ordering: .relaxed)) connections open, grace \(grace) ms")
+            let fd = listenFD
+            for ctx in contexts {
+                ctx.loop.execute {
+                    ctx.draining = true
+                    ctx.loop.deregister(fd)
+                    for c in ctx.clients { c.drain() }
+                    for u in ctx.pool { u.close() }
+                    ctx.pool.removeAll()
+                }
+            }
+            let deadline = Date().addingTimeInterval(Double(grace) / 1000)
+            pollDrain(deadline: deadline)
+        }
+    }
+
+    private func pollDrain(deadline: Date) {
+        if openConnections.load(ordering: .relaxed) <= 0 || Date() >= deadline {
+            finish()
+            return
+        }
+        control.asyncAfter(deadline: .now() + .milliseconds(50)) { [self] in pollDrain(deadline: deadline) }
+    }
+
+    private func finish() {
+        let group = DispatchGroup()
+        for ctx in contexts {
+            group.enter()
+            ctx.loop.execute {
+                for c in ctx.clients { c.abort() }
+                ctx.usage.flush(to: self.usageLog)
+                group.leave()
+            }
+        }
+        group.wait()
+        usageLog.flush()
+        log.info("stopped: \(usageLog.written.load(ordering: .relaxed)) usage events written, \(usageLog.dropped.load(ordering: .relaxed)) dropped")
+        done.signal()
+    }
+
+    // MARK: metrics
+
+    /// Visits every loop (on its own queue) to gather its counters.
+    func gatherMetrics() -> (LoopMetrics, Int) {
+        var total = LoopMetrics()
+        var clients = 0
+        for ctx in contexts {
+            let (m, c) = ctx.loop.queue.sync { (ctx.metrics, ctx.clients.count) }
+            for i in 0..<total.requests.count { total.requests[i] += m.requests[i] }
+            for i in 0..<total.statusClasses.count { total.statusClasses[i] += m.statusClasses[i] }
+            for i in 0..<total.durationBuckets.count {
+                total.durationBuckets[i] += m.durationBuckets[i]
+                total.upstreamBuckets[i] += m.upstreamBuckets[i]
+            }
+            total.durationSum += m.durationSum
+            total.upstreamSum += m.upstreamSum
+            total.upstreamCount += m.upstreamCount
+            total.upstreamOpen += m.upstreamOpen
+            clients += c
+        }
+        return (total, clients)
+    }
+}
+
+final class Reloads: Sendable {
+    let ok = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+}
+
+public struct ServeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

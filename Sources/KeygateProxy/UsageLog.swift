@@ -1,0 +1,102 @@
+import Dispatch
+import Foundation
+import KeygateCore
+import Synchronization
+
+/// The usage log: loops append encoded lines to their own buffers and hand them over in
+/// batches; this writer's own queue does the file I/O, so a loop never waits on a disk.
+public final class UsageLog: Sendable {
+    let path: String
+    let queue = DispatchQueue(label: "keygate.usage")
+    private let state: Mutex<Int32>  // the file descriptor; touched only on `queue` and at reopen
+    /// Bytes handed over but not yet written; beyond `maxBacklog` batches are dropped.
+    let backlog = Atomic<Int>(0)
+    let maxBacklog = 64 << 20
+    public let written = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+
+    public init(path: String) throws {
+        self.path = path
+        state = Mutex(try Self.open(path))
+    }
+
+    static func open(_ path: String) throws -> Int32 {
+        if path == "-" { return 1 }
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            throw NSError(domain: "keygate", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "cannot open usage log \(path): \(String(cString: strerror(errno)))"])
+        }
+        return fd
+    }
+
+    /// Called by a loop with a batch of complete lines holding `events` events.
+    func submit(_ batch: [UInt8], events: Int) {
+        let size = batch.count
+        if backlog.add(size, ordering: .relaxed).newValue > maxBacklog {
+            backlog.subtract(size, ordering: .relaxed)
+            let total = dropped.add(events, ordering: .relaxed).newValue
+            if total == events || total % 10000 < events {
+                FileHandle.standardError.write("keygate: usage log cannot keep up, \(total) events dropped so far\n".data(using: .utf8)!)
+            }
+            return
+        }
+        queue.async {
+            self.state.withLock { fd in
+                batch.withUnsafeBytes { raw in
+                    var off = 0
+                    while off < raw.count {
+                        let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            break
+                        }
+                        off += n
+                    }
+                }
+            }
+            self.backlog.subtract(size, ordering: .relaxed)
+            self.written.add(events, ordering: .relaxed)
+        }
+    }
+
+    /// Reopens the file (after logrotate moved it).
+    public func reopen() {
+        queue.async {
+            guard self.path != "-", let fd = try? Self.open(self.path) else { return }
+            self.state.withLock { old in
+                Glibc.close(old)
+                old = fd
+            }
+        }
+    }
+
+    /// Waits until everything handed over is written and synced.
+    public func flush() {
+        queue.sync {
+            state.withLock { fd in _ = fsync(fd) }
+        }
+    }
+}
+
+/// A loop's private batch of encoded usage lines.
+struct UsageBatch {
+    var bytes: [UInt8] = []
+    var events = 0
+    static let flushBytes = 64 << 10
+
+    init() { bytes.reserveCapacity(Self.flushBytes + 4096) }
+
+    mutating func add(_ event: UsageEvent, to log: UsageLog) {
+        event.append(to: &bytes)
+        events += 1
+        if bytes.count >= Self.flushBytes { flush(to: log) }
+    }
+
+    mutating func flush(to log: UsageLog) {
+        guard events > 0 else { return }
+        log.submit(bytes, events: events)
+        bytes = []
+        bytes.reserveCapacity(Self.flushBytes + 4096)
+        events = 0
+    }
+}
