@@ -626,8 +626,7 @@ final class ClientConnection: EventHandler {
         // A refused request's body is never read: close so it cannot pass for the next request.
         let close = exchange.head.framing != .none || !exchange.head.keepAlive || ctx.draining
         var bytes: [UInt8] = []
-        ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
-        exchange.bytesOut = 0
+        exchange.bytesOut = UInt64(ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes))
         finishOwnAnswer(exchange, bytes, close: close, bodyUnread: exchange.head.framing != .none)
     }
 
@@ -637,7 +636,7 @@ final class ClientConnection: EventHandler {
         exchange.status = reason.status
         let close = !exchange.bodyDone || !exchange.head.keepAlive || ctx.draining
         var bytes: [UInt8] = []
-        ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
+        exchange.bytesOut = UInt64(ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes))
         failureReason = reason
         finishOwnAnswer(exchange, bytes, close: close, bodyUnread: !exchange.bodyDone)
     }
@@ -651,7 +650,7 @@ final class ClientConnection: EventHandler {
         exchange.status = status
         exchange.decision.denial = .bad_request
         var bytes: [UInt8] = []
-        ErrorResponse.append(status: status, error: error, message: message, requestID: exchange.requestID, close: true, to: &bytes)
+        exchange.bytesOut = UInt64(ErrorResponse.append(status: status, error: error, message: message, requestID: exchange.requestID, close: true, to: &bytes))
         failureReason = .bad_request
         finishOwnAnswer(exchange, bytes, close: true, bodyUnread: !exchange.bodyDone)
     }

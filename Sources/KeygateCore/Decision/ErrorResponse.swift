@@ -24,11 +24,12 @@ public enum ErrorResponse {
         }
     }
 
-    /// Appends a complete response. `extraHeaders` are whole lines with CRLF.
+    /// Appends a complete response. `extraHeaders` are whole lines with CRLF. Returns the body size.
+    @discardableResult
     public static func append(
         status: Int, error: String, message: String, requestID: [UInt8], close: Bool, extraHeaders: String = "", headOnly: Bool = false,
         to out: inout [UInt8]
-    ) {
+    ) -> Int {
         var body: [UInt8] = []
         body.append(contentsOf: #"{"error":"#.utf8)
         JSONBytes.appendString(error, to: &body)
@@ -49,11 +50,14 @@ public enum ErrorResponse {
         out.append(contentsOf: extraHeaders.utf8)
         if close { out.append(contentsOf: "Connection: close\r\n".utf8) }
         out.append(contentsOf: "\r\n".utf8)
-        if !headOnly { out.append(contentsOf: body) }
+        if headOnly { return 0 }
+        out.append(contentsOf: body)
+        return body.count
     }
 
     /// The denial for `reason`, with `WWW-Authenticate` on 401 and `Retry-After` on 429.
-    public static func appendDenial(_ reason: DenyReason, requestID: [UInt8], close: Bool, headOnly: Bool, retryAfter: Int = 1, to out: inout [UInt8]) {
+    @discardableResult
+    public static func appendDenial(_ reason: DenyReason, requestID: [UInt8], close: Bool, headOnly: Bool, retryAfter: Int = 1, to out: inout [UInt8]) -> Int {
         var extra = ""
         switch reason.status {
         case 401:
@@ -62,6 +66,6 @@ public enum ErrorResponse {
             extra = "Retry-After: \(retryAfter)\r\n"
         default: break
         }
-        append(status: reason.status, error: reason.rawValue, message: reason.message, requestID: requestID, close: close, extraHeaders: extra, headOnly: headOnly, to: &out)
+        return append(status: reason.status, error: reason.rawValue, message: reason.message, requestID: requestID, close: close, extraHeaders: extra, headOnly: headOnly, to: &out)
     }
 }
