@@ -1,0 +1,46 @@
+# keygate — make demo | make test | make bench
+SWIFT ?= swift
+APT_PACKAGES := libssl-dev libmaxminddb-dev pkg-config curl python3
+BENCH_PACKAGES := nginx wrk
+PYTEST := python3 -m pytest
+
+.PHONY: deps bench-deps apt build release test unit integration demo bench fuzz clean
+
+# Installs what is missing (Debian); a no-op when everything is there.
+deps:
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
+	@python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest
+
+bench-deps:
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES) $(BENCH_PACKAGES)"
+
+apt:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+unit: build
+	$(SWIFT) test
+
+integration: build
+	KEYGATE_BIN=$(CURDIR)/.build/debug/keygate $(PYTEST) -q tests/integration
+
+test: unit integration
+
+demo: release
+	.build/release/keygate demo
+
+bench: bench-deps release
+	bash bench/run.sh
+
+clean:
+	rm -rf .build run bench-out

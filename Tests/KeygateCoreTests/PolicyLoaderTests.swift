@@ -1,0 +1,62 @@
+import KeygateCore
+import XCTest
+
+/// The error text is part of the contract: exact messages with file and line.
+final class PolicyLoaderTests: XCTestCase {
+    func problems(_ yaml: String) -> [String] {
+        do {
+            _ = try Fixtures.policy(yaml)
+            return []
+        } catch {
+            return (error as? PolicyError)?.problems ?? ["\(error)"]
+        }
+    }
+
+    func testDefaults() throws {
+        let p = try Fixtures.policy()
+        XCTAssertEqual(p.listen.port, 8080)
+        XCTAssertEqual(p.credentialHeaders, ["x-api-key"])
+        XCTAssertEqual(p.limits.maxHeaderBytes, 32768)
+        XCTAssertEqual(p.timeouts.upstreamResponse, 30_000)
+        XCTAssertEqual(p.keysFile, "/tmp/keygate-tests/keys.jsonl")
+    }
+
+    func testEveryProblemWithItsLine() {
+        let yaml = """
+            listen: "0.0.0.0:8080"
+            upstreem: "http://127.0.0.1:9000"
+            access:
+              allow_ips: ["10.0.0.0/8", "10.0.0.300/8"]
+            timeouts: { header_read: 10 parsecs }
+            scopes:
+              a: ["GET /x/**/y"]
+            """
+        XCTAssertEqual(
+            problems(yaml),
+            [
+                "keygate.yaml:2: unknown field \"upstreem\"",
+                "keygate.yaml:4: access.allow_ips[1]: \"10.0.0.300/8\" is not a CIDR",
+                "keygate.yaml:5: timeouts.header_read: \"10 parsecs\" is not a duration (like 500ms, 10s, 2m, 1h)",
+                "keygate.yaml:7: scopes.a[0]: route \"GET /x/**/y\": ** is allowed only as the last segment",
+            ])
+    }
+
+    func testCountriesNeedKnownCodesAndADatabase() {
+        XCTAssertEqual(
+            problems("access:\n  countries: { deny: [KP, XX] }\n"),
+            [
+                "keygate.yaml:2: access.countries.deny[1]: \"XX\" is not an ISO 3166-1 alpha-2 country code",
+                "keygate.yaml:2: access.countries needs geoip_db",
+            ])
+    }
+
+    func testYAMLSyntaxError() {
+        let p = problems("listen: [\n")
+        XCTAssertEqual(p.count, 1)
+        XCTAssertTrue(p[0].hasPrefix("keygate.yaml:"), p[0])
+    }
+
+    func testBadUpstream() {
+        XCTAssertEqual(problems("upstream: \"https://x\"\n"), ["keygate.yaml:1: upstream: \"https://x\" must be http://host:port"])
+    }
+}

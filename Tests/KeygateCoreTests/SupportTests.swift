@@ -1,0 +1,55 @@
+import KeygateCore
+import XCTest
+
+final class SupportTests: XCTestCase {
+    func testTimestamps() {
+        XCTAssertEqual(Timestamp.parseMillis("1970-01-01T00:00:00Z"), 0)
+        XCTAssertEqual(Timestamp.parseMillis("2026-11-23T18:00:00.123Z"), 1_795_456_800_123)
+        XCTAssertEqual(Timestamp.parseMillis("2026-11-23T19:00:00+01:00"), 1_795_456_800_000)
+        XCTAssertEqual(Timestamp.format(millis: 1_795_456_800_123), "2026-11-23T18:00:00.123Z")
+        XCTAssertEqual(Timestamp.format(seconds: 951_782_400), "2000-02-29T00:00:00Z")
+        XCTAssertNil(Timestamp.parseMillis("2026-02-30T00:00:00Z"))
+        XCTAssertNil(Timestamp.parseMillis("yesterday"))
+    }
+
+    func testDurations() {
+        XCTAssertEqual(DurationText.parseMillis("500ms"), 500)
+        XCTAssertEqual(DurationText.parseMillis("90d"), 90 * 86_400_000)
+        XCTAssertNil(DurationText.parseMillis("10"))
+        XCTAssertNil(DurationText.parseMillis("-1s"))
+    }
+
+    func testCIDRSet() {
+        let set = CIDRSet(["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32", "192.168.1.128/25"].map { CIDR($0)! })
+        XCTAssertTrue(set.contains(IPAddress("10.255.0.1")!))
+        XCTAssertTrue(set.contains(IPAddress("192.168.1.200")!))
+        XCTAssertFalse(set.contains(IPAddress("192.168.2.1")!))
+        XCTAssertTrue(set.contains(IPAddress("2001:db8::1")!))
+        XCTAssertFalse(set.contains(IPAddress("2001:db9::1")!))
+        // IPv4-mapped IPv6 is the same address.
+        XCTAssertTrue(set.contains(IPAddress("::ffff:10.1.1.1")!))
+        XCTAssertNil(CIDR("10.0.0.0/33"))
+        XCTAssertNil(CIDR("010.0.0.1"))
+        XCTAssertNil(IPAddress("1.2.3"))
+    }
+
+    func testUsageEventLine() {
+        var e = UsageEvent()
+        e.tsMillis = 1_795_456_800_123
+        e.requestID = Array("r1".utf8)
+        e.allowed = false
+        e.reason = .unknown_key
+        e.status = 401
+        e.client = IPAddress("81.2.69.142")
+        e.country = CountryCode.pack("GB")
+        e.method = ArraySlice("GET".utf8)
+        e.path = ArraySlice("/a\"b".utf8)
+        e.durationMicros = 1234
+        var out: [UInt8] = []
+        e.append(to: &out)
+        XCTAssertEqual(
+            String(decoding: out, as: UTF8.self),
+            #"{"ts":"2026-11-23T18:00:00.123Z","request_id":"r1","decision":"deny","reason":"unknown_key","status":401,"key_id":null,"key_name":null,"owner":null,"client_ip":"81.2.69.142","country":"GB","method":"GET","path":"/a\"b","bytes_in":0,"bytes_out":0,"duration_ms":1.23,"upstream_ms":null}"#
+                + "\n")
+    }
+}
