@@ -1,0 +1,159 @@
+"""Fixtures that start a real upstream, a real keygate process and real clients."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from upstream import Upstream
+
+KEYGATE = os.environ.get("KEYGATE_BIN") or os.path.join(os.path.dirname(__file__), "../../.build/debug/keygate")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class Gate:
+    """A keygate process with its own policy folder."""
+
+    def __init__(self, tmp, upstream_port, extra=""):
+        self.dir = tmp
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.upstream_port = upstream_port
+        self.config = os.path.join(tmp, "keygate.yaml")
+        with open(self.config, "w") as f:
+            f.write(
+                f"""listen: "127.0.0.1:{self.port}"
+upstream: "http://127.0.0.1:{upstream_port}"
+admin_listen: "127.0.0.1:{self.admin_port}"
+workers: 2
+keys_file: keys.jsonl
+usage_log: usage.jsonl
+public_routes: ["GET /status/204"]
+scopes:
+  suppliers.read: ["GET /suppliers", "GET /suppliers/*"]
+  echo: ["* /echo", "* /echo/**"]
+{extra}"""
+            )
+        self.proc = None
+        self.stderr_path = os.path.join(tmp, "gate.err")
+
+    def cli(self, *args, input=None, check=True):
+        r = subprocess.run([KEYGATE, *args, "--config", self.config], capture_output=True, text=True, input=input, timeout=30)
+        if check and r.returncode != 0:
+            raise AssertionError(f"keygate {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    def create_key(self, *flags):
+        out = self.cli("keys", "create", "--name", "test key", "--owner", "alice", "--json", *flags).stdout
+        return json.loads(out)
+
+    def start(self):
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen([KEYGATE, "serve", "--config", self.config], stderr=self.stderr, stdout=subprocess.DEVNULL)
+        assert wait_port(self.port), "keygate did not start: " + open(self.stderr_path).read()
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def usage_lines(self):
+        path = os.path.join(self.dir, "usage.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def wait_usage(self, count, timeout=5.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            lines = self.usage_lines()
+            if len(lines) >= count:
+                return lines
+            time.sleep(0.05)
+        return self.usage_lines()
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    yield u
+    u.stop()
+
+
+@pytest.fixture
+def gate(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port)
+    yield g
+    g.stop()
+
+
+def curl(*args, timeout=60):
+    """Runs curl; returns (status, headers dict, body bytes, exit code)."""
+    r = subprocess.run(["curl", "-sS", "-D", "-", "-o", "-", "--max-time", str(timeout), *args], capture_output=True, timeout=timeout + 5)
+    raw = r.stdout
+    status, headers, body = 0, {}, b""
+    # Skip interim (1xx) heads.
+    while raw.startswith(b"HTTP/"):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        raw = rest
+        if status >= 200:
+            break
+    body = raw
+    return status, headers, body, r.returncode
+
+
+def raw_exchange(port, data, read_timeout=3.0, until_close=True):
+    """Sends raw bytes, returns everything read until the gate closes (or the timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if not until_close and b"\r\n\r\n" in out:
+                break
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return out

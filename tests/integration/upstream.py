@@ -1,0 +1,174 @@
+"""A real HTTP/1.1 upstream for keygate's integration tests.
+
+It speaks raw HTTP over sockets (so tests control framing exactly) and answers:
+  /echo            JSON: method, target, headers (in order), body length and SHA-256
+  /bytes/N         N bytes of a fixed pattern (?mode=chunked | close for other framings)
+  /status/N        an empty response with status N (204, 304, ...)
+  /slow/MS         answers after MS milliseconds
+  /die             promises 1000 bytes, sends 10, closes
+  /close           answers with Connection: close
+"""
+import hashlib
+import json
+import socket
+import socketserver
+import threading
+import time
+
+PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def pattern_bytes(n):
+    out = bytearray()
+    while len(out) < n:
+        out += PATTERN[: n - len(out)]
+    return bytes(out)
+
+
+class Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def fill(self):
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    def until(self, marker):
+        while marker not in self.buf:
+            self.fill()
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def exactly(self, n):
+        while len(self.buf) < n:
+            self.fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        server = self.server
+        with server.lock:
+            server.connections += 1
+        reader = Reader(self.request)
+        try:
+            while True:
+                head = reader.until(b"\r\n\r\n").decode("latin-1")
+                lines = head.split("\r\n")
+                method, target, version = lines[0].split(" ")
+                headers = []
+                for line in lines[1:]:
+                    if line:
+                        k, v = line.split(":", 1)
+                        headers.append([k, v.strip()])
+                hmap = {k.lower(): v for k, v in headers}
+                digest = hashlib.sha256()
+                size = 0
+                if "transfer-encoding" in hmap:
+                    while True:
+                        size_line = reader.until(b"\r\n")
+                        n = int(size_line.split(b";")[0], 16)
+                        if n == 0:
+                            reader.until(b"\r\n")
+                            break
+                        chunk = reader.exactly(n)
+                        digest.update(chunk)
+                        size += n
+                        reader.exactly(2)
+                elif "content-length" in hmap:
+                    remaining = int(hmap["content-length"])
+                    while remaining > 0:
+                        take = min(remaining, 1 << 20)
+                        chunk = reader.exactly(take)
+                        digest.update(chunk)
+                        size += take
+                        remaining -= take
+                with server.lock:
+                    server.requests.append({"method": method, "target": target, "headers": headers})
+                if not self.respond(method, target, headers, size, digest.hexdigest()):
+                    return
+                if hmap.get("connection", "").lower() == "close":
+                    return
+        except (EOFError, ConnectionError, OSError):
+            return
+
+    def send(self, data):
+        self.request.sendall(data)
+
+    def respond(self, method, target, headers, size, sha):
+        path = target.split("?")[0]
+        query = target.split("?")[1] if "?" in target else ""
+        head_only = method == "HEAD"
+        if path.startswith("/bytes/"):
+            n = int(path.split("/")[2])
+            body = pattern_bytes(n)
+            if "mode=chunked" in query:
+                self.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(0, n, 65536):
+                    piece = body[i : i + 65536]
+                    self.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                self.send(b"0\r\n\r\n")
+                return True
+            if "mode=close" in query:
+                self.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+                return False
+            self.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + (b"" if head_only else body))
+            return True
+        if path.startswith("/status/"):
+            code = int(path.split("/")[2])
+            extra = b"Content-Length: 42\r\nETag: \"x\"\r\n" if code == 304 else b""
+            self.send(b"HTTP/1.1 %d Status\r\n%s\r\n" % (code, extra))
+            return True
+        if path.startswith("/slow/"):
+            time.sleep(int(path.split("/")[2]) / 1000)
+        if path == "/die":
+            self.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+            return False
+        body = json.dumps(
+            {"method": method, "target": target, "headers": headers, "body_bytes": size, "body_sha256": sha}
+        ).encode()
+        close = path == "/close"
+        self.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nX-Upstream: yes\r\n%s\r\n"
+            % (len(body), b"Connection: close\r\n" if close else b"")
+            + (b"" if head_only else body)
+        )
+        return not close
+
+
+class Upstream(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port=0):
+        super().__init__(("127.0.0.1", port), Handler)
+        self.lock = threading.Lock()
+        self.requests = []
+        self.connections = 0
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def last(self):
+        with self.lock:
+            return self.requests[-1]
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    u = Upstream(int(sys.argv[1]) if len(sys.argv) > 1 else 9000)
+    print(u.port, flush=True)
+    u.thread.join()
