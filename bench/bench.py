@@ -1,0 +1,269 @@
+"""keygate vs an nginx gate doing the same job, on one machine, in one run.
+
+Starts an nginx upstream (~100 B at /, 64 KiB at /big), keygate holding N keys, and nginx set
+up as the equivalent gate (a map of the same keys, key header removed, X-Key-Id added,
+keep-alive upstream pool, JSON access log). wrk with a key-rotating script hits the direct
+upstream, keygate and nginx in turn, several rounds, and prints req/s, p50/p99 and CPU µs per
+request, with the keygate/nginx ratios. Prints figures only; asserts nothing.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def b62(v, width):
+    out = []
+    for _ in range(width):
+        out.append(ALPHABET[v % 62])
+        v //= 62
+    return "".join(reversed(out))
+
+
+def make_key(prefix="kg"):
+    kid = "".join(secrets.choice(ALPHABET) for _ in range(8))
+    body = f"{prefix}_{kid}_" + "".join(secrets.choice(ALPHABET) for _ in range(32))
+    return kid, body + b62(zlib.crc32(body.encode()), 6)
+
+
+def write_keys(folder, n):
+    keys = []
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(os.path.join(folder, "keys.jsonl"), "w") as f:
+        for i in range(n):
+            kid, key = make_key()
+            keys.append((kid, key))
+            rec = {"id": kid, "name": f"bench {i}", "owner": "bench", "hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest(),
+                   "scopes": [], "allow_ips": [], "countries": {"allow": [], "deny": []}, "status": "active", "created_at": now, "updated_at": now}
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    with open(os.path.join(folder, "keys.txt"), "w") as f:
+        f.write("\n".join(k for _, k in keys) + "\n")
+    return keys
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def children(pid):
+    out = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            out += [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def parse_wrk(text):
+    def dur(s):
+        m = re.match(r"([\d.]+)(us|ms|s)", s)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+    p50 = dur(re.search(r"\s50%\s+(\S+)", text).group(1))
+    p99 = dur(re.search(r"\s99%\s+(\S+)", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: (.*)", text)
+    return {"rps": rps, "requests": total, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
+
+
+def run_wrk(url, keys_file, path, seconds, connections, pids):
+    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path)
+    before = cpu_ticks(pids)
+    r = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench/rotate.lua"), url],
+                       capture_output=True, text=True, env=env)
+    after = cpu_ticks(pids)
+    res = parse_wrk(r.stdout)
+    res["cpu_us"] = (after - before) / CLK_TCK * 1e6 / max(res["requests"], 1) if pids else 0.0
+    return res
+
+
+NGINX_UPSTREAM = """
+worker_processes 1;
+pid {dir}/upstream.pid;
+error_log {dir}/upstream.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = / {{ return 200 "{small}"; }}
+    location = /big {{ alias {dir}/big.bin; default_type application/octet-stream; }}
+  }}
+}}
+"""
+
+NGINX_GATE = """
+worker_processes 2;
+pid {dir}/gate.pid;
+error_log {dir}/gate.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  map_hash_bucket_size 128;
+  map_hash_max_size 262144;
+  map $http_x_api_key $key_id {{
+    default "";
+    include {dir}/nginx-keys.map;
+  }}
+  log_format usage escape=json '{{"ts":"$time_iso8601","request_id":"$request_id","status":$status,"key_id":"$key_id",'
+                             '"client_ip":"$remote_addr","method":"$request_method","path":"$uri","bytes_in":$request_length,'
+                             '"bytes_out":$body_bytes_sent,"duration_ms":$request_time,"upstream_ms":"$upstream_response_time"}}';
+  access_log {dir}/nginx-usage.jsonl usage buffer=64k flush=1s;
+  keepalive_requests 100000;
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      if ($key_id = "") {{ return 401 '{{"error":"unknown_key"}}'; }}
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header x-api-key "";
+      proxy_set_header X-Key-Id $key_id;
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_buffering on;
+    }}
+  }}
+}}
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "10")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--keys", type=int, default=int(os.environ.get("BENCH_KEYS_COUNT", "1000")))
+    ap.add_argument("--usage-log", default="file", choices=["file", "off"], help="off sends keygate's usage log to /dev/null")
+    ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx")
+    ap.add_argument("--sizes", default="small,big")
+    args = ap.parse_args()
+
+    keygate = os.path.join(ROOT, ".build/release/keygate")
+    out = os.path.join(ROOT, "bench-out")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    up_port, kg_port, ng_port = 18001, 18080, 18081
+    with open(os.path.join(out, "big.bin"), "wb") as f:
+        f.write(os.urandom(64 << 10))
+    small = "x" * 100
+    keys = write_keys(out, args.keys)
+    with open(os.path.join(out, "nginx-keys.map"), "w") as f:
+        for kid, key in keys:
+            f.write(f'"{key}" "{kid}";\n')
+    usage = "usage.jsonl" if args.usage_log == "file" else "/dev/null"
+    with open(os.path.join(out, "keygate.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18901"\n'
+                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {usage}\n')
+    with open(os.path.join(out, "upstream.conf"), "w") as f:
+        f.write(NGINX_UPSTREAM.format(dir=out, port=up_port, small=small))
+    with open(os.path.join(out, "gate.conf"), "w") as f:
+        f.write(NGINX_GATE.format(dir=out, port=ng_port, upstream=up_port))
+
+    procs = []
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    try:
+        procs.append(subprocess.Popen([nginx, "-c", os.path.join(out, "upstream.conf"), "-g", "daemon off;"]))
+        procs.append(subprocess.Popen([nginx, "-c", os.path.join(out, "gate.conf"), "-g", "daemon off;"]))
+        t = time.time()
+        kg = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "keygate.yaml")], stderr=open(os.path.join(out, "keygate.err"), "w"))
+        procs.append(kg)
+        for p in (up_port, kg_port, ng_port):
+            wait_port(p)
+        startup = time.time() - t
+        time.sleep(0.5)
+        ng_pids = children(procs[1].pid)
+        targets = {
+            "direct": (f"http://127.0.0.1:{up_port}", []),
+            "keygate": (f"http://127.0.0.1:{kg_port}", [kg.pid]),
+            "nginx": (f"http://127.0.0.1:{ng_port}", ng_pids),
+        }
+        only = [x for x in args.only.split(",") if x] or list(targets)
+        print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
+              f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
+        keys_file = os.path.join(out, "keys.txt")
+        results = {}
+        for size, path in [("small", "/"), ("big", "/big")]:
+            if size not in args.sizes.split(","):
+                continue
+            for name in only:
+                url, pids = targets[name]
+                run_wrk(url, keys_file, path, 2, args.connections, pids)  # warm-up
+            for rnd in range(args.rounds):
+                for name in only:
+                    url, pids = targets[name]
+                    r = run_wrk(url, keys_file, path, args.seconds, args.connections, pids)
+                    results.setdefault((size, name), []).append(r)
+                    print(f"  {size:5} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+                          f"cpu {r['cpu_us']:6.1f} us/req  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
+        print()
+        print(f"{'size':6}{'target':10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}")
+        summary = {}
+        for (size, name), rs in results.items():
+            s = {k: statistics.median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us")}
+            summary[(size, name)] = s
+            print(f"{size:6}{name:10}{s['rps']:10.0f}{s['p50']:9.2f}{s['p99']:9.2f}{s['cpu_us']:12.1f}")
+        for size in ("small", "big"):
+            k, n = summary.get((size, "keygate")), summary.get((size, "nginx"))
+            if k and n:
+                print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
+                      f"p99 {k['p99'] / n['p99']:.2f}")
+        print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
