@@ -118,6 +118,10 @@ final class ClientConnection: EventHandler {
             }
         case .closed:
             break
+        case .waiting:
+            // Pipelined input while the answer is on its way: keep it, within a bound.
+            inbuf.append(contentsOf: buf)
+            if inbuf.count > ctx.snapshot.policy.limits.maxHeaderBytes + Self.highWater { pauseReading(true) }
         default:
             if phase == .head && inbuf.isEmpty && ex == nil {
                 deadline = ctx.loop.now + timeouts.headerRead
@@ -242,8 +246,9 @@ final class ClientConnection: EventHandler {
             }
             deadline = ctx.loop.now + timeouts.bodyIdle
         } else {
+            // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
+            // epoll_ctl is spent per request.
             deadline = ctx.loop.now + (upstream.connecting ? timeouts.upstreamConnect : timeouts.upstreamResponse)
-            pauseReading(true)
         }
     }
 
@@ -317,7 +322,7 @@ final class ClientConnection: EventHandler {
         exchange.bodyDone = true
         guard phase == .body else { return }
         phase = .waiting
-        pauseReading(true)
+        if readPaused && out.count <= Self.highWater { pauseReading(false) }
         if exchange.responseHeadDone && exchange.upstream == nil {
             // The response already finished while the body was still arriving.
             finishExchange(exchange)
@@ -399,6 +404,8 @@ final class ClientConnection: EventHandler {
         } else if exchange.responseFraming == .none {
             finishExchange(exchange)
         }
+        // A head whose body has not arrived yet goes out now.
+        if clientHead != nil && phase != .closed { sendToClient([UnsafeRawBufferPointer]()) }
     }
 
     private func startResponse(_ exchange: Exchange, _ r: ResponseHead) {
@@ -462,8 +469,12 @@ final class ClientConnection: EventHandler {
         }
         out.append(contentsOf: "\r\n".utf8)
         exchange.keepClient = keep
-        sendToClient(out)
+        // Held back so the head leaves with the first body bytes in one write.
+        clientHead = out
     }
+
+    /// A response head waiting to go out with the next bytes for the client.
+    var clientHead: [UInt8]?
 
     static let responseHopByHop: [StaticString] = [
         "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate",
@@ -693,6 +704,8 @@ final class ClientConnection: EventHandler {
     // MARK: finishing
 
     private func finishExchange(_ exchange: Exchange) {
+        if clientHead != nil { sendToClient([UnsafeRawBufferPointer]()) }
+        if phase == .closed { return }
         if let u = exchange.upstream {
             exchange.upstream = nil
             if exchange.upstreamReusable && exchange.upstreamKeepAlive && exchange.bodyDone && u.out.isEmpty {
@@ -744,6 +757,11 @@ final class ClientConnection: EventHandler {
 
     func sendToClient(_ parts: [UnsafeRawBufferPointer]) {
         if phase == .closed { return }
+        if let head = clientHead {
+            clientHead = nil
+            head.withUnsafeBytes { h in sendToClient([h] + parts) }
+            return
+        }
         do {
             if try !out.send(fd, parts: parts, canWrite: true) { setInterest() }
         } catch {
