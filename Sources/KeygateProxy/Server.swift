@@ -53,6 +53,7 @@ public final class Server: @unchecked Sendable {
     /// Binds the sockets and starts the loops. Returns once the gate is accepting.
     public func start() throws {
         let policy = current.policy
+        Self.raiseDescriptorLimit(to: policy.limits.maxConnections * 2 + 1024)
         guard let address = SocketAddress(host: policy.listen.host, port: policy.listen.port) else {
             throw ServeError("listen \(policy.listen) is not a numeric address")
         }
@@ -81,6 +82,17 @@ public final class Server: @unchecked Sendable {
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
                 + (admin.map { ", admin on \($0.endpoint)" } ?? ""))
+    }
+
+    /// Each client may need two descriptors (itself and its upstream): ask for enough.
+    static func raiseDescriptorLimit(to wanted: Int) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let target = min(rlim_t(wanted), limit.rlim_max)
+        if limit.rlim_cur < target {
+            limit.rlim_cur = target
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
     }
 
     /// Blocks until a drain has finished.
