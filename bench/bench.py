@@ -174,6 +174,54 @@ http {{
 """
 
 
+def extras(out, kg_pid, keys, kg_port, keygate):
+    """Figures beyond throughput: a 1 GiB streamed upload, 10,000 idle clients, 100,000 keys."""
+    import threading
+    sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
+    from upstream import Upstream
+
+    # 1 GiB upload through a second gate in front of an upstream that hashes what it reads.
+    echo = Upstream()
+    folder = os.path.join(out, "upload")
+    os.makedirs(folder)
+    shutil.copy(os.path.join(out, "keys.jsonl"), folder)
+    with open(os.path.join(folder, "keygate.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:18090"\nupstream: "http://127.0.0.1:{echo.port}"\nadmin_listen: off\nkeys_file: keys.jsonl\nusage_log: /dev/null\n')
+    gate = subprocess.Popen([keygate, "serve", "--config", os.path.join(folder, "keygate.yaml")], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(18090)
+        peak = [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kib(gate.pid))
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+        t = time.time()
+        cmd = f"head -c {1 << 30} /dev/zero | curl -sS -T - -H 'x-api-key: {keys[0][1]}' http://127.0.0.1:18090/echo"
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        done.set()
+        seen = json.loads(r.stdout)
+        print(f"1 GiB chunked upload: {seen['body_bytes']} bytes arrived in {time.time() - t:.1f}s; keygate peak RSS {peak[0] // 1024} MiB")
+    finally:
+        gate.send_signal(signal.SIGTERM)
+        gate.wait()
+        echo.stop()
+
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench/idle.py"), str(kg_port), keys[0][1], str(kg_pid), "10000"])
+
+    big = os.path.join(out, "big-store")
+    os.makedirs(big)
+    write_keys(big, 100000)
+    with open(os.path.join(big, "keygate.yaml"), "w") as f:
+        f.write('upstream: "http://127.0.0.1:18001"\nkeys_file: keys.jsonl\n')
+    t = time.time()
+    subprocess.run([keygate, "check", "--config", os.path.join(big, "keygate.yaml")], capture_output=True, check=True)
+    print(f"100,000 keys: loaded and validated in {time.time() - t:.2f}s (keygate check, the same code path as serve)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "10")))
@@ -183,6 +231,7 @@ def main():
     ap.add_argument("--usage-log", default="file", choices=["file", "off"], help="off sends keygate's usage log to /dev/null")
     ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx")
     ap.add_argument("--sizes", default="small,big")
+    ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
     args = ap.parse_args()
 
     keygate = os.path.join(ROOT, ".build/release/keygate")
@@ -255,6 +304,8 @@ def main():
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / n['p99']:.2f}")
         print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
+        if args.extras:
+            extras(out, kg.pid, keys, kg_port, keygate)
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
