@@ -261,8 +261,9 @@ def test_upstream_unavailable_and_timeout(tmp_path):
             assert status == 504 and json.loads(body)["error"] == "upstream_timeout"
         finally:
             back.stop()
-        reasons = [l["reason"] for l in g.wait_usage(3)]
-        assert reasons == ["upstream_unavailable", None, "upstream_timeout"]
+        # Loops hand over their batches independently: order across loops is not kept.
+        reasons = sorted(str(l["reason"]) for l in g.wait_usage(3))
+        assert reasons == ["None", "upstream_timeout", "upstream_unavailable"]
     finally:
         g.stop()
 

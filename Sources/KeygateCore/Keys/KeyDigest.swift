@@ -20,15 +20,24 @@ public struct KeyDigest: Hashable, Sendable {
 
     /// Parses the stored form `sha256:<64 hex digits>`.
     public init?(stored: String) {
-        let utf8 = Array(stored.utf8)
-        guard utf8.count == 71, stored.hasPrefix("sha256:") else { return nil }
-        var raw = [UInt8](repeating: 0, count: 32)
-        for i in 0..<32 {
-            guard let hi = Self.hex(utf8[7 + 2 * i]), let lo = Self.hex(utf8[8 + 2 * i]) else { return nil }
-            raw[i] = hi << 4 | lo
-        }
+        var s = stored
+        guard let d = s.withUTF8({ KeyDigest(storedBytes: $0) }) else { return nil }
+        self = d
+    }
+
+    public init?(storedBytes utf8: UnsafeBufferPointer<UInt8>) {
+        guard utf8.count == 71, utf8[0] == UInt8(ascii: "s"), utf8[1] == UInt8(ascii: "h"), utf8[2] == UInt8(ascii: "a"),
+            utf8[3] == UInt8(ascii: "2"), utf8[4] == UInt8(ascii: "5"), utf8[5] == UInt8(ascii: "6"), utf8[6] == UInt8(ascii: ":")
+        else { return nil }
         var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &out) { $0.copyBytes(from: raw) }
+        let ok = withUnsafeMutableBytes(of: &out) { raw -> Bool in
+            for i in 0..<32 {
+                guard let hi = Self.hex(utf8[7 + 2 * i]), let lo = Self.hex(utf8[8 + 2 * i]) else { return false }
+                raw[i] = hi << 4 | lo
+            }
+            return true
+        }
+        guard ok else { return nil }
         (w0, w1, w2, w3) = out
     }
 

@@ -145,19 +145,23 @@ public struct KeyManager {
         return r
     }
 
-    /// Runs `change` on the records under the store lock and writes the result atomically.
-    func transact<T>(_ change: (inout [KeyRecord]) throws(KeyError) -> (T, [AuditEntry])) throws(KeyError) -> T {
+    /// Runs `change` on the store under its lock and writes the result atomically. A store
+    /// that another hand changed meanwhile is refused, not overwritten.
+    func transact<T>(_ change: (inout KeyStoreDocument) throws(KeyError) -> (T, [AuditEntry])) throws(KeyError) -> T {
         let lock: KeyStoreLock
-        var records: [KeyRecord]
+        var doc: KeyStoreDocument
         do {
             lock = try KeyStoreLock(storePath: storePath)
-            records = try KeyStoreFile.load(storePath)
+            doc = try KeyStoreDocument.load(storePath)
         } catch {
             throw KeyError(error.description)
         }
-        let (result, audit) = try change(&records)
+        let (result, audit) = try change(&doc)
+        if FileStamp.of(storePath) != doc.stamp {
+            throw KeyError("\(storePath) changed while this command ran (an edit without the lock?); nothing was written, run it again")
+        }
         do {
-            try KeyStoreFile.writeAtomically(KeyStoreFile.encode(records), to: storePath)
+            try KeyStoreFile.writeAtomically(doc.bytes(), to: storePath)
         } catch {
             throw KeyError(error.description)
         }
@@ -166,17 +170,21 @@ public struct KeyManager {
         return result
     }
 
+    static func freshID(_ doc: KeyStoreDocument) -> String {
+        var id = KeyFormat.newID()
+        while doc.contains(id: id) { id = KeyFormat.newID() }
+        return id
+    }
+
     public func create(_ settings: KeySettings) throws(KeyError) -> (record: KeyRecord, key: String) {
-        try transact { (records) throws(KeyError) in
+        try transact { (doc) throws(KeyError) in
             let now = Timestamp.nowMillis()
-            var id = KeyFormat.newID()
-            let ids = Set(records.map(\.id))
-            while ids.contains(id) { id = KeyFormat.newID() }
+            let id = Self.freshID(doc)
             let generated = KeyFormat.generate(prefix: policy.keyPrefix, id: id)
             var r = KeyRecord(id: id, name: "", hash: KeyDigest(hashing: generated.key).stored, createdAt: Timestamp.format(seconds: now / 1000))
             guard settings.name != nil else { throw KeyError("--name is required") }
             try settings.apply(to: &r, policy: policy, nowMillis: now)
-            records.append(r)
+            doc.upsert(r)
             return ((r, generated.key), [AuditEntry(actor: actor, action: "create", keyID: r.id, changes: AuditEntry.diff(nil, r))])
         }
     }
@@ -187,10 +195,9 @@ public struct KeyManager {
     }
 
     public func importKeys(_ items: [(String, KeySettings)]) throws(KeyError) -> [KeyRecord] {
-        try transact { (records) throws(KeyError) in
+        try transact { (doc) throws(KeyError) in
             let now = Timestamp.nowMillis()
-            var hashes = Set(records.map(\.hash))
-            var ids = Set(records.map(\.id))
+            var hashes = Set(doc.lines.map(\.hash))
             var out: [KeyRecord] = []
             var audit: [AuditEntry] = []
             for (index, (secret, settings)) in items.enumerated() {
@@ -199,19 +206,17 @@ public struct KeyManager {
                 guard KeyFormat.legacyLengths.contains(bytes.count), bytes.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
                     throw KeyError("\(where_)an imported key must be 16 to 256 printable characters without spaces")
                 }
-                let hash = KeyDigest(hashing: secret).stored
-                guard hashes.insert(hash).inserted else { throw KeyError("\(where_)this key is already in the store") }
-                var id = KeyFormat.newID()
-                while ids.contains(id) { id = KeyFormat.newID() }
-                ids.insert(id)
-                var r = KeyRecord(id: id, name: "", hash: hash, createdAt: Timestamp.format(seconds: now / 1000))
+                let digest = KeyDigest(hashing: secret)
+                let hash = digest.stored
+                guard hashes.insert(digest).inserted else { throw KeyError("\(where_)this key is already in the store") }
+                var r = KeyRecord(id: Self.freshID(doc), name: "", hash: hash, createdAt: Timestamp.format(seconds: now / 1000))
                 guard settings.name != nil else { throw KeyError("\(where_)a name is required") }
                 do {
                     try settings.apply(to: &r, policy: policy, nowMillis: now)
                 } catch {
                     throw KeyError("\(where_)\(error)")
                 }
-                records.append(r)
+                doc.upsert(r)
                 out.append(r)
                 audit.append(AuditEntry(actor: actor, action: "import", keyID: r.id, changes: AuditEntry.diff(nil, r)))
             }
@@ -222,13 +227,23 @@ public struct KeyManager {
     /// Applies `change` to one key; `action` names it in the audit log.
     @discardableResult
     public func modify(_ id: String, action: String, _ change: (inout KeyRecord, Int64) throws(KeyError) -> Void) throws(KeyError) -> KeyRecord {
-        try transact { (records) throws(KeyError) in
-            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
-            let before = records[i]
+        try transact { (doc) throws(KeyError) in
+            let before = try Self.record(id, in: doc)
+            var after = before
             let now = Timestamp.nowMillis()
-            try change(&records[i], now)
-            if records[i] != before { records[i].updated_at = Timestamp.format(seconds: now / 1000) }
-            return (records[i], [AuditEntry(actor: actor, action: action, keyID: id, changes: AuditEntry.diff(before, records[i]))])
+            try change(&after, now)
+            if after != before { after.updated_at = Timestamp.format(seconds: now / 1000) }
+            doc.upsert(after)
+            return (after, [AuditEntry(actor: actor, action: action, keyID: id, changes: AuditEntry.diff(before, after))])
+        }
+    }
+
+    static func record(_ id: String, in doc: KeyStoreDocument) throws(KeyError) -> KeyRecord {
+        guard let i = doc.index(of: id) else { throw KeyError("no key with id \(id)") }
+        do {
+            return try doc.record(at: i)
+        } catch {
+            throw KeyError(error.description)
         }
     }
 
@@ -258,24 +273,21 @@ public struct KeyManager {
     }
 
     public func delete(_ id: String) throws(KeyError) {
-        try transact { (records) throws(KeyError) in
-            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
-            let before = records.remove(at: i)
+        try transact { (doc) throws(KeyError) in
+            let before = try Self.record(id, in: doc)
+            doc.remove(id: id)
             return ((), [AuditEntry(actor: actor, action: "delete", keyID: id, changes: AuditEntry.diff(before, nil))])
         }
     }
 
     /// A new key with the same settings; the old one expires after `graceMillis`.
     public func rotate(_ id: String, graceMillis: Int64) throws(KeyError) -> (record: KeyRecord, key: String, old: KeyRecord) {
-        try transact { (records) throws(KeyError) in
-            guard let i = records.firstIndex(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
-            let old = records[i]
+        try transact { (doc) throws(KeyError) in
+            let old = try Self.record(id, in: doc)
             if old.status == .revoked { throw KeyError("key \(id) is revoked and cannot be rotated") }
             if let to = old.rotated_to { throw KeyError("key \(id) was already rotated to \(to)") }
             let now = Timestamp.nowMillis()
-            var newID = KeyFormat.newID()
-            let ids = Set(records.map(\.id))
-            while ids.contains(newID) { newID = KeyFormat.newID() }
+            let newID = Self.freshID(doc)
             let generated = KeyFormat.generate(prefix: policy.keyPrefix, id: newID)
             var fresh = old
             fresh.id = newID
@@ -296,8 +308,8 @@ public struct KeyManager {
                 updated.expires_at = graceEnd
             }
             updated.updated_at = fresh.created_at
-            records[i] = updated
-            records.append(fresh)
+            doc.upsert(updated)
+            doc.upsert(fresh)
             let audit = [
                 AuditEntry(actor: actor, action: "rotate", keyID: id, changes: AuditEntry.diff(old, updated)),
                 AuditEntry(actor: actor, action: "create", keyID: newID, changes: AuditEntry.diff(nil, fresh)),

@@ -16,62 +16,44 @@ public struct KeyStoreError: Error, CustomStringConvertible, Sendable {
 public enum KeyStoreFile {
     /// Loads every record, or throws naming the first bad line. A missing file is an empty store.
     public static func load(_ path: String) throws(KeyStoreError) -> [KeyRecord] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            if !FileManager.default.fileExists(atPath: path) { return [] }
-            throw KeyStoreError(path: path, line: nil, message: "cannot read the key store")
-        }
-        return try parse(data, path: path)
+        guard let bytes = try readBytes(path) else { return [] }
+        return try parse(Data(bytes), path: path)
     }
 
     public static func parse(_ data: Data, path: String) throws(KeyStoreError) -> [KeyRecord] {
-        // Decode all lines as one JSON array (fast); on failure, go line by line to name the line.
-        var array = Data()
-        array.reserveCapacity(data.count + 2)
-        array.append(UInt8(ascii: "["))
-        var lines: [Range<Int>] = []
-        var start = data.startIndex
-        data.withUnsafeBytes { raw in
-            var i = 0
-            let n = raw.count
-            while i <= n {
-                if i == n || raw[i] == 0x0A {
-                    var s = start - data.startIndex
-                    var e = i
-                    while s < e, raw[s] == 0x20 || raw[s] == 0x09 || raw[s] == 0x0D { s += 1 }
-                    while e > s, raw[e - 1] == 0x20 || raw[e - 1] == 0x09 || raw[e - 1] == 0x0D { e -= 1 }
-                    lines.append(s..<e)
-                    start = data.startIndex + i + 1
+        var records: [KeyRecord] = []
+        var lineOf: [Int] = []
+        var failure: KeyStoreError?
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var lineNumber = 0
+            var start = 0
+            let n = bytes.count
+            while start < n && failure == nil {
+                var end = start
+                while end < n, bytes[end] != 0x0A { end += 1 }
+                lineNumber += 1
+                var s = start
+                var e = end
+                while s < e, bytes[s] == 0x20 || bytes[s] == 0x09 || bytes[s] == 0x0D { s += 1 }
+                while e > s, bytes[e - 1] == 0x20 || bytes[e - 1] == 0x09 || bytes[e - 1] == 0x0D { e -= 1 }
+                if s < e {
+                    do {
+                        records.append(try KeyRecordCodec.decode(UnsafeBufferPointer(rebasing: bytes[s..<e])))
+                        lineOf.append(lineNumber)
+                    } catch {
+                        failure = KeyStoreError(path: path, line: lineNumber, message: "\(error)")
+                    }
                 }
-                i += 1
+                start = end + 1
             }
         }
-        var first = true
-        for r in lines where !r.isEmpty {
-            if !first { array.append(UInt8(ascii: ",")) }
-            first = false
-            array.append(data[(data.startIndex + r.lowerBound)..<(data.startIndex + r.upperBound)])
-        }
-        array.append(UInt8(ascii: "]"))
-        let decoder = JSONDecoder()
-        var records: [KeyRecord]
-        do {
-            records = try decoder.decode([KeyRecord].self, from: array)
-        } catch {
-            for (index, r) in lines.enumerated() where !r.isEmpty {
-                let line = data[(data.startIndex + r.lowerBound)..<(data.startIndex + r.upperBound)]
-                do {
-                    _ = try decoder.decode(KeyRecord.self, from: line)
-                } catch {
-                    throw KeyStoreError(path: path, line: index + 1, message: describe(error))
-                }
-            }
-            throw KeyStoreError(path: path, line: nil, message: describe(error))
-        }
+        if let failure { throw failure }
         // Validate what JSON cannot: hashes, unique ids and hashes.
         var ids = Set<String>()
         var hashes = Set<String>()
-        var lineOf: [Int] = []
-        for (index, r) in lines.enumerated() where !r.isEmpty { lineOf.append(index + 1) }
+        ids.reserveCapacity(records.count)
+        hashes.reserveCapacity(records.count)
         for (i, record) in records.enumerated() {
             if KeyDigest(stored: record.hash) == nil {
                 throw KeyStoreError(path: path, line: lineOf[i], message: "hash must be sha256: and 64 lowercase hex digits")
@@ -84,36 +66,47 @@ public enum KeyStoreFile {
                 throw KeyStoreError(path: path, line: lineOf[i], message: "duplicate hash (the same key twice)")
             }
         }
-        records.sort { $0.id < $1.id }
+        if !records.isSorted(by: { $0.id < $1.id }) { records.sort { $0.id < $1.id } }
         return records
-    }
-
-    static func describe(_ error: Error) -> String {
-        switch error {
-        case DecodingError.keyNotFound(let key, _): return "missing field \"\(key.stringValue)\""
-        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
-            return "wrong type for \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\""
-        case DecodingError.dataCorrupted(let c):
-            if let path = c.codingPath.last { return "invalid value for \"\(path.stringValue)\"" }
-            return "not valid JSON"
-        default: return "not valid JSON"
-        }
     }
 
     /// One JSON line per record, sorted by id.
     public static func encode(_ records: [KeyRecord]) -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var out = Data()
-        for r in records.sorted(by: { $0.id < $1.id }) {
-            out.append(try! encoder.encode(r))
-            out.append(0x0A)
+        var out: [UInt8] = []
+        out.reserveCapacity(records.count * 320)
+        let sorted = records.isSorted(by: { $0.id < $1.id }) ? records : records.sorted { $0.id < $1.id }
+        for r in sorted { KeyRecordCodec.encode(r, to: &out) }
+        return Data(out)
+    }
+
+    /// The whole file, read straight into bytes; nil when it does not exist.
+    static func readBytes(_ path: String) throws(KeyStoreError) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw KeyStoreError(path: path, line: nil, message: "cannot read the key store: \(String(cString: strerror(errno)))")
         }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var off = 0
+        while off < out.count {
+            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            off += n
+        }
+        if off < out.count { out.removeSubrange(off...) }
         return out
     }
 
-    /// Replaces `path` atomically: temporary file, fsync, rename, directory fsync; mode 0600.
     public static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600) throws(KeyStoreError) {
+        try writeAtomically([UInt8](data), to: path, mode: mode)
+    }
+
+    /// Replaces `path` atomically: temporary file, fsync, rename, directory fsync; mode 0600.
+    public static func writeAtomically(_ data: [UInt8], to path: String, mode: mode_t = 0o600) throws(KeyStoreError) {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
@@ -144,5 +137,16 @@ public enum KeyStoreFile {
             fsync(dfd)
             close(dfd)
         }
+    }
+}
+
+extension Array {
+    func isSorted(by areInOrder: (Element, Element) -> Bool) -> Bool {
+        var i = 1
+        while i < count {
+            if areInOrder(self[i], self[i - 1]) { return false }
+            i += 1
+        }
+        return true
     }
 }
