@@ -206,6 +206,7 @@ final class ClientConnection: EventHandler {
             answerDenial(reason)
             return
         }
+        decision.key?.markUsed(exchange.startWallMillis / 1000)
 
         // Allowed: take an upstream connection and send the head.
         let upstream: UpstreamConnection

@@ -26,6 +26,7 @@ public final class Server: @unchecked Sendable {
     let control = DispatchQueue(label: "keygate.control")
     private var current: Snapshot
     private var watcher: StoreWatcher?
+    private var stateFlusher: KeyStateFlusher?
     private let done = DispatchSemaphore(value: 0)
     private var draining = false
 
@@ -78,6 +79,8 @@ public final class Server: @unchecked Sendable {
         }
         watcher = StoreWatcher(server: self)
         watcher?.start()
+        stateFlusher = KeyStateFlusher(server: self)
+        stateFlusher?.start()
         installSignals()
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
@@ -123,7 +126,7 @@ public final class Server: @unchecked Sendable {
             do {
                 let next: Snapshot
                 if policyToo {
-                    next = try SnapshotLoader.load(policyPath: policyPath)
+                    next = try SnapshotLoader.load(policyPath: policyPath, previous: current)
                     if next.policy.listen != current.policy.listen || next.policy.upstream != current.policy.upstream {
                         log.warning("reload: listen and upstream changes need a restart; keeping \(current.policy.listen) → \(current.policy.upstream)")
                     }
@@ -213,6 +216,7 @@ public final class Server: @unchecked Sendable {
         }
         group.wait()
         usageLog.flush()
+        stateFlusher?.flush()  // already on the control queue
         log.info("stopped: \(usageLog.written.load(ordering: .relaxed)) usage events written, \(usageLog.dropped.load(ordering: .relaxed)) dropped")
         done.signal()
     }

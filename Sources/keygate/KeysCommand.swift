@@ -23,9 +23,9 @@ struct KeyFlags: ParsableArguments {
     @Option(name: .customLong("not-before"), help: "When the key becomes valid (RFC 3339, a date, or a duration from now).") var notBefore: String?
     @Option(help: "When the key expires (RFC 3339, a date, or a duration from now).") var expires: String?
     @Option(help: "Lifetime from now, like 90d.") var ttl: String?
-    @Option(help: "Rate limit, like 100/s or 6000/m.") var rate: String?
-    @Option(help: "Burst size for the rate limit.") var burst: Int?
-    @Option(help: "Quota, like 100000/day or 1000000/month.") var quota: String?
+    @Option(parsing: .unconditional, help: "Rate limit, like 100/s or 6000/m.") var rate: String?
+    @Option(parsing: .unconditional, help: "Burst size for the rate limit.") var burst: Int?
+    @Option(parsing: .unconditional, help: "Quota, like 100000/day or 1000000/month.") var quota: String?
     @Option(help: "Who makes the change (default: the OS user).") var actor: String?
 
     func settings(updating: Bool) -> KeySettings {

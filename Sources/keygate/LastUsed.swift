@@ -1,14 +1,9 @@
 import Foundation
 import KeygateCore
 
-/// Reads the gate's last-used state file (`keys.state.json` beside the store), if any.
+/// The gate's last-use times, formatted for output.
 enum LastUsedFile {
     static func read(for policy: Policy) -> [String: String] {
-        let dir = (policy.keysFile as NSString).deletingLastPathComponent
-        let path = (dir as NSString).appendingPathComponent("keys.state.json")
-        guard let data = FileManager.default.contents(atPath: path),
-            let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let last = o["last_used"] as? [String: String]
-        else { return [:] }
-        return last
+        KeyStateFile.read(KeyStateFile.path(for: policy)).mapValues { Timestamp.format(seconds: $0) }
     }
 }

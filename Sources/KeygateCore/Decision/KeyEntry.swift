@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A key as the gate uses it: the record plus everything precomputed that the hot path needs.
 public final class KeyEntry: Sendable {
     public let record: KeyRecord
@@ -13,8 +15,17 @@ public final class KeyEntry: Sendable {
     public let nameBytes: [UInt8]
     public let ownerBytes: [UInt8]
     public let scopesBytes: [UInt8]
+    /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
+    public let lastUsed: Atomic<Int64>
 
-    public init(record: KeyRecord, scopes: [String: [RoutePattern]]) {
+    /// Records a use; a relaxed load first, so a busy key's cache line is written once a second.
+    @inline(__always)
+    public func markUsed(_ seconds: Int64) {
+        if lastUsed.load(ordering: .relaxed) != seconds { lastUsed.store(seconds, ordering: .relaxed) }
+    }
+
+    public init(record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0) {
+        self.lastUsed = Atomic(lastUsed)
         self.record = record
         notBeforeMillis = record.not_before.flatMap(Timestamp.parseMillis)
         expiresMillis = record.expires_at.flatMap(Timestamp.parseMillis)

@@ -17,14 +17,20 @@ public final class Snapshot: Sendable {
     public let keysStamp: FileStamp?
     public let geoipStamp: FileStamp?
 
-    public init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?, keysStamp: FileStamp? = nil, geoipStamp: FileStamp? = nil) {
+    public init(
+        policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?, keysStamp: FileStamp? = nil, geoipStamp: FileStamp? = nil,
+        previous: Snapshot? = nil
+    ) {
         self.keysStamp = keysStamp
         self.geoipStamp = geoipStamp
         self.policy = policy
         var keys: [KeyDigest: KeyEntry] = [:]
         keys.reserveCapacity(records.count)
         for r in records {
-            if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes) }
+            guard let d = KeyDigest(stored: r.hash) else { continue }
+            // Last-use times live on across reloads.
+            let used = previous?.keys[d].map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
+            keys[d] = KeyEntry(record: r, scopes: policy.scopes, lastUsed: used)
         }
         self.keys = keys
         self.geoip = geoip

@@ -21,14 +21,14 @@ public struct LoadError: Error, CustomStringConvertible {
 
 /// Builds snapshots: the same code path for `check`, `serve` and every reload.
 public enum SnapshotLoader {
-    public static func load(policyPath: String) throws -> Snapshot {
+    public static func load(policyPath: String, previous: Snapshot? = nil) throws -> Snapshot {
         let policy: Policy
         do {
             policy = try PolicyLoader.load(path: policyPath)
         } catch {
             throw LoadError(error.description)
         }
-        return try build(policy: policy, previous: nil)
+        return try build(policy: policy, previous: previous)
     }
 
     /// Re-reads the key store and (if its file changed) the GeoIP database, keeping the policy.
@@ -53,7 +53,7 @@ public enum SnapshotLoader {
         var geoStamp: FileStamp? = nil
         if let path = policy.geoipDB {
             geoStamp = FileStamp.of(path)
-            if let prev = previous, let prevDB = prev.geoip, prevDB.path == path, prev.geoipStamp == geoStamp {
+            if let prev = previous, let prevDB = prev.geoip, prevDB.path == path, prev.geoipStamp == geoStamp, prev.policy.geoipDB == path {
                 geoip = prevDB
             } else {
                 do {
@@ -63,6 +63,6 @@ public enum SnapshotLoader {
                 }
             }
         }
-        return Snapshot(policy: policy, records: records, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp)
+        return Snapshot(policy: policy, records: records, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp, previous: previous)
     }
 }
