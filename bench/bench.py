@@ -204,6 +204,8 @@ def extras(out, kg_pid, keys, kg_port, keygate):
         r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
         done.set()
         seen = json.loads(r.stdout)
+        if 'body_bytes' not in seen:
+            raise SystemExit(f'upload failed: {r.stdout} {r.stderr}')
         print(f"1 GiB chunked upload: {seen['body_bytes']} bytes arrived in {time.time() - t:.1f}s; keygate peak RSS {peak[0] // 1024} MiB")
     finally:
         gate.send_signal(signal.SIGTERM)
@@ -220,6 +222,47 @@ def extras(out, kg_pid, keys, kg_port, keygate):
     t = time.time()
     subprocess.run([keygate, "check", "--config", os.path.join(big, "keygate.yaml")], capture_output=True, check=True)
     print(f"100,000 keys: loaded and validated in {time.time() - t:.2f}s (keygate check, the same code path as serve)")
+    reload_under_load(big, keygate)
+
+
+def reload_under_load(folder, keygate):
+    """100,000 keys: CLI changes while wrk runs; every reload timed, every answer checked."""
+    with open(os.path.join(folder, "keygate.yaml"), "w") as f:
+        f.write('listen: "127.0.0.1:18095"\nupstream: "http://127.0.0.1:18001"\nadmin_listen: off\nworkers: 2\nkeys_file: keys.jsonl\nusage_log: /dev/null\n')
+    config = os.path.join(folder, "keygate.yaml")
+    err = os.path.join(folder, "gate.err")
+    gate = subprocess.Popen([keygate, "serve", "--config", config], stderr=open(err, "w"))
+    try:
+        wait_port(18095)
+        env = dict(os.environ, BENCH_KEYS=os.path.join(folder, "keys.txt"), BENCH_PATH="/")
+        wrk = subprocess.Popen(["wrk", "-t1", "-c64", "-d12s", "-s", os.path.join(ROOT, "bench/rotate.lua"), "http://127.0.0.1:18095"],
+                               stdout=subprocess.PIPE, text=True, env=env)
+        creates = []
+        time.sleep(1)
+        for i in range(5):
+            t = time.time()
+            subprocess.run([keygate, "keys", "create", "--name", f"live {i}", "--config", config], capture_output=True, check=True)
+            creates.append((time.time() - t) * 1000)
+            time.sleep(1.5)
+        victim = open(os.path.join(folder, "keys.txt")).readline().strip()
+        kid = victim.split("_")[1]
+        t = time.time()
+        subprocess.run([keygate, "keys", "revoke", kid, "--config", config], capture_output=True, check=True)
+        while time.time() - t < 5:
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"x-api-key: {victim}", "http://127.0.0.1:18095/"],
+                               capture_output=True, text=True)
+            if r.stdout == "401":
+                break
+        revoke_ms = (time.time() - t) * 1000
+        out, _ = wrk.communicate()
+        res = parse_wrk(out)
+        reloads = re.findall(r"(\d+) keys in (\d+) ms", open(err).read())
+        print(f"100,000 keys under wrk: keys create {', '.join(f'{c:.0f}' for c in creates)} ms; reloads "
+              f"{', '.join(ms for _, ms in reloads)} ms; revoke → first 401 in {revoke_ms:.0f} ms; "
+              f"{res['requests']} requests, non-2xx {res['non2xx']} (the revoked key's own), socket errors: {res['socket_errors'] or 'none'}")
+    finally:
+        gate.send_signal(signal.SIGTERM)
+        gate.wait()
 
 
 def main():

@@ -166,6 +166,7 @@ final class ClientConnection: EventHandler {
                 begin(head, headBytes: end)
             case .body:
                 guard !inbuf.isEmpty else { return }
+                deadline = ctx.loop.now + timeouts.bodyIdle
                 let used = inbuf.withUnsafeBytes { feedBody($0) }
                 if phase == .closed { return }
                 inbuf.removeFirst(used)
@@ -316,7 +317,9 @@ final class ClientConnection: EventHandler {
             }
         }
         u.send(parts)
-        if phase == .body && u.out.count > Self.highWater { pauseReading(true) }
+        // Decided after every send: a later send in the same batch may have drained what an
+        // earlier one left, and then no EPOLLOUT will come to resume reading.
+        if phase == .body { pauseReading(u.out.count > Self.highWater) }
     }
 
     private func bodyComplete(_ exchange: Exchange) {
@@ -349,6 +352,8 @@ final class ClientConnection: EventHandler {
     }
 
     func upstreamDrained(_ u: UpstreamConnection) {
+        // The upstream took body bytes: that is progress, not a stall.
+        if phase == .body { deadline = ctx.loop.now + timeouts.bodyIdle }
         if phase == .body && readPaused && out.count <= Self.highWater {
             pauseReading(false)
         }
@@ -552,11 +557,11 @@ final class ClientConnection: EventHandler {
         }
     }
 
+    /// Reading from the upstream pauses while the client has more than `highWater` unsent.
     private func applyClientBackpressure(_ u: UpstreamConnection) {
-        if out.count > Self.highWater && !u.readPaused {
-            u.pauseReading(true)
-            deadline = ctx.loop.now + timeouts.bodyIdle
-        }
+        let paused = out.count > Self.highWater
+        if paused && !u.readPaused { deadline = ctx.loop.now + timeouts.bodyIdle }
+        u.pauseReading(paused)
     }
 
     func upstreamEOF(_ u: UpstreamConnection) {

@@ -44,12 +44,14 @@ final class StoreWatcher {
         // A file that failed to load is not retried until it changes again.
         let stamp = (FileStamp.of(s.policy.keysFile), s.policy.geoipDB.flatMap { FileStamp.of($0) })
         if let f = failedStamp, f.0 == stamp.0, f.1 == stamp.1 { return }
+        let started = EventLoop.monotonicMillis()
         do {
             let next = try SnapshotLoader.reloadKeys(s)
             server.install(next)
             server.reloads.ok.add(1, ordering: .relaxed)
             failedStamp = nil
-            server.log.info("reload (\(keysChanged ? "key store" : "GeoIP database") changed): \(next.keyCount) keys")
+            server.log.info(
+                "reload (\(keysChanged ? "key store" : "GeoIP database") changed): \(next.keyCount) keys in \(EventLoop.monotonicMillis() - started) ms")
         } catch {
             failedStamp = stamp
             server.reloads.failed.add(1, ordering: .relaxed)

@@ -3,6 +3,7 @@ import Synchronization
 /// A key as the gate uses it: the record plus everything precomputed that the hot path needs.
 public final class KeyEntry: Sendable {
     public let record: KeyRecord
+    public let digest: KeyDigest
     public let notBeforeMillis: Int64?
     public let expiresMillis: Int64?
     public let allowIPs: CIDRSet?
@@ -26,6 +27,7 @@ public final class KeyEntry: Sendable {
 
     public init(record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0) {
         self.lastUsed = Atomic(lastUsed)
+        digest = KeyDigest(stored: record.hash) ?? KeyDigest(hashing: record.hash)
         self.record = record
         notBeforeMillis = record.not_before.flatMap(Timestamp.parseMillis)
         expiresMillis = record.expires_at.flatMap(Timestamp.parseMillis)

@@ -16,23 +16,27 @@ public final class Snapshot: Sendable {
     public let loadedAtMillis: Int64
     public let keysStamp: FileStamp?
     public let geoipStamp: FileStamp?
+    /// Entries by the SHA-256 of their store line: a reload reuses every unchanged line's entry.
+    let entriesByLine: [KeyDigest: KeyEntry]
 
-    public init(
-        policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?, keysStamp: FileStamp? = nil, geoipStamp: FileStamp? = nil,
-        previous: Snapshot? = nil
+    /// For tests and tools: a snapshot of the given records.
+    public convenience init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?) {
+        var keys: [KeyDigest: KeyEntry] = [:]
+        for r in records {
+            if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes) }
+        }
+        self.init(policy: policy, keys: keys, entriesByLine: [:], geoip: geoip, keysStamp: nil, geoipStamp: nil)
+    }
+
+    init(
+        policy: Policy, keys: [KeyDigest: KeyEntry], entriesByLine: [KeyDigest: KeyEntry], geoip: GeoIPDatabase?, keysStamp: FileStamp?,
+        geoipStamp: FileStamp?
     ) {
         self.keysStamp = keysStamp
         self.geoipStamp = geoipStamp
         self.policy = policy
-        var keys: [KeyDigest: KeyEntry] = [:]
-        keys.reserveCapacity(records.count)
-        for r in records {
-            guard let d = KeyDigest(stored: r.hash) else { continue }
-            // Last-use times live on across reloads.
-            let used = previous?.keys[d].map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
-            keys[d] = KeyEntry(record: r, scopes: policy.scopes, lastUsed: used)
-        }
         self.keys = keys
+        self.entriesByLine = entriesByLine
         self.geoip = geoip
         allowIPs = policy.access.allowIPs.isEmpty ? nil : CIDRSet(policy.access.allowIPs)
         trustedProxies = policy.trustedProxies.isEmpty ? nil : CIDRSet(policy.trustedProxies)

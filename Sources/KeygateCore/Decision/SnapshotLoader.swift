@@ -38,22 +38,12 @@ public enum SnapshotLoader {
 
     static func build(policy: Policy, previous: Snapshot?) throws -> Snapshot {
         let keysStamp = FileStamp.of(policy.keysFile)
-        let records: [KeyRecord]
-        do {
-            records = try KeyStoreFile.load(policy.keysFile)
-        } catch {
-            throw LoadError(error.description)
-        }
-        for r in records {
-            for ip in r.allow_ips where CIDR(ip) == nil {
-                throw LoadError("\(policy.keysFile): key \(r.id): allow_ips \"\(ip)\" is not a CIDR")
-            }
-        }
+        let (keys, lines) = try loadKeys(policy: policy, previous: previous)
         var geoip: GeoIPDatabase? = nil
         var geoStamp: FileStamp? = nil
         if let path = policy.geoipDB {
             geoStamp = FileStamp.of(path)
-            if let prev = previous, let prevDB = prev.geoip, prevDB.path == path, prev.geoipStamp == geoStamp, prev.policy.geoipDB == path {
+            if let prev = previous, let prevDB = prev.geoip, prevDB.path == path, prev.geoipStamp == geoStamp {
                 geoip = prevDB
             } else {
                 do {
@@ -63,6 +53,78 @@ public enum SnapshotLoader {
                 }
             }
         }
-        return Snapshot(policy: policy, records: records, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp, previous: previous)
+        return Snapshot(policy: policy, keys: keys, entriesByLine: lines, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp)
+    }
+
+    /// Reads the key store into entries by key digest. A line unchanged since `previous` keeps
+    /// its entry (decoded, validated and precomputed once), so reloading a large store after a
+    /// one-key change costs little more than reading it.
+    static func loadKeys(policy: Policy, previous: Snapshot?) throws -> ([KeyDigest: KeyEntry], [KeyDigest: KeyEntry]) {
+        let path = policy.keysFile
+        let bytes: [UInt8]
+        do {
+            guard let b = try KeyStoreFile.readBytes(path) else { return ([:], [:]) }
+            bytes = b
+        } catch {
+            throw LoadError(error.description)
+        }
+        let reusable = previous.flatMap { $0.policy.scopes == policy.scopes ? $0.entriesByLine : nil } ?? [:]
+        var keys: [KeyDigest: KeyEntry] = [:]
+        var lines: [KeyDigest: KeyEntry] = [:]
+        var ids = Set<String>()
+        keys.reserveCapacity(reusable.count + 16)
+        lines.reserveCapacity(reusable.count + 16)
+        ids.reserveCapacity(reusable.count + 16)
+        var failure: LoadError?
+        bytes.withUnsafeBufferPointer { p in
+            var start = 0
+            var number = 0
+            while start < p.count && failure == nil {
+                var end = start
+                while end < p.count, p[end] != 0x0A { end += 1 }
+                number += 1
+                var s = start
+                var e = end
+                while s < e, p[s] == 0x20 || p[s] == 0x09 || p[s] == 0x0D { s += 1 }
+                while e > s, p[e - 1] == 0x20 || p[e - 1] == 0x09 || p[e - 1] == 0x0D { e -= 1 }
+                start = end + 1
+                if s == e { continue }
+                let line = UnsafeBufferPointer(rebasing: p[s..<e])
+                let lineDigest = KeyDigest(hashing: UnsafeRawBufferPointer(line))
+                let entry: KeyEntry
+                if let known = reusable[lineDigest] {
+                    entry = known
+                } else {
+                    do {
+                        let record = try KeyRecordCodec.decode(line)
+                        guard let digest = KeyDigest(stored: record.hash) else {
+                            failure = LoadError("\(path):\(number): hash must be sha256: and 64 lowercase hex digits")
+                            return
+                        }
+                        for ip in record.allow_ips where CIDR(ip) == nil {
+                            failure = LoadError("\(path):\(number): allow_ips \"\(ip)\" is not a CIDR")
+                            return
+                        }
+                        // Last-use times live on across changes to the key's line.
+                        let used = previous?.keys[digest].map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
+                        entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used)
+                    } catch {
+                        failure = LoadError("\(path):\(number): \(error)")
+                        return
+                    }
+                }
+                if !ids.insert(entry.record.id).inserted {
+                    failure = LoadError("\(path):\(number): duplicate id \(entry.record.id)")
+                    return
+                }
+                if keys.updateValue(entry, forKey: entry.digest) != nil {
+                    failure = LoadError("\(path):\(number): duplicate hash (the same key twice)")
+                    return
+                }
+                lines[lineDigest] = entry
+            }
+        }
+        if let failure { throw failure }
+        return (keys, lines)
     }
 }
