@@ -235,7 +235,7 @@ def reload_under_load(folder, keygate):
     try:
         wait_port(18095)
         env = dict(os.environ, BENCH_KEYS=os.path.join(folder, "keys.txt"), BENCH_PATH="/")
-        wrk = subprocess.Popen(["wrk", "-t1", "-c64", "-d12s", "-s", os.path.join(ROOT, "bench/rotate.lua"), "http://127.0.0.1:18095"],
+        wrk = subprocess.Popen(["wrk", "-t1", "-c64", "-d12s", "--latency", "-s", os.path.join(ROOT, "bench/rotate.lua"), "http://127.0.0.1:18095"],
                                stdout=subprocess.PIPE, text=True, env=env)
         creates = []
         time.sleep(1)
@@ -259,7 +259,7 @@ def reload_under_load(folder, keygate):
         reloads = re.findall(r"(\d+) keys in (\d+) ms", open(err).read())
         print(f"100,000 keys under wrk: keys create {', '.join(f'{c:.0f}' for c in creates)} ms; reloads "
               f"{', '.join(ms for _, ms in reloads)} ms; revoke → first 401 in {revoke_ms:.0f} ms; "
-              f"{res['requests']} requests, non-2xx {res['non2xx']} (the revoked key's own), socket errors: {res['socket_errors'] or 'none'}")
+              f"{res['requests']} requests, non-2xx {res["non2xx"]} (only the revoked key may be refused), socket errors: {res['socket_errors'] or 'none'}")
     finally:
         gate.send_signal(signal.SIGTERM)
         gate.wait()
