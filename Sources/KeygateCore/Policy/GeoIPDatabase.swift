@@ -12,30 +12,77 @@ public final class GeoIPDatabase: @unchecked Sendable {
         public var description: String { "\(path): \(message)" }
     }
 
-    private var db = MMDB_s()
+    /// On the heap: libmaxminddb keeps pointers to it inside lookup results.
+    private let db: UnsafeMutablePointer<MMDB_s>
     public let path: String
     public let buildEpoch: UInt64
     public let databaseType: String
 
     public init(path: String) throws(OpenError) {
         self.path = path
-        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), &db)
+        let handle = UnsafeMutablePointer<MMDB_s>.allocate(capacity: 1)
+        handle.initialize(to: MMDB_s())
+        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), handle)
         guard status == MMDB_SUCCESS else {
+            handle.deallocate()
             throw OpenError(path: path, message: "not a usable MaxMind DB: \(String(cString: MMDB_strerror(status)))")
         }
-        buildEpoch = db.metadata.build_epoch
-        databaseType = db.metadata.database_type.map { String(cString: $0) } ?? ""
-        // Probe a spread of addresses: a corrupt search tree or data section fails here, at
-        // load time, instead of on live traffic.
+        db = handle
+        buildEpoch = handle.pointee.metadata.build_epoch
+        databaseType = handle.pointee.metadata.database_type.map { String(cString: $0) } ?? ""
+        // A corrupt tree or data section is refused here, at load time, not met on live traffic.
+        // (deinit closes the database on this throw: every property is set by now.)
+        if let problem = verify() { throw OpenError(path: path, message: "corrupt MaxMind DB: \(problem)") }
         for probe in Self.probes {
             if case .failure(let message) = lookupResult(probe) {
-                MMDB_close(&db)
                 throw OpenError(path: path, message: "corrupt MaxMind DB: \(message)")
             }
         }
     }
 
-    deinit { MMDB_close(&db) }
+    deinit {
+        MMDB_close(db)
+        db.deallocate()
+    }
+
+    /// Walks the whole search tree and decodes every distinct data record and the metadata,
+    /// so that a database libmaxminddb opens but cannot really read is refused up front.
+    private func verify() -> String? {
+        let md = db.pointee.metadata
+        if md.build_epoch > UInt64(Timestamp.nowSeconds() + 7 * 86400) { return "its build date lies in the future" }
+        guard [24, 28, 32].contains(md.record_size) else { return "unsupported record size \(md.record_size)" }
+        guard md.ip_version == 4 || md.ip_version == 6 else { return "unsupported IP version \(md.ip_version)" }
+        guard md.node_count > 0 else { return "empty search tree" }
+        var list: UnsafeMutablePointer<MMDB_entry_data_list_s>? = nil
+        var status = MMDB_get_metadata_as_entry_data_list(db, &list)
+        MMDB_free_entry_data_list(list)
+        if status != MMDB_SUCCESS { return "metadata: \(String(cString: MMDB_strerror(status)))" }
+        var offsets = Set<UInt32>()
+        var node = MMDB_search_node_s()
+        for n in 0..<md.node_count {
+            status = MMDB_read_node(db, n, &node)
+            if status != MMDB_SUCCESS { return String(cString: MMDB_strerror(status)) }
+            for (type, entry) in [(node.left_record_type, node.left_record_entry), (node.right_record_type, node.right_record_entry)] {
+                switch Int32(type) {
+                case MMDB_RECORD_TYPE_INVALID: return "the search tree points outside the file"
+                case MMDB_RECORD_TYPE_DATA: offsets.insert(entry.offset)
+                default: break
+                }
+            }
+        }
+        var countries = 0
+        for offset in offsets {
+            var entry = MMDB_entry_s(mmdb: db, offset: offset)
+            list = nil
+            status = MMDB_get_entry_data_list(&entry, &list)
+            MMDB_free_entry_data_list(list)
+            if status != MMDB_SUCCESS { return String(cString: MMDB_strerror(status)) }
+            if case .country = Self.isoCode(&entry) { countries += 1 }
+        }
+        // A database without a single country is no use to a country filter (a wrong file).
+        if countries == 0 { return "it holds no country data (database type \"\(String(cString: md.database_type))\")" }
+        return nil
+    }
 
     static let probes: [IPAddress] = [
         "1.1.1.1", "2.125.160.216", "81.2.69.142", "89.160.20.112", "175.16.199.1", "216.160.83.56", "67.43.156.1",
@@ -61,14 +108,14 @@ public final class GeoIPDatabase: @unchecked Sendable {
             var sin = sockaddr_in()
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_addr.s_addr = UInt32(truncatingIfNeeded: address.bits).bigEndian
-            result = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(&db, $0, &mmdbError) } }
+            result = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(db, $0, &mmdbError) } }
         } else {
             var sin6 = sockaddr_in6()
             sin6.sin6_family = sa_family_t(AF_INET6)
             withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
                 for i in 0..<16 { raw[i] = UInt8(truncatingIfNeeded: address.bits >> (8 * (15 - i))) }
             }
-            result = withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(&db, $0, &mmdbError) } }
+            result = withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(db, $0, &mmdbError) } }
         }
         if mmdbError != MMDB_SUCCESS {
             // An IPv6 lookup in an IPv4-only database is simply "not found".
@@ -76,12 +123,17 @@ public final class GeoIPDatabase: @unchecked Sendable {
             return .failure(String(cString: MMDB_strerror(mmdbError)))
         }
         guard result.found_entry else { return .none }
+        return Self.isoCode(&result.entry)
+    }
+
+    /// `country.iso_code`, else `registered_country.iso_code`, of a data record.
+    static func isoCode(_ entry: inout MMDB_entry_s) -> LookupResult {
         for top in ["country", "registered_country"] {
             var data = MMDB_entry_data_s()
             let status = top.withCString { t in
                 "iso_code".withCString { k in
                     var path: [UnsafePointer<CChar>?] = [t, k, nil]
-                    return path.withUnsafeMutableBufferPointer { MMDB_aget_value(&result.entry, &data, $0.baseAddress) }
+                    return path.withUnsafeMutableBufferPointer { MMDB_aget_value(&entry, &data, $0.baseAddress) }
                 }
             }
             if status == MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR { continue }
