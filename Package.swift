@@ -19,7 +19,7 @@ let package = Package(
         // Pure HTTP/1.1: bytes in, values or typed errors out. No Foundation, no Dispatch.
         .target(name: "KeygateHTTP"),
         // Policy, keys, GeoIP, the decision and the usage event.
-        .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "Yams"]),
+        .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "CKeygateSys", "Yams"]),
         // The only module with sockets and Dispatch sources.
         // epoll and accept4, which Swift's Glibc module does not import.
         .target(name: "CKeygateSys"),

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sys/inotify.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -53,3 +54,5 @@ int kg_drain_fd(int fd) {
     }
     return total;
 }
+
+int kg_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

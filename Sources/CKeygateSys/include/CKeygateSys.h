@@ -29,4 +29,7 @@ int kg_watch_folder(const char *folder);
 /// Drains pending inotify events; returns how many bytes were read (0 when none).
 int kg_drain_fd(int fd);
 
+/// An anonymous in-memory file (memfd); -1 on failure.
+int kg_memfd(const char *name);
+
 #endif

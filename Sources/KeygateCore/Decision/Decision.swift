@@ -148,30 +148,50 @@ public enum Gate {
 
 /// Finding the real client behind trusted proxies.
 public enum ClientAddress {
-    /// The right-most address of `X-Forwarded-For` that is not a trusted proxy; the peer when
-    /// the chain is absent or unreadable (never an address a client merely claims).
+    /// The right-most address of the forwarding chain that is not a trusted proxy. The chain is
+    /// `X-Forwarded-For`, or else `Forwarded: for=`. The peer when the chain is absent or
+    /// unreadable (never an address a client merely claims).
     static func fromForwardedChain(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, peer: IPAddress, trusted: CIDRSet) -> IPAddress {
         var chain: [IPAddress] = []
-        for f in head.fields where p.equalsLowercased(f.name, "x-forwarded-for") {
-            var bad = false
-            var s = f.value.lowerBound
-            var i = s
-            while i <= f.value.upperBound {
-                if i == f.value.upperBound || p[i] == UInt8(ascii: ",") {
-                    let text = String(decoding: UnsafeBufferPointer(rebasing: p[s..<i]), as: UTF8.self).trimmingSpaces()
+        var forwarded: [IPAddress] = []
+        var bad = false
+        for f in head.fields {
+            let value = String(decoding: UnsafeBufferPointer(rebasing: p[f.value]), as: UTF8.self)
+            if p.equalsLowercased(f.name, "x-forwarded-for") {
+                for item in value.split(separator: ",") {
+                    let text = String(item).trimmingSpaces()
                     if let a = IPAddress(text) { chain.append(a) } else if !text.isEmpty { bad = true }
-                    s = i + 1
                 }
-                i += 1
+            } else if p.equalsLowercased(f.name, "forwarded") {
+                for element in value.split(separator: ",") {
+                    for pair in element.split(separator: ";") {
+                        let kv = pair.split(separator: "=", maxSplits: 1)
+                        guard kv.count == 2, String(kv[0]).trimmingSpaces().lowercased() == "for" else { continue }
+                        if let a = forwardedNode(String(kv[1]).trimmingSpaces()) { forwarded.append(a) } else { bad = true }
+                    }
+                }
             }
-            if bad { return peer }
         }
+        if bad { return peer }
+        if chain.isEmpty { chain = forwarded }
         var addr = peer
         for a in chain.reversed() {
             addr = a
             if !trusted.contains(a) { return a }
         }
         return addr
+    }
+
+    /// A `for=` node (RFC 7239): `192.0.2.1`, `"192.0.2.1:80"` or `"[2001:db8::1]:443"`.
+    static func forwardedNode(_ raw: String) -> IPAddress? {
+        var v = Substring(raw)
+        if v.hasPrefix("\"") && v.hasSuffix("\"") && v.count >= 2 { v = v.dropFirst().dropLast() }
+        if v.hasPrefix("[") {
+            guard let close = v.firstIndex(of: "]") else { return nil }
+            return IPAddress(String(v[v.index(after: v.startIndex)..<close]))
+        }
+        if let colon = v.firstIndex(of: ":") { v = v[..<colon] }
+        return IPAddress(String(v))
     }
 }
 

@@ -1,3 +1,4 @@
+import CKeygateSys
 import CMaxMindDB
 #if canImport(Glibc)
 import Glibc
@@ -20,9 +21,13 @@ public final class GeoIPDatabase: @unchecked Sendable {
 
     public init(path: String) throws(OpenError) {
         self.path = path
+        // libmaxminddb maps the file. Map a private copy, so a file rewritten in place (rather
+        // than replaced by rename) can never change, or cut short, the pages lookups read.
+        let copy = try Self.privateCopy(path)
+        defer { close(copy) }
         let handle = UnsafeMutablePointer<MMDB_s>.allocate(capacity: 1)
         handle.initialize(to: MMDB_s())
-        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), handle)
+        let status = MMDB_open("/proc/self/fd/\(copy)", UInt32(MMDB_MODE_MMAP), handle)
         guard status == MMDB_SUCCESS else {
             handle.deallocate()
             throw OpenError(path: path, message: "not a usable MaxMind DB: \(String(cString: MMDB_strerror(status)))")
@@ -38,6 +43,34 @@ public final class GeoIPDatabase: @unchecked Sendable {
                 throw OpenError(path: path, message: "corrupt MaxMind DB: \(message)")
             }
         }
+    }
+
+    static func privateCopy(_ path: String) throws(OpenError) -> Int32 {
+        let src = open(path, O_RDONLY | O_CLOEXEC)
+        guard src >= 0 else { throw OpenError(path: path, message: "cannot read: \(String(cString: strerror(errno)))") }
+        defer { close(src) }
+        let dst = kg_memfd("keygate-geoip")
+        guard dst >= 0 else { throw OpenError(path: path, message: "cannot copy: \(String(cString: strerror(errno)))") }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 {
+                close(dst)
+                throw OpenError(path: path, message: "cannot read: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            var off = 0
+            while off < n {
+                let w = buffer.withUnsafeBytes { write(dst, $0.baseAddress! + off, n - off) }
+                if w <= 0 {
+                    close(dst)
+                    throw OpenError(path: path, message: "cannot copy: \(String(cString: strerror(errno)))")
+                }
+                off += w
+            }
+        }
+        return dst
     }
 
     deinit {

@@ -23,6 +23,11 @@ public enum PolicyLoader {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
+        } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
+            // Report each repeated key on the line where it is repeated.
+            throw PolicyError(problems: duplicates.map { key in
+                "\(name):\(lastLine(of: key, in: text) ?? context.mark.line): duplicate field \"\(key)\""
+            })
         } catch let error as YamlError {
             throw PolicyError(problems: ["\(name):\(yamlErrorLine(error)): \(yamlErrorProblem(error))"])
         } catch {
@@ -32,6 +37,15 @@ public enum PolicyLoader {
         let policy = v.build(root)
         if !v.problems.isEmpty { throw PolicyError(problems: v.problems) }
         return policy
+    }
+
+    static func lastLine(of key: String, in text: String) -> Int? {
+        var found: Int?
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let t = line.drop { $0 == " " }
+            if t.hasPrefix(key + ":") || t.hasPrefix("\"\(key)\":") { found = i + 1 }
+        }
+        return found
     }
 
     static func yamlErrorLine(_ e: YamlError) -> Int {
@@ -44,7 +58,7 @@ public enum PolicyLoader {
     static func yamlErrorProblem(_ e: YamlError) -> String {
         switch e {
         case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return "YAML: \(problem)"
-        default: return "YAML: \(e)"
+        default: return "YAML: \(String(describing: e).split(separator: "\n").first ?? "")"
         }
     }
 }
