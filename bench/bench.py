@@ -174,6 +174,34 @@ http {{
 """
 
 
+def network_gate(out, up_port, keygate, procs):
+    """A second keygate with 10,000 CIDRs in access.allow_ips and a GeoIP country filter."""
+    import ipaddress
+    import random
+    sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
+    import mmdb_writer
+
+    rng = random.Random(7)
+    cidrs = {"127.0.0.0/8"}
+    while len(cidrs) < 10000:
+        cidrs.add(str(ipaddress.ip_network((rng.getrandbits(24) << 8, 24))))
+    networks = [("127.0.0.0/8", "GB")] + [(c, rng.choice(["US", "DE", "FR", "SE", "KP"])) for c in list(cidrs)[:2000] if c != "127.0.0.0/8"]
+    mmdb_writer.write(os.path.join(out, "bench.mmdb"), networks)
+    folder = os.path.join(out, "net")
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(out, "keys.jsonl"), folder)
+    shutil.copy(os.path.join(out, "bench.mmdb"), folder)
+    with open(os.path.join(folder, "keygate.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: off\nworkers: 2\nkeys_file: keys.jsonl\n'
+                f'usage_log: usage.jsonl\ngeoip_db: bench.mmdb\naccess:\n  countries: {{ deny: [KP], unknown: deny }}\n  allow_ips:\n')
+        for c in sorted(cidrs):
+            f.write(f'    - "{c}"\n')
+    p = subprocess.Popen([keygate, "serve", "--config", os.path.join(folder, "keygate.yaml")], stderr=open(os.path.join(folder, "err"), "w"))
+    procs.append(p)
+    wait_port(18082)
+    return ("http://127.0.0.1:18082", [p.pid])
+
+
 def extras(out, kg_pid, keys, kg_port, keygate):
     """Figures beyond throughput: a 1 GiB streamed upload, 10,000 idle clients, 100,000 keys."""
     import threading
@@ -259,7 +287,7 @@ def reload_under_load(folder, keygate):
         reloads = re.findall(r"(\d+) keys in (\d+) ms", open(err).read())
         print(f"100,000 keys under wrk: keys create {', '.join(f'{c:.0f}' for c in creates)} ms; reloads "
               f"{', '.join(ms for _, ms in reloads)} ms; revoke → first 401 in {revoke_ms:.0f} ms; "
-              f"{res['requests']} requests, non-2xx {res["non2xx"]} (only the revoked key may be refused), socket errors: {res['socket_errors'] or 'none'}")
+              f"{res['requests']} requests, non-2xx {res['non2xx']} (only the revoked key may be refused), socket errors: {res['socket_errors'] or 'none'}")
     finally:
         gate.send_signal(signal.SIGTERM)
         gate.wait()
@@ -275,6 +303,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx")
     ap.add_argument("--sizes", default="small,big")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
+    ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     args = ap.parse_args()
 
     keygate = os.path.join(ROOT, ".build/release/keygate")
@@ -316,6 +345,8 @@ def main():
             "keygate": (f"http://127.0.0.1:{kg_port}", [kg.pid]),
             "nginx": (f"http://127.0.0.1:{ng_port}", ng_pids),
         }
+        if args.network:
+            targets["keygate+net"] = network_gate(out, up_port, keygate, procs)
         only = [x for x in args.only.split(",") if x] or list(targets)
         print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
               f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
