@@ -51,7 +51,11 @@ public enum Timestamp {
     /// Parses RFC 3339 (`2026-01-02T03:04:05Z`, optional fraction, `Z` or `±hh:mm`) or a plain
     /// date `2026-01-02` (midnight UTC). Returns epoch milliseconds.
     public static func parseMillis(_ text: String) -> Int64? {
-        let s = Array(text.utf8)
+        var t = text
+        return t.withUTF8 { parseMillis(bytes: $0) }
+    }
+
+    public static func parseMillis(bytes s: UnsafeBufferPointer<UInt8>) -> Int64? {
         func num(_ a: Int, _ n: Int) -> Int? {
             guard a + n <= s.count else { return nil }
             var v = 0

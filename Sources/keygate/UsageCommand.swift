@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import KeygateCore
+
+struct Usage: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Report usage from usage logs (plain or .gz).")
+    @Option(name: .customLong("log"), help: "A usage log (repeatable; default: the policy's usage_log).") var logs: [String] = []
+    @Option(help: "Only events since then (RFC 3339, a date, or a duration back from now like 24h).") var since: String?
+    @Option(help: "Only events before then (same forms).") var until: String?
+    @Option(help: "Only this key id.") var key: String?
+    @Option(help: "Group by key, route, country, status or reason.") var by: String = "key"
+    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var options: ConfigOption
+
+    func validate() throws {
+        if UsageReport.Pivot(rawValue: by) == nil { throw ValidationError("--by must be one of key, route, country, status, reason") }
+    }
+
+    static func time(_ text: String, _ flag: String) throws -> Int64 {
+        if let ms = DurationText.parseMillis(text) { return Timestamp.nowMillis() - ms }
+        if let ms = Timestamp.parseMillis(text) { return ms }
+        throw CLIFailure("\(flag) \"\(text)\" is not a time (RFC 3339, a date, or a duration like 24h)")
+    }
+
+    func run() throws {
+        var paths = logs
+        if paths.isEmpty {
+            let policy = try options.policy()
+            guard policy.usageLog != "-" else { throw CLIFailure("the policy logs usage to stdout; pass --log PATH") }
+            paths = [policy.usageLog]
+        }
+        var filter = UsageReport.Filter(keyID: key)
+        if let since { filter.sinceMillis = try Self.time(since, "--since") }
+        if let until { filter.untilMillis = try Self.time(until, "--until") }
+        var report = UsageReport(pivot: UsageReport.Pivot(rawValue: by)!, filter: filter)
+        for path in paths {
+            guard FileManager.default.isReadableFile(atPath: path) else { throw CLIFailure("cannot read usage log \(path)") }
+            try LineReader.forEachLine(path) { report.add(line: $0) }
+        }
+        if json {
+            printJSON(report)
+        } else {
+            printTable(report)
+        }
+        if report.malformed > 0 {
+            FileHandle.standardError.write("keygate: skipped \(report.malformed) malformed line(s) of \(report.lines)\n".data(using: .utf8)!)
+        }
+    }
+
+    func sortedGroups(_ r: UsageReport) -> [(String, UsageReport.Group)] {
+        r.groups.sorted { $0.value.requests != $1.value.requests ? $0.value.requests > $1.value.requests : $0.key < $1.key }
+    }
+
+    func printTable(_ r: UsageReport) {
+        var rows: [[String]] = [[by.uppercased(), "NAME", "OWNER", "REQUESTS", "ALLOWED", "DENIED", "LAST", "IPS", "P50 MS", "P99 MS", "TOP ROUTES", "TOP COUNTRIES"]]
+        for (k, g) in sortedGroups(r) {
+            let denied = g.denied.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            rows.append([
+                k, Output.clip(g.name ?? "-", 20), Output.clip(g.owner ?? "-", 12), String(g.requests), String(g.allowed), denied.isEmpty ? "0" : denied,
+                g.lastMillis > 0 ? Output.minute(Timestamp.format(millis: g.lastMillis)) : "-", "\(g.distinctClientIPs)\(g.clientIPsCapped ? "+" : "")",
+                String(format: "%.2f", g.p50), String(format: "%.2f", g.p99),
+                g.topRoutes.map { "\($0.0) (\($0.1))" }.joined(separator: ", "), g.topCountries.map { "\($0.0) \($0.1)" }.joined(separator: ", "),
+            ])
+        }
+        Output.printTable(rows)
+        print("\(r.matched) events in the window, \(r.lines) lines read")
+    }
+
+    func printJSON(_ r: UsageReport) {
+        var groups: [[String: Any]] = []
+        for (k, g) in sortedGroups(r) {
+            groups.append([
+                by: k, "name": g.name as Any, "owner": g.owner as Any, "requests": g.requests, "allowed": g.allowed, "denied": g.denied,
+                "last_used": g.lastMillis > 0 ? Timestamp.format(millis: g.lastMillis) : NSNull(), "distinct_client_ips": g.distinctClientIPs,
+                "top_routes": g.topRoutes.map { ["route": $0.0, "requests": $0.1] }, "top_countries": g.topCountries.map { ["country": $0.0, "requests": $0.1] },
+                "p50_ms": (g.p50 * 100).rounded() / 100, "p99_ms": (g.p99 * 100).rounded() / 100,
+            ])
+        }
+        let doc: [String: Any] = ["by": by, "groups": groups.map(Output.clean), "events": r.matched, "lines": r.lines, "malformed": r.malformed]
+        let data = try! JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Streams a file's lines in 1 MiB reads; `.gz` files through `gzip -dc`.
+enum LineReader {
+    static func forEachLine(_ path: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws {
+        var process: Process?
+        let handle: FileHandle
+        if path.hasSuffix(".gz") {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "exec gzip -dc \"$0\"", path]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            try p.run()
+            process = p
+            handle = pipe.fileHandleForReading
+        } else {
+            guard let h = FileHandle(forReadingAtPath: path) else { throw CLIFailure("cannot read usage log \(path)") }
+            handle = h
+        }
+        let fd = handle.fileDescriptor
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var carry: [UInt8] = []
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            buffer.withUnsafeBufferPointer { p in
+                var start = 0
+                for i in 0..<n where p[i] == 0x0A {
+                    if carry.isEmpty {
+                        if i > start { body(UnsafeBufferPointer(rebasing: p[start..<i])) }
+                    } else {
+                        carry.append(contentsOf: p[start..<i])
+                        carry.withUnsafeBufferPointer { body($0) }
+                        carry.removeAll(keepingCapacity: true)
+                    }
+                    start = i + 1
+                }
+                if start < n { carry.append(contentsOf: p[start..<n]) }
+            }
+        }
+        if !carry.isEmpty { carry.withUnsafeBufferPointer { body($0) } }
+        if let process {
+            process.waitUntilExit()
+            if process.terminationStatus != 0 { throw CLIFailure("cannot decompress \(path)") }
+        }
+    }
+}
