@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // libcrypto (SHA-256, RAND_bytes) and libssl, from apt's libssl-dev.
@@ -25,7 +26,9 @@ let package = Package(
         .target(name: "CKeygateSys"),
         .target(name: "KeygateIO", dependencies: ["CKeygateSys"]),
         // Glue: sessions, upstream pool, server lifecycle.
-        .target(name: "KeygateProxy", dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP"]),
+        .target(
+            name: "KeygateProxy",
+            dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "keygate",
             dependencies: [
