@@ -207,6 +207,7 @@ final class ClientConnection: EventHandler {
             answerDenial(reason)
             return
         }
+        if let limiter = decision.key?.limiter, !applyLimits(limiter, exchange) { return }
         decision.key?.markUsed(exchange.startWallMillis / 1000)
 
         // Allowed: take an upstream connection and send the head.
@@ -251,6 +252,25 @@ final class ClientConnection: EventHandler {
             // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
             // epoll_ctl is spent per request.
             deadline = ctx.loop.now + (upstream.connecting ? timeouts.upstreamConnect : timeouts.upstreamResponse)
+        }
+    }
+
+    /// Rate and quota: false when the request was refused (and answered) here.
+    private func applyLimits(_ limiter: KeyLimiter, _ exchange: Exchange) -> Bool {
+        let verdict = limiter.take(nowNanos: Clock.micros() * 1000, wallSeconds: exchange.startWallMillis / 1000)
+        let limit = limiter.limit > 0 ? limiter.limit : (limiter.quota ?? 0)
+        switch verdict {
+        case .allowed(let remaining, let reset):
+            exchange.rateHeaders = Array("RateLimit-Limit: \(limit)\r\nRateLimit-Remaining: \(remaining)\r\nRateLimit-Reset: \(reset)\r\n".utf8)
+            return true
+        case .rateLimited(let retry):
+            exchange.decision.denial = .rate_limited
+            answerDenial(.rate_limited, retryAfter: retry, extraHeaders: "RateLimit-Limit: \(limit)\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: \(retry)\r\n")
+            return false
+        case .quotaExceeded(let retry):
+            exchange.decision.denial = .quota_exceeded
+            answerDenial(.quota_exceeded, retryAfter: retry, extraHeaders: "RateLimit-Limit: \(limit)\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: \(retry)\r\n")
+            return false
         }
     }
 
@@ -463,6 +483,7 @@ final class ClientConnection: EventHandler {
                 out.append(contentsOf: "Content-Length: 0\r\n".utf8)
             }
         }
+        out.append(contentsOf: exchange.rateHeaders)
         if !hasRequestID {
             out.append(contentsOf: "X-Request-Id: ".utf8)
             out.append(contentsOf: exchange.requestID)
@@ -637,13 +658,16 @@ final class ClientConnection: EventHandler {
 
     // MARK: answers keygate gives itself
 
-    private func answerDenial(_ reason: DenyReason) {
+    private func answerDenial(_ reason: DenyReason, retryAfter: Int = 1, extraHeaders: String = "") {
         guard let exchange = ex else { return }
         exchange.status = reason.status
         // A refused request's body is never read: close so it cannot pass for the next request.
         let close = exchange.head.framing != .none || !exchange.head.keepAlive || ctx.draining
         var bytes: [UInt8] = []
-        exchange.bytesOut = UInt64(ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes))
+        exchange.bytesOut = UInt64(
+            ErrorResponse.appendDenial(
+                reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, retryAfter: retryAfter, extraHeaders: extraHeaders,
+                to: &bytes))
         finishOwnAnswer(exchange, bytes, close: close, bodyUnread: exchange.head.framing != .none)
     }
 

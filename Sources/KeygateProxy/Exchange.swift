@@ -37,6 +37,8 @@ final class Exchange {
     var upstreamStartMicros: Int64 = 0
     var keepClient = true
     var recorded = false
+    /// `RateLimit-*` fields for the client's answer, when the key is limited.
+    var rateHeaders: [UInt8] = []
 
     init(head: RequestHead, decision: Decision, requestID: [UInt8], startMicros: Int64, startWallMillis: Int64, headBytes: Int) {
         self.head = head

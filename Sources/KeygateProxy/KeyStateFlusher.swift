@@ -1,14 +1,14 @@
 import Dispatch
 import KeygateCore
 
-/// Every few seconds, writes the keys' last-use times to `keys.state.json` (off the loops), so
-/// `keygate keys list` shows them across restarts.
+/// Every few seconds, writes the keys' last-use times and quota counts to `keys.state.json`
+/// (off the loops), so `keygate keys list/show` see them and quotas survive a restart.
 final class KeyStateFlusher {
     static let intervalSeconds = 5
     unowned let server: Server
     private var timer: DispatchSourceTimer?
     /// What was last written, to write only what changed.
-    private var written: [String: Int64] = [:]
+    private var written = KeyStateFile.State()
 
     init(server: Server) { self.server = server }
 
@@ -20,18 +20,37 @@ final class KeyStateFlusher {
         timer = t
     }
 
+    /// Seeds quota counters from the file, for the periods still running. Runs before serving.
+    static func restore(into snapshot: Snapshot) {
+        let state = KeyStateFile.read(KeyStateFile.path(for: snapshot.policy))
+        let now = Timestamp.nowSeconds()
+        for entry in snapshot.keys.values {
+            guard let limiter = entry.limiter, let period = limiter.quotaPeriod, let saved = state.quota[entry.record.id] else { continue }
+            if saved.period == KeyStateFile.periodLabel(period, now) {
+                limiter.restore(periodIndex: KeyLimiter.periodIndex(period, now), count: saved.used)
+            }
+        }
+    }
+
     /// Runs on the control queue.
     func flush() {
         let snapshot = server.currentSnapshotUnsafe
-        var changed: [String: Int64] = [:]
+        let now = Timestamp.nowSeconds()
+        var changed = KeyStateFile.State()
         for entry in snapshot.keys.values {
+            let id = entry.record.id
             let t = entry.lastUsed.load(ordering: .relaxed)
-            if t > 0 && written[entry.record.id] != t { changed[entry.record.id] = t }
+            if t > 0 && written.lastUsed[id] != t { changed.lastUsed[id] = t }
+            if let limiter = entry.limiter, let period = limiter.quotaPeriod {
+                let use = KeyStateFile.QuotaUse(period: KeyStateFile.periodLabel(period, now), used: Int64(limiter.usedInPeriod(wallSeconds: now)))
+                if use.used > 0 && written.quota[id] != use { changed.quota[id] = use }
+            }
         }
-        guard !changed.isEmpty else { return }
+        guard !changed.lastUsed.isEmpty || !changed.quota.isEmpty else { return }
         do {
             try KeyStateFile.merge(changed, into: KeyStateFile.path(for: snapshot.policy))
-            written.merge(changed) { _, new in new }
+            written.lastUsed.merge(changed.lastUsed) { _, new in new }
+            written.quota.merge(changed.quota) { _, new in new }
         } catch {
             server.log.warning("cannot write key state: \(error)")
         }

@@ -35,6 +35,7 @@ public final class Server: @unchecked Sendable {
         self.log = log
         self.policyPath = policyPath
         let snapshot = try SnapshotLoader.load(policyPath: policyPath)
+        KeyStateFlusher.restore(into: snapshot)
         current = snapshot
         let policy = snapshot.policy
         guard let upstream = SocketAddress(host: policy.upstream.host, port: policy.upstream.port) else {

@@ -124,8 +124,11 @@ struct KeysShow: ParsableCommand {
         let r = try attempt { () throws(KeyError) in try m.find(id) }
         let state = r.effectiveState(nowMillis: Timestamp.nowMillis())
         let lastUsed = LastUsedFile.read(for: m.policy)[r.id]
+        let quota = LastUsedFile.quota(for: r, policy: m.policy)
         if json {
-            Output.printJSON(Output.recordJSON(r, state: state, extra: ["last_used": lastUsed as Any]))
+            var extra: [String: Any] = ["last_used": lastUsed as Any]
+            if let quota { extra["quota_used"] = quota.used; extra["quota_remaining"] = quota.remaining }
+            Output.printJSON(Output.recordJSON(r, state: state, extra: extra))
             return
         }
         let lines: [(String, String?)] = [
@@ -134,7 +137,8 @@ struct KeysShow: ParsableCommand {
             ("allow_ips", r.allow_ips.isEmpty ? "any" : r.allow_ips.joined(separator: ", ")),
             ("countries", r.countries.allow.isEmpty && r.countries.deny.isEmpty ? "any" : "allow [\(r.countries.allow.joined(separator: ","))] deny [\(r.countries.deny.joined(separator: ","))]"),
             ("not_before", r.not_before), ("expires_at", r.expires_at ?? "never"), ("rate", r.rate.map { $0 + (r.burst.map { " burst \($0)" } ?? "") }),
-            ("quota", r.quota), ("created_at", r.created_at), ("updated_at", r.updated_at), ("revoked_at", r.revoked_at),
+            ("quota", r.quota.map { q in quota.map { "\(q): \($0.used) used, \($0.remaining) remaining this period" } ?? q }),
+            ("created_at", r.created_at), ("updated_at", r.updated_at), ("revoked_at", r.revoked_at),
             ("revoke_reason", r.revoke_reason), ("rotated_from", r.rotated_from), ("rotated_to", r.rotated_to), ("last_used", lastUsed ?? "never"),
         ]
         for (k, v) in lines { if let v { print("\(k.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v)") } }

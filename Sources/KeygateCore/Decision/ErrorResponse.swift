@@ -57,13 +57,15 @@ public enum ErrorResponse {
 
     /// The denial for `reason`, with `WWW-Authenticate` on 401 and `Retry-After` on 429.
     @discardableResult
-    public static func appendDenial(_ reason: DenyReason, requestID: [UInt8], close: Bool, headOnly: Bool, retryAfter: Int = 1, to out: inout [UInt8]) -> Int {
-        var extra = ""
+    public static func appendDenial(
+        _ reason: DenyReason, requestID: [UInt8], close: Bool, headOnly: Bool, retryAfter: Int = 1, extraHeaders: String = "", to out: inout [UInt8]
+    ) -> Int {
+        var extra = extraHeaders
         switch reason.status {
         case 401:
-            extra = reason == .missing_key ? "WWW-Authenticate: Bearer realm=\"keygate\"\r\n" : "WWW-Authenticate: Bearer realm=\"keygate\", error=\"invalid_token\"\r\n"
+            extra += reason == .missing_key ? "WWW-Authenticate: Bearer realm=\"keygate\"\r\n" : "WWW-Authenticate: Bearer realm=\"keygate\", error=\"invalid_token\"\r\n"
         case 429:
-            extra = "Retry-After: \(retryAfter)\r\n"
+            extra += "Retry-After: \(retryAfter)\r\n"
         default: break
         }
         return append(status: reason.status, error: reason.rawValue, message: reason.message, requestID: requestID, close: close, extraHeaders: extra, headOnly: headOnly, to: &out)

@@ -16,6 +16,8 @@ public final class KeyEntry: Sendable {
     public let nameBytes: [UInt8]
     public let ownerBytes: [UInt8]
     public let scopesBytes: [UInt8]
+    /// Rate and quota state; nil = unlimited.
+    public let limiter: KeyLimiter?
     /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
     public let lastUsed: Atomic<Int64>
 
@@ -25,8 +27,9 @@ public final class KeyEntry: Sendable {
         if lastUsed.load(ordering: .relaxed) != seconds { lastUsed.store(seconds, ordering: .relaxed) }
     }
 
-    public init(record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0) {
+    public init(record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), previous: KeyEntry? = nil) {
         self.lastUsed = Atomic(lastUsed)
+        limiter = KeyLimiter.make(record: record, limits: limits, previous: previous?.limiter)
         digest = KeyDigest(stored: record.hash) ?? KeyDigest(hashing: record.hash)
         self.record = record
         notBeforeMillis = record.not_before.flatMap(Timestamp.parseMillis)

@@ -68,7 +68,12 @@ public enum SnapshotLoader {
         } catch {
             throw LoadError(error.description)
         }
-        let reusable = previous.flatMap { $0.policy.scopes == policy.scopes ? $0.entriesByLine : nil } ?? [:]
+        // Entries depend on the scopes and the default limits: reuse them only while those hold.
+        let sameContext = previous.map {
+            $0.policy.scopes == policy.scopes && $0.policy.limits.defaultRate == policy.limits.defaultRate
+                && $0.policy.limits.defaultBurst == policy.limits.defaultBurst && $0.policy.limits.replicas == policy.limits.replicas
+        } ?? false
+        let reusable = sameContext ? previous!.entriesByLine : [:]
         var keys: [KeyDigest: KeyEntry] = [:]
         var lines: [KeyDigest: KeyEntry] = [:]
         var ids = Set<String>()
@@ -105,9 +110,10 @@ public enum SnapshotLoader {
                             failure = LoadError("\(path):\(number): allow_ips \"\(ip)\" is not a CIDR")
                             return
                         }
-                        // Last-use times live on across changes to the key's line.
-                        let used = previous?.keys[digest].map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
-                        entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used)
+                        // Last use and limiter state live on across changes to the key's line.
+                        let old = previous?.keys[digest]
+                        let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
+                        entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old)
                     } catch {
                         failure = LoadError("\(path):\(number): \(error)")
                         return

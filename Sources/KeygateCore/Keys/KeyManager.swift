@@ -108,7 +108,7 @@ public enum RateText {
 
 /// A request budget per calendar period: `100000/day`, `1000000/month`.
 public enum QuotaText {
-    public enum Period: String { case day, month }
+    public enum Period: String, Sendable { case day, month }
     public static func parse(_ s: String) -> (count: Int, period: Period)? {
         let parts = s.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let n = Int(parts[0]), n > 0, parts[0].allSatisfy(\.isNumber), let p = Period(rawValue: String(parts[1])) else { return nil }

@@ -25,6 +25,13 @@ public struct Policy: Sendable {
         public var maxBodyBytes: UInt64 = 0
         public var maxConnections = 10000
         public var maxRequestsPerConnection = 1000
+        /// Rate for keys without their own (`100/s`); nil = unlimited.
+        public var defaultRate: String?
+        public var defaultBurst: Int?
+        /// Gates serving the same keys: each enforces rate / replicas and quota / replicas.
+        public var replicas = 1
+
+        public init() {}
     }
 
     /// All in milliseconds.

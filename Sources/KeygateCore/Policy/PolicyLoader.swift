@@ -295,9 +295,18 @@ struct Validator {
                     p.scopes[scope] = v.routes(n, "scopes.\(scope)")
                 }
             case "limits":
-                v.fields(node, key, known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_requests_per_connection"]) { v, k, n in
+                v.fields(
+                    node, key,
+                    known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_requests_per_connection", "default_rate", "default_burst", "replicas"]
+                ) { v, k, n in
                     let path = "limits.\(k)"
                     switch k {
+                    case "default_rate":
+                        if let s = v.string(n, path) {
+                            if RateText.parse(s) == nil { v.fail(n, "\(path): \"\(s)\" is not a rate (like 100/s, 6000/m)") } else { p.limits.defaultRate = s }
+                        }
+                    case "default_burst": if let x = v.int(n, path, min: 1) { p.limits.defaultBurst = x }
+                    case "replicas": if let x = v.int(n, path, min: 1) { p.limits.replicas = x }
                     case "max_header_bytes": if let x = v.int(n, path, min: 1024) { p.limits.maxHeaderBytes = x }
                     case "max_headers": if let x = v.int(n, path, min: 1) { p.limits.maxHeaders = x }
                     case "max_body_bytes": if let x = v.int(n, path) { p.limits.maxBodyBytes = UInt64(x) }
