@@ -40,7 +40,7 @@ def make_key(prefix="kg"):
     return kid, body + b62(zlib.crc32(body.encode()), 6)
 
 
-def write_keys(folder, n):
+def write_keys(folder, n, rate=None):
     keys = []
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(os.path.join(folder, "keys.jsonl"), "w") as f:
@@ -49,6 +49,9 @@ def write_keys(folder, n):
             keys.append((kid, key))
             rec = {"id": kid, "name": f"bench {i}", "owner": "bench", "hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest(),
                    "scopes": [], "allow_ips": [], "countries": {"allow": [], "deny": []}, "status": "active", "created_at": now, "updated_at": now}
+            if rate:
+                rec["rate"] = rate
+                rec["burst"] = 1000
             f.write(json.dumps(rec, sort_keys=True) + "\n")
     with open(os.path.join(folder, "keys.txt"), "w") as f:
         f.write("\n".join(k for _, k in keys) + "\n")
@@ -202,6 +205,26 @@ def network_gate(out, up_port, keygate, procs):
     return ("http://127.0.0.1:18082", [p.pid])
 
 
+def enforce(out, keygate, kg_port):
+    """A key limited to 1000/s offered about 2000/s for 10 s through 2 workers."""
+    r = subprocess.run([keygate, "keys", "create", "--name", "limited", "--rate", "1000/s", "--burst", "10", "--json", "--config",
+                        os.path.join(out, "keygate.yaml")], capture_output=True, text=True, check=True)
+    key = json.loads(r.stdout)["key"]
+    time.sleep(1.2)
+    env = dict(os.environ, BENCH_KEY=key, BENCH_DELAY_MS="3.5")
+    t = time.time()
+    w = subprocess.run(["wrk", "-t1", "-c8", "-d10s", "-s", os.path.join(ROOT, "bench/ratelimit.lua"), f"http://127.0.0.1:{kg_port}"],
+                       capture_output=True, text=True, env=env)
+    elapsed = time.time() - t
+    total = int(re.search(r"(\d+) requests in ([\d.]+)s", w.stdout).group(1))
+    secs = float(re.search(r"(\d+) requests in ([\d.]+)s", w.stdout).group(2))
+    limited = re.search(r"Non-2xx or 3xx responses: (\d+)", w.stdout)
+    limited = int(limited.group(1)) if limited else 0
+    allowed = total - limited
+    print(f"rate 1000/s (burst 10), offered {total / secs:.0f}/s for {secs:.2f}s with 2 workers: {allowed} allowed = "
+          f"{allowed / secs:.0f}/s ({(allowed / secs / 1000 - 1) * 100:+.1f}% of the configured rate), {limited} refused with 429")
+
+
 def extras(out, kg_pid, keys, kg_port, keygate):
     """Figures beyond throughput: a 1 GiB streamed upload, 10,000 idle clients, 100,000 keys."""
     import threading
@@ -304,6 +327,8 @@ def main():
     ap.add_argument("--sizes", default="small,big")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
+    ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
+    ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
     args = ap.parse_args()
 
     keygate = os.path.join(ROOT, ".build/release/keygate")
@@ -314,7 +339,7 @@ def main():
     with open(os.path.join(out, "big.bin"), "wb") as f:
         f.write(os.urandom(64 << 10))
     small = "x" * 100
-    keys = write_keys(out, args.keys)
+    keys = write_keys(out, args.keys, rate="1000000/s" if args.rate_limited else None)
     with open(os.path.join(out, "nginx-keys.map"), "w") as f:
         for kid, key in keys:
             f.write(f'"{key}" "{kid}";\n')
@@ -378,6 +403,8 @@ def main():
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / n['p99']:.2f}")
         print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
+        if args.enforce:
+            enforce(out, keygate, kg_port)
         if args.extras:
             extras(out, kg.pid, keys, kg_port, keygate)
     finally:
