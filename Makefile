@@ -4,7 +4,7 @@ APT_PACKAGES := libssl-dev libmaxminddb-dev pkg-config curl python3
 BENCH_PACKAGES := nginx wrk
 PYTEST := python3 -m pytest
 
-.PHONY: deps bench-deps apt build release test unit integration demo bench fuzz clean
+.PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean
 
 # Installs what is missing (Debian); a no-op when everything is there.
 deps:
@@ -44,3 +44,11 @@ bench: bench-deps release
 
 clean:
 	rm -rf .build run bench-out
+
+# libFuzzer on the request parser and chunked decoder (FUZZ_SECONDS, default 600).
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	$(SWIFT) build --product KeygateFuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address
+	mkdir -p fuzz/findings
+	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
+	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus

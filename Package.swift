@@ -35,6 +35,8 @@ let package = Package(
                 "KeygateProxy", "KeygateCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // libFuzzer target for the parser: `make fuzz` builds it with -sanitize=fuzzer,address.
+        .executableTarget(name: "KeygateFuzz", dependencies: ["KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "KeygateHTTPTests", dependencies: ["KeygateHTTP"]),
         .testTarget(name: "KeygateCoreTests", dependencies: ["KeygateCore", "KeygateHTTP"]),
     ]
