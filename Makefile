@@ -48,7 +48,7 @@ clean:
 # libFuzzer on the request parser and chunked decoder (FUZZ_SECONDS, default 600).
 FUZZ_SECONDS ?= 600
 fuzz: deps
-	$(SWIFT) build --product KeygateFuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address
+	$(SWIFT) build --product KeygateFuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus

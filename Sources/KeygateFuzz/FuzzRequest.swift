@@ -27,6 +27,7 @@ public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
+#if KEYGATE_FUZZ
 @_silgen_name("LLVMFuzzerRunDriver")
 func runFuzzerDriver(
     _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
@@ -41,3 +42,11 @@ func keygateFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePoi
     var args = argv
     return runFuzzerDriver(&count, &args) { fuzzRequest($0, $1) }
 }
+#else
+/// Without libFuzzer (a plain `swift build`): say how to build the real thing.
+@_cdecl("KeygateFuzz_main")
+func keygateFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    print("KeygateFuzz: build it with `make fuzz` (-sanitize=fuzzer,address)")
+    return 2
+}
+#endif

@@ -167,9 +167,12 @@ final class ClientConnection: EventHandler {
             case .body:
                 guard !inbuf.isEmpty else { return }
                 deadline = ctx.loop.now + timeouts.bodyIdle
-                let used = inbuf.withUnsafeBytes { feedBody($0) }
-                if phase == .closed { return }
-                inbuf.removeFirst(used)
+                // Moved out first: feeding the body may answer and close, which clears inbuf.
+                let pending = inbuf
+                inbuf = []
+                let used = pending.withUnsafeBytes { feedBody($0) }
+                if phase == .closed || phase == .lingering { return }
+                if used < pending.count { inbuf = Array(pending[used...]) + inbuf }
                 if phase == .body { return }
             case .waiting, .lingering, .closed:
                 return
