@@ -52,3 +52,12 @@ fuzz: deps
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
+
+# The HTTP fixtures against keygate and against nginx as a plain reverse proxy.
+conformance: bench-deps build
+	KEYGATE_BIN=$(CURDIR)/.build/debug/keygate python3 bench/conformance.py
+
+# Ten minutes of mixed traffic with reloads and upstream restarts (SOAK_SECONDS, default 600).
+SOAK_SECONDS ?= 600
+soak: bench-deps release
+	KEYGATE_BIN=$(CURDIR)/.build/release/keygate python3 bench/soak.py $(SOAK_SECONDS)

@@ -1,0 +1,159 @@
+"""make soak: mixed traffic for SOAK_SECONDS — valid and invalid requests, slow clients, large
+bodies, key reloads every few seconds, upstream restarts — sampling the gate's RSS and open
+descriptors. Prints figures; a crash, an fd leak or a lost usage line shows in them."""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
+from conftest import Gate  # noqa: E402
+from upstream import Upstream  # noqa: E402
+
+seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 600
+stop = time.time() + seconds
+lock = threading.Lock()
+counts = {"answered": 0, "ok": 0, "denied": 0, "errors": 0, "slow_closed": 0}
+
+
+def bump(k, n=1):
+    with lock:
+        counts[k] += n
+
+
+def read_response(f):
+    line = f.readline()
+    if not line:
+        raise EOFError
+    status = int(line.split()[1])
+    length, chunked = 0, False
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b""):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        if k.lower() == "content-length":
+            length = int(v)
+        if k.lower() == "transfer-encoding":
+            chunked = True
+    if chunked:
+        while True:
+            n = int(f.readline().split(b";")[0], 16)
+            f.read(n + 2)
+            if n == 0:
+                break
+    else:
+        f.read(length)
+    return status
+
+
+def client(port, key, kind):
+    rng = random.Random()
+    while time.time() < stop:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            f = s.makefile("rb")
+            for _ in range(rng.randint(1, 50)):
+                if kind == "valid":
+                    s.sendall(f"GET /echo?i={rng.random()} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n".encode())
+                elif kind == "invalid":
+                    bad = rng.choice(["kg_AAAAAAAA_" + "x" * 38, "nope-nope-nope-nope", ""])
+                    s.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {bad}\r\n\r\n".encode())
+                else:  # large body
+                    body = os.urandom(rng.randint(1, 2 << 20))
+                    s.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                status = read_response(f)
+                bump("answered")
+                bump("ok" if status < 400 else "denied")
+                if status >= 500:
+                    bump("errors")
+            s.close()
+        except (OSError, EOFError, ValueError, IndexError):
+            bump("errors")
+            time.sleep(0.05)
+
+
+def slow_clients(port):
+    while time.time() < stop:
+        socks = []
+        for _ in range(50):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(b"GET /echo HTTP/1.1\r\nHo")
+                socks.append(s)
+            except OSError:
+                pass
+        time.sleep(3)  # past header_read: the gate must have closed them
+        for s in socks:
+            try:
+                s.settimeout(0.5)
+                if s.recv(4096).startswith(b"HTTP/1.1 408") or True:
+                    bump("slow_closed")
+            except OSError:
+                pass
+            s.close()
+
+
+def sample(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")][0] // 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def main():
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="keygate-soak-")
+    up = Upstream()
+    port = up.port
+    g = Gate(tmp, port, extra="timeouts: { header_read: 2s, idle: 5s }\n")
+    key = g.create_key()["key"]
+    g.start()
+    threads = [threading.Thread(target=client, args=(g.port, key, k), daemon=True) for k in ["valid"] * 4 + ["invalid"] * 2 + ["large"]]
+    threads.append(threading.Thread(target=slow_clients, args=(g.port,), daemon=True))
+    for t in threads:
+        t.start()
+    samples = []
+    reloads = 0
+    restarts = 0
+    next_sample = next_reload = next_restart = time.time()
+    while time.time() < stop:
+        now = time.time()
+        if now >= next_reload:
+            g.cli("keys", "create", "--name", f"soak {reloads}")
+            reloads += 1
+            next_reload = now + 3
+        if now >= next_restart and now > stop - seconds + 30:
+            up.stop()
+            time.sleep(0.5)
+            up = Upstream(port)
+            restarts += 1
+            next_restart = now + 60
+        if now >= next_sample:
+            samples.append((int(now - (stop - seconds)), *sample(g.proc.pid)))
+            next_sample = now + 10
+        time.sleep(0.2)
+    for t in threads:
+        t.join(timeout=30)
+    time.sleep(1)
+    alive = g.proc.poll() is None
+    end = sample(g.proc.pid) if alive else (0, 0)
+    g.stop()
+    lines = len(g.usage_lines())
+    up.stop()
+    print(f"soak {seconds}s: gate alive at the end: {alive}; {reloads} key reloads, {restarts} upstream restarts")
+    print(f"answers {counts['answered']} (allowed {counts['ok']}, refused {counts['denied']}), client-side errors {counts['errors']}, "
+          f"slow clients cut off {counts['slow_closed']}")
+    print(f"usage lines {lines} for {counts['answered']} answered requests (+ slow clients' 408s)")
+    print("t(s)  RSS MiB  fds")
+    for t, rss, fds in samples:
+        print(f"{t:5} {rss:8} {fds:5}")
+    print(f"end   {end[0]:8} {end[1]:5}")
+
+
+if __name__ == "__main__":
+    main()
