@@ -1,0 +1,137 @@
+"""Limits, timeouts, reloads and drain: the gate stays up and strict."""
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+from conftest import Gate, curl, raw_exchange
+
+
+def test_header_timeout_answers_408(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="timeouts: { header_read: 1s }\n")
+    g.start()
+    try:
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"GET /echo HTTP/1.1\r\nHo")
+        t = time.time()
+        out = s.recv(4096)
+        assert out.startswith(b"HTTP/1.1 408") and 0.9 < time.time() - t < 2.5
+        assert s.recv(4096) == b""  # closed
+    finally:
+        g.stop()
+
+
+def test_idle_keepalive_is_closed(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="timeouts: { idle: 1s }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        t = time.time()
+        assert s.recv(4096) == b"" and time.time() - t < 2.5
+    finally:
+        g.stop()
+
+
+def test_body_limit_413(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="limits: { max_body_bytes: 1000 }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        status, _, body, _ = curl("-H", f"x-api-key: {k['key']}", "--data-binary", "x" * 2000, g.url("/echo"))
+        assert status == 413
+        status, _, body, _ = curl("-H", f"x-api-key: {k['key']}", "-H", "Transfer-Encoding: chunked", "--data-binary", "x" * 2000, g.url("/echo"))
+        assert status == 413
+        assert curl("-H", f"x-api-key: {k['key']}", "--data-binary", "x" * 999, g.url("/echo"))[0] == 200
+    finally:
+        g.stop()
+
+
+def test_connection_cap_refuses_cleanly(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="limits: { max_connections: 20 }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(20)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", g.port), timeout=2)
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert extra.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        # The held connections still work.
+        held[0].sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+        assert held[0].recv(65536).startswith(b"HTTP/1.1 200")
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+    finally:
+        g.stop()
+
+
+def test_sighup_reloads_policy_and_keeps_old_on_error(gate, upstream):
+    k = gate.create_key("--scope", "echo")
+    gate.start()
+    assert curl("-H", f"x-api-key: {k['key']}", gate.url("/echo"))[0] == 200
+    with open(gate.config) as f:
+        good = f.read()
+    with open(gate.config, "w") as f:
+        f.write(good.replace('echo: ["* /echo", "* /echo/**"]', 'echo: ["GET /other"]'))
+    gate.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert curl("-H", f"x-api-key: {k['key']}", gate.url("/echo"))[0] == 403
+    with open(gate.config, "w") as f:
+        f.write(good + "bogus_field: 1\n")
+    gate.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert curl("-H", f"x-api-key: {k['key']}", gate.url("/echo"))[0] == 403  # the last good policy stays
+    err = open(gate.stderr_path).read()
+    assert 'unknown field "bogus_field"' in err and "keeping the last good configuration" in err
+
+
+def test_requests_survive_reloads(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    failures = []
+    done = threading.Event()
+
+    def hammer():
+        s = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
+        f = s.makefile("rb")
+        n = 0
+        while not done.is_set():
+            s.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+            line = f.readline()
+            if not line.startswith(b"HTTP/1.1 200"):
+                failures.append(line)
+            length = 0
+            while True:
+                h = f.readline()
+                if h == b"\r\n":
+                    break
+                if h.lower().startswith(b"content-length"):
+                    length = int(h.split(b":")[1])
+            f.read(length)
+            n += 1
+            if n % 500 == 0:
+                s.close()
+                s = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
+                f = s.makefile("rb")
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(10):
+        gate.cli("keys", "create", "--name", f"reload {i}")
+        gate.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.15)
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == []
