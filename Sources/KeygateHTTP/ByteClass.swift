@@ -1,28 +1,40 @@
 /// Byte classes from RFC 9110 and RFC 3986, as 256-entry tables so each check is one load.
+/// Byte classes from RFC 9110 and RFC 3986, as switch-based functions: no lazily initialised
+/// tables on the hot path.
 @usableFromInline
 enum ByteClass {
-    @usableFromInline static let tchar: [Bool] = table { b in
-        isAlpha(b) || isDigit(b) || "!#$%&'*+-.^_`|~".utf8.contains(b)
-    }
-    /// Characters allowed in a request target: unreserved, gen-delims but `#`, sub-delims, `%`.
-    @usableFromInline static let targetChar: [Bool] = table { b in
-        isAlpha(b) || isDigit(b) || "-._~:/?[]@!$&'()*+,;=%".utf8.contains(b)
-    }
-    /// Field-value bytes: VCHAR, obs-text, SP and HT. NUL, other controls and DEL are refused.
-    @usableFromInline static let fieldValue: [Bool] = table { b in
-        b == 0x09 || b == 0x20 || (b > 0x20 && b != 0x7F)
-    }
-    @usableFromInline static let hexValue: [UInt8] = (0..<256).map { i -> UInt8 in
-        let b = UInt8(i)
+    @inline(__always) static func isTchar(_ b: UInt8) -> Bool {
         switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+        case 0x21, 0x23, 0x24, 0x25, 0x26, 0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x5E, 0x5F, 0x60, 0x7C, 0x7E: return true
+        default: return false
+        }
+    }
+
+    /// Characters allowed in a request target: unreserved, gen-delims but `#`, sub-delims, `%`.
+    @inline(__always) static func isTargetChar(_ b: UInt8) -> Bool {
+        switch b {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+        // - . _ ~ : / ? [ ] @ ! $ & ' ( ) * + , ; = %
+        case 0x2D, 0x2E, 0x5F, 0x7E, 0x3A, 0x2F, 0x3F, 0x5B, 0x5D, 0x40, 0x21, 0x24, 0x26, 0x27, 0x28, 0x29, 0x2A, 0x2B, 0x2C, 0x3B, 0x3D, 0x25:
+            return true
+        default: return false
+        }
+    }
+
+    /// Field-value bytes: VCHAR, obs-text, SP and HT. NUL, other controls and DEL are refused.
+    @inline(__always) static func isFieldValue(_ b: UInt8) -> Bool { b == 0x09 || (b >= 0x20 && b != 0x7F) }
+
+    /// The value of a hex digit, or 0xFF.
+    @inline(__always) static func hexValue(_ b: UInt8) -> UInt8 {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x61...0x66: return b - 0x61 + 10
+        case 0x41...0x46: return b - 0x41 + 10
         default: return 0xFF
         }
     }
 
-    static func table(_ f: (UInt8) -> Bool) -> [Bool] { (0..<256).map { f(UInt8($0)) } }
     static func isAlpha(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
     static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
 }
@@ -86,5 +98,13 @@ extension Array where Element == UInt8 {
 
     public func string(_ range: Range<Int>) -> String {
         String(decoding: self[range], as: UTF8.self)
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Appends a literal's bytes straight from the binary: no String, no lazy global.
+    @inlinable
+    public mutating func append(_ literal: StaticString) {
+        append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }

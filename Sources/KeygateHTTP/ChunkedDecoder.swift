@@ -39,7 +39,7 @@ public struct ChunkedDecoder: Sendable {
             let b = buf[i]
             switch state {
             case .size:
-                let h = ByteClass.hexValue[Int(b)]
+                let h = ByteClass.hexValue(b)
                 if h != 0xFF {
                     if digits == 16 { throw .bad("chunk size too long") }
                     remaining = remaining << 4 | UInt64(h)
@@ -132,7 +132,7 @@ public struct ChunkedDecoder: Sendable {
         func skipBWS() { while i < n, e[i] == 0x20 || e[i] == 0x09 { i += 1 } }
         func token() -> Bool {
             let s = i
-            while i < n, ByteClass.tchar[Int(e[i])] { i += 1 }
+            while i < n, ByteClass.isTchar(e[i]) { i += 1 }
             return i > s
         }
         while true {
@@ -156,7 +156,7 @@ public struct ChunkedDecoder: Sendable {
                             continue
                         }
                         if c == UInt8(ascii: "\"") { closed = true; i += 1; break }
-                        if !ByteClass.fieldValue[Int(c)] { throw .bad("malformed chunk extension") }
+                        if !ByteClass.isFieldValue(c) { throw .bad("malformed chunk extension") }
                         i += 1
                     }
                     if !closed || i > n { throw .bad("malformed chunk extension") }

@@ -13,7 +13,7 @@ enum FieldLine {
         while i < line.upperBound {
             let b = p[i]
             if b == UInt8(ascii: ":") { break }
-            if !ByteClass.tchar[Int(b)] {
+            if !ByteClass.isTchar(b) {
                 if b == 0x20 || b == 0x09 { throw .bad("whitespace in or after a field name") }
                 throw .bad("invalid character in a field name")
             }
@@ -28,7 +28,7 @@ enum FieldLine {
         while ve > vs, p[ve - 1] == 0x20 || p[ve - 1] == 0x09 { ve -= 1 }
         var j = vs
         while j < ve {
-            if !ByteClass.fieldValue[Int(p[j])] { throw .bad("control character in a field value") }
+            if !ByteClass.isFieldValue(p[j]) { throw .bad("control character in a field value") }
             j += 1
         }
         return HeaderField(name: name, value: vs..<ve)

@@ -48,7 +48,7 @@ public enum RequestParser {
         while eol < count, p[eol] != 0x0D { eol += 1 }
         guard eol < count else { throw .bad("incomplete request line") }
         var i = 0
-        while i < eol, ByteClass.tchar[Int(p[i])] { i += 1 }
+        while i < eol, ByteClass.isTchar(p[i]) { i += 1 }
         let method = 0..<i
         if method.isEmpty { throw .bad("invalid method") }
         if method.count > limits.maxMethodBytes { throw .bad("method too long") }
@@ -84,7 +84,7 @@ public enum RequestParser {
 
         // Target form.
         var absoluteAuthority: Range<Int>? = nil
-        for j in target where !ByteClass.targetChar[Int(p[j])] {
+        for j in target where !ByteClass.isTargetChar(p[j]) {
             throw .bad("invalid character in request target")
         }
         try checkPercentEncoding(p, target)
@@ -146,7 +146,7 @@ public enum RequestParser {
                 chunked = true
             case 10 where p.equalsLowercased(n, "connection"):
                 try forEachListElement(p, f.value) { (token) throws(HTTPParseError) in
-                    for j in token where !ByteClass.tchar[Int(p[j])] { throw .bad("invalid Connection option") }
+                    for j in token where !ByteClass.isTchar(p[j]) { throw .bad("invalid Connection option") }
                     if p.equalsLowercased(token, "close") {
                         keepAlive = false
                     } else if p.equalsLowercased(token, "keep-alive") {
@@ -199,7 +199,7 @@ public enum RequestParser {
         while i < r.upperBound {
             if p[i] == UInt8(ascii: "%") {
                 guard i + 2 < r.upperBound,
-                    ByteClass.hexValue[Int(p[i + 1])] != 0xFF, ByteClass.hexValue[Int(p[i + 2])] != 0xFF
+                    ByteClass.hexValue(p[i + 1]) != 0xFF, ByteClass.hexValue(p[i + 2]) != 0xFF
                 else { throw .bad("invalid percent-encoding in request target") }
                 i += 3
             } else {
@@ -215,7 +215,7 @@ public enum RequestParser {
         if p[i] == UInt8(ascii: "[") {
             while i < r.upperBound, p[i] != UInt8(ascii: "]") {
                 let b = p[i]
-                if !(ByteClass.hexValue[Int(b)] != 0xFF || b == UInt8(ascii: ":") || b == UInt8(ascii: ".") || b == UInt8(ascii: "[")) {
+                if !(ByteClass.hexValue(b) != 0xFF || b == UInt8(ascii: ":") || b == UInt8(ascii: ".") || b == UInt8(ascii: "[")) {
                     throw .bad("invalid Host field")
                 }
                 i += 1

@@ -49,7 +49,7 @@ public enum ResponseParser {
         if status < 100 { throw .bad("malformed status code") }
         if eol > 12 {
             guard p[12] == 0x20 else { throw .bad("malformed status line") }
-            for j in 13..<eol where !ByteClass.fieldValue[Int(p[j])] { throw .bad("control character in reason phrase") }
+            for j in 13..<eol where !ByteClass.isFieldValue(p[j]) { throw .bad("control character in reason phrase") }
         }
         var fields: [HeaderField] = []
         fields.reserveCapacity(16)

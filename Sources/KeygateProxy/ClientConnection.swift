@@ -447,9 +447,9 @@ final class ClientConnection: EventHandler {
         if !exchange.bodyDone { keep = false }
         var out: [UInt8] = []
         out.reserveCapacity(r.bytes.count + 128)
-        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        out.append("HTTP/1.1 " as StaticString)
         out.append(contentsOf: r.bytes[9..<r.statusLine.upperBound])
-        out.append(contentsOf: "\r\n".utf8)
+        out.append("\r\n" as StaticString)
         let keepLength = head.isHead || r.status == 304
         var hasRequestID = false
         r.bytes.withUnsafeBufferPointer { p in
@@ -460,44 +460,44 @@ final class ClientConnection: EventHandler {
                 if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { Self.sameName(p, $0, n) }) { continue }
                 if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
                 out.append(contentsOf: r.bytes[n])
-                out.append(contentsOf: ": ".utf8)
+                out.append(": " as StaticString)
                 out.append(contentsOf: r.bytes[f.value])
-                out.append(contentsOf: "\r\n".utf8)
+                out.append("\r\n" as StaticString)
             }
         }
         switch r.framing {
         case .contentLength(let n):
             exchange.responseRemaining = n
             if !keepLength {
-                out.append(contentsOf: "Content-Length: ".utf8)
+                out.append("Content-Length: " as StaticString)
                 JSONBytes.appendInt(n, to: &out)
-                out.append(contentsOf: "\r\n".utf8)
+                out.append("\r\n" as StaticString)
             }
         case .chunked, .untilClose:
             if r.framing == .chunked { exchange.responseDecoder = ChunkedDecoder() }
             if head.version == .http11 {
                 exchange.chunkToClient = true
-                out.append(contentsOf: "Transfer-Encoding: chunked\r\n".utf8)
+                out.append("Transfer-Encoding: chunked\r\n" as StaticString)
             } else {
                 keep = false  // an HTTP/1.0 client reads to the close
             }
         case .none:
             if !keepLength && r.status != 204 && r.status >= 200 {
-                out.append(contentsOf: "Content-Length: 0\r\n".utf8)
+                out.append("Content-Length: 0\r\n" as StaticString)
             }
         }
         out.append(contentsOf: exchange.rateHeaders)
         if !hasRequestID {
-            out.append(contentsOf: "X-Request-Id: ".utf8)
+            out.append("X-Request-Id: " as StaticString)
             out.append(contentsOf: exchange.requestID)
-            out.append(contentsOf: "\r\n".utf8)
+            out.append("\r\n" as StaticString)
         }
         if !keep {
-            out.append(contentsOf: "Connection: close\r\n".utf8)
+            out.append("Connection: close\r\n" as StaticString)
         } else if head.version == .http10 {
-            out.append(contentsOf: "Connection: keep-alive\r\n".utf8)
+            out.append("Connection: keep-alive\r\n" as StaticString)
         }
-        out.append(contentsOf: "\r\n".utf8)
+        out.append("\r\n" as StaticString)
         exchange.keepClient = keep
         // Held back so the head leaves with the first body bytes in one write.
         clientHead = out

@@ -29,7 +29,7 @@ public enum UpstreamHead {
         out.append(contentsOf: b[head.method])
         out.append(0x20)
         out.append(contentsOf: b[head.target])
-        out.append(contentsOf: " HTTP/1.1\r\n".utf8)
+        out.append(" HTTP/1.1\r\n" as StaticString)
         var forwardedFor: [Range<Int>] = []
         var forwardedProto: Range<Int>? = nil
         b.withUnsafeBufferPointer { p in
@@ -55,7 +55,7 @@ public enum UpstreamHead {
                 }
                 if !head.connectionOptions.isEmpty && head.isConnectionOption(n) { continue }
                 out.append(contentsOf: b[n])
-                out.append(contentsOf: ": ".utf8)
+                out.append(": " as StaticString)
                 out.append(contentsOf: b[f.value])
                 out.append(0x0D)
                 out.append(0x0A)
@@ -63,14 +63,14 @@ public enum UpstreamHead {
         }
         switch head.framing {
         case .contentLength(let n):
-            out.append(contentsOf: "Content-Length: ".utf8)
+            out.append("Content-Length: " as StaticString)
             JSONBytes.appendInt(n, to: &out)
-            out.append(contentsOf: "\r\n".utf8)
+            out.append("\r\n" as StaticString)
         case .chunked:
-            out.append(contentsOf: "Transfer-Encoding: chunked\r\n".utf8)
+            out.append("Transfer-Encoding: chunked\r\n" as StaticString)
         case .none, .untilClose:
             // A body-less request that the client framed as empty keeps that framing.
-            if !bodylessMethod(head) { out.append(contentsOf: "Content-Length: 0\r\n".utf8) }
+            if !bodylessMethod(head) { out.append("Content-Length: 0\r\n" as StaticString) }
         }
         if let key = d.key {
             field(s.identityPrefix, "Key-Id", key.idBytes, &out)
@@ -81,17 +81,17 @@ public enum UpstreamHead {
         if d.country != 0 {
             field(s.identityPrefix, "Country", [UInt8(d.country >> 8), UInt8(d.country & 0xFF)], &out)
         }
-        out.append(contentsOf: "X-Request-Id: ".utf8)
+        out.append("X-Request-Id: " as StaticString)
         out.append(contentsOf: requestID)
-        out.append(contentsOf: "\r\nX-Forwarded-For: ".utf8)
+        out.append("\r\nX-Forwarded-For: " as StaticString)
         for r in forwardedFor {
             out.append(contentsOf: b[r])
-            out.append(contentsOf: ", ".utf8)
+            out.append(", " as StaticString)
         }
         peer.append(to: &out)
-        out.append(contentsOf: "\r\nX-Forwarded-Proto: ".utf8)
-        if let r = forwardedProto { out.append(contentsOf: b[r]) } else { out.append(contentsOf: "http".utf8) }
-        out.append(contentsOf: "\r\n\r\n".utf8)
+        out.append("\r\nX-Forwarded-Proto: " as StaticString)
+        if let r = forwardedProto { out.append(contentsOf: b[r]) } else { out.append("http" as StaticString) }
+        out.append("\r\n\r\n" as StaticString)
     }
 
     static func bodylessMethod(_ head: RequestHead) -> Bool {
@@ -100,12 +100,12 @@ public enum UpstreamHead {
             || head.bytes.equalsLowercased(m, "options") || head.bytes.equalsLowercased(m, "trace")
     }
 
-    static func field(_ prefix: [UInt8], _ name: String, _ value: [UInt8], _ out: inout [UInt8]) {
+    static func field(_ prefix: [UInt8], _ name: StaticString, _ value: [UInt8], _ out: inout [UInt8]) {
         out.append(contentsOf: prefix)
-        out.append(contentsOf: name.utf8)
-        out.append(contentsOf: ": ".utf8)
+        out.append(name)
+        out.append(": " as StaticString)
         out.append(contentsOf: value)
-        out.append(contentsOf: "\r\n".utf8)
+        out.append("\r\n" as StaticString)
     }
 
     /// A client's X-Request-Id is kept only if it matches [A-Za-z0-9._-]{1,64}.

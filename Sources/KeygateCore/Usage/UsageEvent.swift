@@ -21,57 +21,57 @@ public struct UsageEvent {
 
     /// Appends the JSON line (with its newline) to `out`.
     public func append(to out: inout [UInt8]) {
-        out.append(contentsOf: #"{"ts":""#.utf8)
+        out.append(#"{"ts":""# as StaticString)
         Timestamp.append(millis: tsMillis, to: &out)
-        out.append(contentsOf: #"","request_id":"#.utf8)
+        out.append(#"","request_id":"# as StaticString)
         JSONBytes.appendString(requestID, to: &out)
         out.append(contentsOf: (allowed ? #","decision":"allow","reason":"# : #","decision":"deny","reason":"#).utf8)
         if let reason {
             JSONBytes.appendString(reason.rawValue, to: &out)
         } else {
-            out.append(contentsOf: "null".utf8)
+            out.append("null" as StaticString)
         }
-        out.append(contentsOf: #","status":"#.utf8)
+        out.append(#","status":"# as StaticString)
         JSONBytes.appendInt(status, to: &out)
         if let key {
-            out.append(contentsOf: #","key_id":"#.utf8)
+            out.append(#","key_id":"# as StaticString)
             JSONBytes.appendString(key.record.id, to: &out)
-            out.append(contentsOf: #","key_name":"#.utf8)
+            out.append(#","key_name":"# as StaticString)
             JSONBytes.appendString(key.record.name, to: &out)
-            out.append(contentsOf: #","owner":"#.utf8)
-            if let owner = key.record.owner { JSONBytes.appendString(owner, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            out.append(#","owner":"# as StaticString)
+            if let owner = key.record.owner { JSONBytes.appendString(owner, to: &out) } else { out.append("null" as StaticString) }
         } else {
-            out.append(contentsOf: #","key_id":null,"key_name":null,"owner":null"#.utf8)
+            out.append(#","key_id":null,"key_name":null,"owner":null"# as StaticString)
         }
-        out.append(contentsOf: #","client_ip":"#.utf8)
+        out.append(#","client_ip":"# as StaticString)
         if let client {
             out.append(UInt8(ascii: "\""))
             client.append(to: &out)
             out.append(UInt8(ascii: "\""))
         } else {
-            out.append(contentsOf: "null".utf8)
+            out.append("null" as StaticString)
         }
-        out.append(contentsOf: #","country":"#.utf8)
+        out.append(#","country":"# as StaticString)
         if country != 0 {
             out.append(UInt8(ascii: "\""))
             out.append(UInt8(country >> 8))
             out.append(UInt8(country & 0xFF))
             out.append(UInt8(ascii: "\""))
         } else {
-            out.append(contentsOf: "null".utf8)
+            out.append("null" as StaticString)
         }
-        out.append(contentsOf: #","method":"#.utf8)
+        out.append(#","method":"# as StaticString)
         JSONBytes.appendString(method, to: &out)
-        out.append(contentsOf: #","path":"#.utf8)
+        out.append(#","path":"# as StaticString)
         JSONBytes.appendString(path, to: &out)
-        out.append(contentsOf: #","bytes_in":"#.utf8)
+        out.append(#","bytes_in":"# as StaticString)
         JSONBytes.appendInt(bytesIn, to: &out)
-        out.append(contentsOf: #","bytes_out":"#.utf8)
+        out.append(#","bytes_out":"# as StaticString)
         JSONBytes.appendInt(bytesOut, to: &out)
-        out.append(contentsOf: #","duration_ms":"#.utf8)
+        out.append(#","duration_ms":"# as StaticString)
         JSONBytes.appendMillis(micros: durationMicros, to: &out)
-        out.append(contentsOf: #","upstream_ms":"#.utf8)
-        if let u = upstreamMicros { JSONBytes.appendMillis(micros: u, to: &out) } else { out.append(contentsOf: "null".utf8) }
-        out.append(contentsOf: "}\n".utf8)
+        out.append(#","upstream_ms":"# as StaticString)
+        if let u = upstreamMicros { JSONBytes.appendMillis(micros: u, to: &out) } else { out.append("null" as StaticString) }
+        out.append("}\n" as StaticString)
     }
 }
