@@ -179,7 +179,8 @@ struct KeysDisable: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let r = try attempt { () throws(KeyError) in try KeyManager(policy: try! options.policy(), actor: actor ?? osUser()).setEnabled(id, false) }
+        let m = try manager(options, actor: actor)
+        let r = try attempt { () throws(KeyError) in try m.setEnabled(id, false) }
         print("Disabled key \(r.id) (\(r.name))")
     }
 }

@@ -82,19 +82,8 @@ public enum SnapshotLoader {
         ids.reserveCapacity(reusable.count + 16)
         var failure: LoadError?
         bytes.withUnsafeBufferPointer { p in
-            var start = 0
-            var number = 0
-            while start < p.count && failure == nil {
-                var end = start
-                while end < p.count, p[end] != 0x0A { end += 1 }
-                number += 1
-                var s = start
-                var e = end
-                while s < e, p[s] == 0x20 || p[s] == 0x09 || p[s] == 0x0D { s += 1 }
-                while e > s, p[e - 1] == 0x20 || p[e - 1] == 0x09 || p[e - 1] == 0x0D { e -= 1 }
-                start = end + 1
-                if s == e { continue }
-                let line = UnsafeBufferPointer(rebasing: p[s..<e])
+            TextLines.forEach(p) { number, r in
+                let line = UnsafeBufferPointer(rebasing: p[r])
                 let lineDigest = KeyDigest(hashing: UnsafeRawBufferPointer(line))
                 let entry: KeyEntry
                 if let known = reusable[lineDigest] {
@@ -102,32 +91,33 @@ public enum SnapshotLoader {
                 } else {
                     do {
                         let record = try KeyRecordCodec.decode(line)
-                        guard let digest = KeyDigest(stored: record.hash) else {
+                        guard KeyDigest(stored: record.hash) != nil else {
                             failure = LoadError("\(path):\(number): hash must be sha256: and 64 lowercase hex digits")
-                            return
+                            return false
                         }
                         for ip in record.allow_ips where CIDR(ip) == nil {
                             failure = LoadError("\(path):\(number): allow_ips \"\(ip)\" is not a CIDR")
-                            return
+                            return false
                         }
                         // Last use and limiter state live on across changes to the key's line.
-                        let old = previous?.keys[digest]
+                        let old = previous?.keys[KeyDigest(stored: record.hash)!]
                         let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
                         entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old)
                     } catch {
                         failure = LoadError("\(path):\(number): \(error)")
-                        return
+                        return false
                     }
                 }
                 if !ids.insert(entry.record.id).inserted {
                     failure = LoadError("\(path):\(number): duplicate id \(entry.record.id)")
-                    return
+                    return false
                 }
                 if keys.updateValue(entry, forKey: entry.digest) != nil {
                     failure = LoadError("\(path):\(number): duplicate hash (the same key twice)")
-                    return
+                    return false
                 }
                 lines[lineDigest] = entry
+                return true
             }
         }
         if let failure { throw failure }

@@ -22,28 +22,19 @@ struct KeyStoreDocument {
         var failure: KeyStoreError?
         var hashes = Set<KeyDigest>()
         bytes.withUnsafeBufferPointer { p in
-            var start = 0
-            var number = 0
-            while start < p.count && failure == nil {
-                var end = start
-                while end < p.count, p[end] != 0x0A { end += 1 }
-                number += 1
-                var s = start
-                var e = end
-                while s < e, p[s] == 0x20 || p[s] == 0x09 || p[s] == 0x0D { s += 1 }
-                while e > s, p[e - 1] == 0x20 || p[e - 1] == 0x09 || p[e - 1] == 0x0D { e -= 1 }
-                if s < e {
-                    do {
-                        let (id, hash) = try KeyRecordCodec.peekIDAndHash(UnsafeBufferPointer(rebasing: p[s..<e]))
-                        if !hashes.insert(hash).inserted {
-                            failure = KeyStoreError(path: path, line: number, message: "duplicate hash (the same key twice)")
-                        }
-                        doc.lines.append(Line(id: id, hash: hash, number: number, bytes: bytes[s..<e]))
-                    } catch {
-                        failure = KeyStoreError(path: path, line: number, message: "\(error)")
+            TextLines.forEach(p) { number, r in
+                do {
+                    let (id, hash) = try KeyRecordCodec.peekIDAndHash(UnsafeBufferPointer(rebasing: p[r]))
+                    if !hashes.insert(hash).inserted {
+                        failure = KeyStoreError(path: path, line: number, message: "duplicate hash (the same key twice)")
+                        return false
                     }
+                    doc.lines.append(Line(id: id, hash: hash, number: number, bytes: bytes[r]))
+                    return true
+                } catch {
+                    failure = KeyStoreError(path: path, line: number, message: "\(error)")
+                    return false
                 }
-                start = end + 1
             }
         }
         if let failure { throw failure }

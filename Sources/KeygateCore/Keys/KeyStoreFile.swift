@@ -26,26 +26,15 @@ public enum KeyStoreFile {
         var failure: KeyStoreError?
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let bytes = raw.bindMemory(to: UInt8.self)
-            var lineNumber = 0
-            var start = 0
-            let n = bytes.count
-            while start < n && failure == nil {
-                var end = start
-                while end < n, bytes[end] != 0x0A { end += 1 }
-                lineNumber += 1
-                var s = start
-                var e = end
-                while s < e, bytes[s] == 0x20 || bytes[s] == 0x09 || bytes[s] == 0x0D { s += 1 }
-                while e > s, bytes[e - 1] == 0x20 || bytes[e - 1] == 0x09 || bytes[e - 1] == 0x0D { e -= 1 }
-                if s < e {
-                    do {
-                        records.append(try KeyRecordCodec.decode(UnsafeBufferPointer(rebasing: bytes[s..<e])))
-                        lineOf.append(lineNumber)
-                    } catch {
-                        failure = KeyStoreError(path: path, line: lineNumber, message: "\(error)")
-                    }
+            TextLines.forEach(bytes) { number, r in
+                do {
+                    records.append(try KeyRecordCodec.decode(UnsafeBufferPointer(rebasing: bytes[r])))
+                    lineOf.append(number)
+                    return true
+                } catch {
+                    failure = KeyStoreError(path: path, line: number, message: "\(error)")
+                    return false
                 }
-                start = end + 1
             }
         }
         if let failure { throw failure }
