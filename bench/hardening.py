@@ -12,13 +12,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
 from conftest import Gate, wait_port  # noqa: E402
-from upstream import Upstream  # noqa: E402
 
 
 def wrk(port, key, seconds, conns=64):
     script = os.path.join(ROOT, "bench/single.lua")
     with open(script, "w") as f:
-        f.write(f'request = function() return wrk.format("GET", "/bytes/100", {{["x-api-key"] = "{key}"}}) end\n')
+        f.write(f'request = function() return wrk.format("GET", "/", {{["x-api-key"] = "{key}"}}) end\n')
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True).stdout
     os.unlink(script)
@@ -46,11 +45,32 @@ def slowloris(port, count, stop):
         s.close()
 
 
+def nginx_upstream(folder):
+    """nginx from apt: 100 bytes at /, 256 KiB at /big (Python would be the bottleneck here)."""
+    from conftest import free_port
+    port = free_port()
+    os.chmod(folder, 0o755)  # nginx's workers run as another user
+    with open(os.path.join(folder, "big.bin"), "wb") as f:
+        f.write(os.urandom(262144))
+    os.chmod(os.path.join(folder, "big.bin"), 0o644)
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 100000; server {{ listen 127.0.0.1:{port};
+  location = / {{ return 200 "{'x' * 100}"; }}
+  location = /big {{ alias {folder}/big.bin; }} }} }}
+""")
+    proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"])
+    wait_port(port)
+    return proc, port
+
+
 def main():
     import tempfile
-    up = Upstream()
-    g = Gate(tempfile.mkdtemp(prefix="keygate-hardening-"), up.port, extra="limits: { max_connections: 5000 }\n")
-    g.cli  # noqa
+    folder = tempfile.mkdtemp(prefix="keygate-hardening-")
+    up, up_port = nginx_upstream(folder)
+    g = Gate(folder, up_port, extra="limits: { max_connections: 5000 }\n")
     key = g.create_key()["key"]
     g.start()
     try:
@@ -91,7 +111,7 @@ def main():
                     with lock:
                         refused[0] += 1
                     return
-                s.sendall(f"GET /bytes/262144 HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n".encode())
+                s.sendall(f"GET /big HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n".encode())
                 data = b""
                 try:
                     while True:
@@ -127,7 +147,8 @@ def main():
               f"{refused[0]} clients refused after the listener closed")
     finally:
         g.stop()
-        up.stop()
+        up.send_signal(signal.SIGTERM)
+        up.wait()
 
 
 if __name__ == "__main__":
