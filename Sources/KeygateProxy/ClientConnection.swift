@@ -392,49 +392,73 @@ final class ClientConnection: EventHandler {
             relayBody(exchange, u, buf)
             return
         }
-        exchange.upstreamInput.append(contentsOf: buf)
-        while !exchange.responseHeadDone {
+        // The common case — the whole head in this read, nothing buffered — parses straight
+        // from the loop's read buffer; only a head split across reads is copied.
+        if exchange.upstreamInput.isEmpty, let used = takeResponseHeads(exchange, buf) {
+            if phase == .closed || ex !== exchange { return }
+            if !exchange.responseHeadDone {
+                exchange.upstreamInput.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[used...]))
+            } else if used < buf.count {
+                relayBody(exchange, u, UnsafeRawBufferPointer(rebasing: buf[used...]))
+            } else if exchange.responseFraming == .none {
+                finishExchange(exchange)
+            }
+        } else {
+            exchange.upstreamInput.append(contentsOf: buf)
+            let pending = exchange.upstreamInput
+            exchange.upstreamInput = []
+            guard let used = pending.withUnsafeBytes({ takeResponseHeads(exchange, $0) }) else { return }
+            if phase == .closed || ex !== exchange { return }
+            if !exchange.responseHeadDone {
+                exchange.upstreamInput = Array(pending[used...])
+            } else if used < pending.count {
+                pending[used...].withUnsafeBytes { relayBody(exchange, u, $0) }
+            } else if exchange.responseFraming == .none {
+                finishExchange(exchange)
+            }
+        }
+        // A head whose body has not arrived yet goes out now.
+        if clientHead != nil && phase != .closed { sendToClient([UnsafeRawBufferPointer]()) }
+    }
+
+    /// Parses response heads from `buf`, skipping interim (1xx) ones, and starts the final
+    /// answer. Returns how many bytes the heads took (the rest is body, or a partial head), or
+    /// nil when the upstream broke the exchange.
+    private func takeResponseHeads(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) -> Int? {
+        var offset = 0
+        while !exchange.responseHeadDone && offset < buf.count {
+            let rest = UnsafeRawBufferPointer(rebasing: buf[offset...])
             let end: Int?
             do {
-                end = try exchange.upstreamInput.withUnsafeBytes { (raw) throws(HTTPParseError) -> Int? in try exchange.responseScanner.scan(raw) }
+                end = try exchange.responseScanner.scan(rest)
             } catch {
                 upstreamBroken(exchange, "response head too large or malformed")
-                return
+                return nil
             }
-            guard let end else { return }
+            guard let end else { return offset }
             let start = exchange.responseScanner.start
             let response: ResponseHead
             do {
-                response = try exchange.upstreamInput.withUnsafeBytes { (raw) throws(HTTPParseError) -> ResponseHead in
-                    try ResponseParser.parse(UnsafeRawBufferPointer(rebasing: raw[start..<end]), requestWasHead: exchange.head.isHead)
-                }
+                response = try ResponseParser.parse(UnsafeRawBufferPointer(rebasing: rest[start..<end]), requestWasHead: exchange.head.isHead)
             } catch {
-                upstreamBroken(exchange, HTTPParseError.from(error).reason)
-                return
+                upstreamBroken(exchange, error.reason)
+                return nil
             }
-            exchange.upstreamInput.removeFirst(end)
+            offset += end
             exchange.responseScanner.reset()
             if response.isInterim {
                 // keygate handles Expect itself; interim answers are not relayed, and no upgrade
                 // is ever asked for.
                 if response.status == 101 {
                     upstreamBroken(exchange, "unexpected protocol switch")
-                    return
+                    return nil
                 }
                 continue
             }
             startResponse(exchange, response)
-            if phase == .closed || ex !== exchange { return }
+            if phase == .closed || ex !== exchange { return nil }
         }
-        if !exchange.upstreamInput.isEmpty {
-            let rest = exchange.upstreamInput
-            exchange.upstreamInput = []
-            rest.withUnsafeBytes { relayBody(exchange, u, $0) }
-        } else if exchange.responseFraming == .none {
-            finishExchange(exchange)
-        }
-        // A head whose body has not arrived yet goes out now.
-        if clientHead != nil && phase != .closed { sendToClient([UnsafeRawBufferPointer]()) }
+        return offset
     }
 
     private func startResponse(_ exchange: Exchange, _ r: ResponseHead) {
