@@ -58,15 +58,15 @@ final class LoopContext: @unchecked Sendable {
     /// A request id unique across loops and restarts: boot id, loop, counter.
     func nextRequestID() -> [UInt8] {
         requestCounter += 1
-        var id = requestIDPrefix
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        var v = requestCounter
-        var digits: [UInt8] = []
-        repeat {
-            digits.append(hex[Int(v & 0xF)])
-            v >>= 4
-        } while v > 0
-        id.append(contentsOf: digits.reversed())
+        var id = [UInt8]()
+        id.reserveCapacity(requestIDPrefix.count + 16)
+        id.append(contentsOf: requestIDPrefix)
+        var shift = (UInt64.bitWidth - requestCounter.leadingZeroBitCount + 3) / 4 * 4 - 4
+        while shift >= 0 {
+            let digit = UInt8((requestCounter >> UInt64(shift)) & 0xF)
+            id.append(digit < 10 ? 0x30 + digit : 0x57 + digit)
+            shift -= 4
+        }
         return id
     }
 

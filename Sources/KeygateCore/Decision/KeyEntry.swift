@@ -1,3 +1,4 @@
+import KeygateHTTP
 import Synchronization
 
 /// A key as the gate uses it: the record plus everything precomputed that the hot path needs.
@@ -16,6 +17,8 @@ public final class KeyEntry: Sendable {
     public let nameBytes: [UInt8]
     public let ownerBytes: [UInt8]
     public let scopesBytes: [UInt8]
+    /// The usage event's key fields, already JSON: `,"key_id":…,"key_name":…,"owner":…`.
+    public let usageJSON: [UInt8]
     /// Rate and quota state; nil = unlimited.
     public let limiter: KeyLimiter?
     /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
@@ -48,6 +51,14 @@ public final class KeyEntry: Sendable {
         nameBytes = Self.headerSafe(record.name)
         ownerBytes = Self.headerSafe(record.owner ?? "")
         scopesBytes = Self.headerSafe(record.scopes.joined(separator: ","))
+        var json: [UInt8] = []
+        json.append(#","key_id":"# as StaticString)
+        JSONBytes.appendString(record.id, to: &json)
+        json.append(#","key_name":"# as StaticString)
+        JSONBytes.appendString(record.name, to: &json)
+        json.append(#","owner":"# as StaticString)
+        if let owner = record.owner { JSONBytes.appendString(owner, to: &json) } else { json.append("null" as StaticString) }
+        usageJSON = json
     }
 
     /// Field values cannot carry controls; anything else (UTF-8 included) passes as obs-text.

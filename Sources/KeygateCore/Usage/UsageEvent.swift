@@ -1,3 +1,5 @@
+import KeygateHTTP
+
 /// One usage event: what happened to one request. Encoded as one JSON line of the usage log.
 public struct UsageEvent {
     public var tsMillis: Int64 = 0
@@ -34,12 +36,7 @@ public struct UsageEvent {
         out.append(#","status":"# as StaticString)
         JSONBytes.appendInt(status, to: &out)
         if let key {
-            out.append(#","key_id":"# as StaticString)
-            JSONBytes.appendString(key.record.id, to: &out)
-            out.append(#","key_name":"# as StaticString)
-            JSONBytes.appendString(key.record.name, to: &out)
-            out.append(#","owner":"# as StaticString)
-            if let owner = key.record.owner { JSONBytes.appendString(owner, to: &out) } else { out.append("null" as StaticString) }
+            out.append(contentsOf: key.usageJSON)
         } else {
             out.append(#","key_id":null,"key_name":null,"owner":null"# as StaticString)
         }
