@@ -880,7 +880,7 @@ final class ClientConnection: EventHandler {
         }
         ctx.remove(self)
         ctx.loop.close(fd)
-        ctx.server.connectionClosed()
+        ctx.server.connectionClosed(from: peer)
     }
 
     func pauseReading(_ paused: Bool) {

@@ -32,19 +32,20 @@ final class Listener: EventHandler, @unchecked Sendable {
                 pause(loop)
                 return
             }
-            if !ctx.server.admitConnection() {
-                // Over max_connections: refuse this one cleanly; existing ones are unharmed.
+            let peer = IPAddress(sockaddr: addr) ?? IPAddress(v4: 0)
+            if !ctx.server.admitConnection(from: peer) {
+                // Over max_connections (or the address's share): refuse this one cleanly;
+                // existing ones are unharmed.
                 Sys.close(conn)
                 continue
             }
             Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            let peer = IPAddress(sockaddr: addr) ?? IPAddress(v4: 0)
             let client = ClientConnection(fd: conn, ctx: ctx, peer: peer)
             do {
                 try loop.register(conn, client, interest: Events.read)
             } catch {
                 Sys.close(conn)
-                ctx.server.connectionClosed()
+                ctx.server.connectionClosed(from: peer)
                 continue
             }
             ctx.add(client)

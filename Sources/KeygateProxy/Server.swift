@@ -21,6 +21,8 @@ public final class Server: @unchecked Sendable {
     private var admin: AdminServer?
     let openConnections = Atomic<Int>(0)
     let maxConnections: Int
+    let maxPerIP: Int
+    private let perIP = Mutex<[IPAddress: Int]>([:])
     let reloads = Reloads()
     private var signalSources: [DispatchSourceSignal] = []
     let control = DispatchQueue(label: "keygate.control")
@@ -43,6 +45,7 @@ public final class Server: @unchecked Sendable {
         }
         upstreamAddress = upstream
         maxConnections = policy.limits.maxConnections
+        maxPerIP = policy.limits.maxConnectionsPerIP
         do {
             usageLog = try UsageLog(path: policy.usageLog)
         } catch {
@@ -106,16 +109,37 @@ public final class Server: @unchecked Sendable {
 
     // MARK: connections
 
-    func admitConnection() -> Bool {
+    /// Counts a new client connection against the global cap and, when set, the per-address
+    /// cap. The per-address table is shared by the loops behind a mutex: taken once per
+    /// connection at accept and close, never per request.
+    func admitConnection(from peer: IPAddress) -> Bool {
         if openConnections.add(1, ordering: .relaxed).newValue > maxConnections {
             openConnections.subtract(1, ordering: .relaxed)
             return false
         }
+        if maxPerIP > 0 {
+            let admitted = perIP.withLock { table -> Bool in
+                let n = table[peer, default: 0]
+                if n >= maxPerIP { return false }
+                table[peer] = n + 1
+                return true
+            }
+            if !admitted {
+                openConnections.subtract(1, ordering: .relaxed)
+                return false
+            }
+        }
         return true
     }
 
-    func connectionClosed() {
+    func connectionClosed(from peer: IPAddress) {
         openConnections.subtract(1, ordering: .relaxed)
+        if maxPerIP > 0 {
+            perIP.withLock { table in
+                let n = table[peer, default: 1] - 1
+                table[peer] = n > 0 ? n : nil
+            }
+        }
     }
 
     // MARK: reload

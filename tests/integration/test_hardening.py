@@ -135,3 +135,25 @@ def test_requests_survive_reloads(gate, upstream):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_per_address_cap(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="limits: { max_connections_per_ip: 5 }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(5)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", g.port), timeout=2)
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert extra.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        # Closing frees the address's share.
+        assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+    finally:
+        g.stop()

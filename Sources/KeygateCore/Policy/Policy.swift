@@ -24,6 +24,8 @@ public struct Policy: Sendable {
         /// 0 = no limit.
         public var maxBodyBytes: UInt64 = 0
         public var maxConnections = 10000
+        /// Connections one client address may hold at once; 0 = no per-address cap.
+        public var maxConnectionsPerIP = 0
         public var maxRequestsPerConnection = 1000
         /// Rate for keys without their own (`100/s`); nil = unlimited.
         public var defaultRate: String?

@@ -297,7 +297,7 @@ struct Validator {
             case "limits":
                 v.fields(
                     node, key,
-                    known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_requests_per_connection", "default_rate", "default_burst", "replicas"]
+                    known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_connections_per_ip", "max_requests_per_connection", "default_rate", "default_burst", "replicas"]
                 ) { v, k, n in
                     let path = "limits.\(k)"
                     switch k {
@@ -311,6 +311,7 @@ struct Validator {
                     case "max_headers": if let x = v.int(n, path, min: 1) { p.limits.maxHeaders = x }
                     case "max_body_bytes": if let x = v.int(n, path) { p.limits.maxBodyBytes = UInt64(x) }
                     case "max_connections": if let x = v.int(n, path, min: 1) { p.limits.maxConnections = x }
+                    case "max_connections_per_ip": if let x = v.int(n, path, min: 0) { p.limits.maxConnectionsPerIP = x }
                     default: if let x = v.int(n, path, min: 1) { p.limits.maxRequestsPerConnection = x }
                     }
                 }
