@@ -9,6 +9,18 @@ import time
 from conftest import Gate, curl, raw_exchange
 
 
+def wait_open(gate, count, timeout=5.0):
+    """Waits until the gate has accepted `count` client connections (its metrics say so)."""
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics").read().decode()
+        if f"keygate_connections_open {count}\n" in metrics:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the gate never held {count} connections: " + [l for l in metrics.splitlines() if l.startswith("keygate_connections_open")][0])
+
+
 def test_header_timeout_answers_408(tmp_path, upstream):
     g = Gate(str(tmp_path), upstream.port, extra="timeouts: { header_read: 1s }\n")
     g.start()
@@ -56,12 +68,14 @@ def test_connection_cap_refuses_cleanly(tmp_path, upstream):
     k = g.create_key()
     g.start()
     try:
+        wait_open(g, 0)  # the start-up probe's connection has gone
         held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(20)]
-        time.sleep(0.2)
+        wait_open(g, 20)
         extra = socket.create_connection(("127.0.0.1", g.port), timeout=2)
         extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
-            assert extra.recv(100) == b""
+            got = extra.recv(100)
+            assert got == b"", got
         except ConnectionResetError:
             pass
         # The held connections still work.
@@ -142,12 +156,14 @@ def test_per_address_cap(tmp_path, upstream):
     k = g.create_key()
     g.start()
     try:
+        wait_open(g, 0)
         held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(5)]
-        time.sleep(0.2)
+        wait_open(g, 5)
         extra = socket.create_connection(("127.0.0.1", g.port), timeout=2)
         extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
-            assert extra.recv(100) == b""
+            got = extra.recv(100)
+            assert got == b"", got
         except ConnectionResetError:
             pass
         for s in held:
