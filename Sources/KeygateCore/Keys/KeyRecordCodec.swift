@@ -13,14 +13,7 @@ public enum KeyRecordCodec {
         var p = Reader(bytes: line)
         var id: String?, name: String?, hash: String?, status: KeyRecord.Status?, created: String?, updated: String?
         var r = KeyRecord(id: "", name: "", hash: "", createdAt: "")
-        try p.expect(UInt8(ascii: "{"))
-        p.skipSpace()
-        if p.peek() == UInt8(ascii: "}") {
-            p.i += 1
-        } else {
-            while true {
-                let key = try p.string()
-                try p.expect(UInt8(ascii: ":"))
+        try p.members { (p, key) throws(Failure) in
                 switch key {
                 case "id": id = try p.string()
                 case "name": name = try p.string()
@@ -30,20 +23,11 @@ public enum KeyRecordCodec {
                 case "scopes": r.scopes = try p.stringArray(key)
                 case "allow_ips": r.allow_ips = try p.stringArray(key)
                 case "countries":
-                    try p.expect(UInt8(ascii: "{"))
-                    p.skipSpace()
-                    if p.peek() == UInt8(ascii: "}") {
-                        p.i += 1
-                    } else {
-                        while true {
-                            let k = try p.string()
-                            try p.expect(UInt8(ascii: ":"))
-                            switch k {
-                            case "allow": r.countries.allow = try p.stringArray("countries.allow")
-                            case "deny": r.countries.deny = try p.stringArray("countries.deny")
-                            default: throw Failure("unknown field \"countries.\(k)\"")
-                            }
-                            if try !p.nextMember() { break }
+                    try p.members { (p, k) throws(Failure) in
+                        switch k {
+                        case "allow": r.countries.allow = try p.stringArray("countries.allow")
+                        case "deny": r.countries.deny = try p.stringArray("countries.deny")
+                        default: throw Failure("unknown field \"countries.\(k)\"")
                         }
                     }
                 case "not_before": r.not_before = try p.optionalString()
@@ -63,8 +47,6 @@ public enum KeyRecordCodec {
                 case "rotated_to": r.rotated_to = try p.optionalString()
                 default: throw Failure("unknown field \"\(key)\"")
                 }
-                if try !p.nextMember() { break }
-            }
         }
         p.skipSpace()
         guard p.i == p.bytes.count else { throw Failure("text after the record") }
@@ -90,26 +72,17 @@ public enum KeyRecordCodec {
         var p = Reader(bytes: line)
         var id: String?
         var hash: KeyDigest?
-        try p.expect(UInt8(ascii: "{"))
-        p.skipSpace()
-        if p.peek() != UInt8(ascii: "}") {
-            while true {
-                let key = try p.string()
-                try p.expect(UInt8(ascii: ":"))
-                switch key {
-                case "id": id = try p.string()
-                case "hash":
-                    let r = try p.plainString()
-                    guard let d = KeyDigest(storedBytes: UnsafeBufferPointer(rebasing: line[r])) else {
-                        throw Failure("hash must be sha256: and 64 lowercase hex digits")
-                    }
-                    hash = d
-                default: try p.skipValue()
+        try p.members { (p, key) throws(Failure) in
+            switch key {
+            case "id": id = try p.string()
+            case "hash":
+                let r = try p.plainString()
+                guard let d = KeyDigest(storedBytes: UnsafeBufferPointer(rebasing: line[r])) else {
+                    throw Failure("hash must be sha256: and 64 lowercase hex digits")
                 }
-                if try !p.nextMember() { break }
+                hash = d
+            default: try p.skipValue()
             }
-        } else {
-            p.i += 1
         }
         p.skipSpace()
         guard p.i == p.bytes.count else { throw Failure("text after the record") }
@@ -119,6 +92,22 @@ public enum KeyRecordCodec {
     }
 
     struct Reader {
+        /// Walks the members of a JSON object, handing each key to `body` to read its value.
+        mutating func members(_ body: (inout Reader, String) throws(Failure) -> Void) throws(Failure) {
+            try expect(UInt8(ascii: "{"))
+            skipSpace()
+            if peek() == UInt8(ascii: "}") {
+                i += 1
+                return
+            }
+            while true {
+                let key = try string()
+                try expect(UInt8(ascii: ":"))
+                try body(&self, key)
+                if try !nextMember() { return }
+            }
+        }
+
         /// A string without escapes, as the byte range of its contents.
         mutating func plainString() throws(Failure) -> Range<Int> {
             skipSpace()
