@@ -72,6 +72,10 @@ scopes:
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([KEYGATE, "serve", "--config", self.config], stderr=self.stderr, stdout=subprocess.DEVNULL)
         assert wait_port(self.port), "keygate did not start: " + open(self.stderr_path).read()
+        # The public socket listens a moment before the admin one: wait for both.
+        with open(self.config) as f:
+            if "admin_listen: off" not in f.read():
+                assert wait_port(self.admin_port), "the admin endpoint did not start: " + open(self.stderr_path).read()
         return self
 
     def stop(self):
