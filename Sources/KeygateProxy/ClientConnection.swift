@@ -816,7 +816,13 @@ final class ClientConnection: EventHandler {
         if phase == .closed { return }
         if let head = clientHead {
             clientHead = nil
-            head.withUnsafeBytes { h in sendToClient([h] + parts) }
+            head.withUnsafeBytes { h in
+                var all = [UnsafeRawBufferPointer]()
+                all.reserveCapacity(parts.count + 1)
+                all.append(h)
+                all.append(contentsOf: parts)
+                sendToClient(all)
+            }
             return
         }
         do {

@@ -30,15 +30,14 @@ struct OutputBuffer {
         if parts.count == 1 {
             if case .done(let n) = try Sys.write(fd, parts[0]) { written = n }
         } else {
-            var iov = [iovec](repeating: iovec(), count: parts.count)
-            for (i, p) in parts.enumerated() {
-                iov[i].iov_base = UnsafeMutableRawPointer(mutating: p.baseAddress)
-                iov[i].iov_len = p.count
-            }
+            // The iovecs live on the stack: no allocation per write.
             var failure: IOError?
-            let r = iov.withUnsafeMutableBufferPointer { b -> IOResult in
+            let r = withUnsafeTemporaryAllocation(of: iovec.self, capacity: parts.count) { iov -> IOResult in
+                for (i, p) in parts.enumerated() {
+                    iov[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
+                }
                 do throws(IOError) {
-                    return try Sys.writev(fd, b.baseAddress!, Int32(b.count))
+                    return try Sys.writev(fd, iov.baseAddress!, Int32(parts.count))
                 } catch {
                     failure = error
                     return .wouldBlock
