@@ -47,8 +47,14 @@ public enum KeyFormat {
                 if !Base62.isDigit(key[i]) { return .malformed }
             }
             let bodyLength = n - checkLength
-            let expected = Base62.encode(UInt64(CRC32.checksum(UnsafeRawBufferPointer(rebasing: key[0..<bodyLength]))), width: checkLength)
-            for i in 0..<checkLength where key[bodyLength + i] != expected[i] { return .malformed }
+            // Compare the check digits from the last one back, without building them.
+            var crc = UInt64(CRC32.checksum(UnsafeRawBufferPointer(rebasing: key[0..<bodyLength])))
+            var i = n - 1
+            while i >= bodyLength {
+                if key[i] != Base62.alphabet[Int(crc % 62)] { return .malformed }
+                crc /= 62
+                i -= 1
+            }
             return .generated
         }
         guard legacyLengths.contains(n) else { return .malformed }

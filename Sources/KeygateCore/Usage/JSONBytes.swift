@@ -25,29 +25,30 @@ public enum JSONBytes {
         appendString(s.utf8, to: &out)
     }
 
+    @inlinable
     public static func appendInt<I: BinaryInteger>(_ v: I, to out: inout [UInt8]) {
-        if v == 0 {
-            out.append(UInt8(ascii: "0"))
+        if v < 0 {
+            out.append(UInt8(ascii: "-"))
+            appendDecimal(UInt64(0 - Int64(v)), to: &out)
+        } else {
+            appendDecimal(UInt64(v), to: &out)
+        }
+    }
+
+    /// Decimal digits without a generic path or a temporary array (one per usage field).
+    @inlinable
+    public static func appendDecimal(_ value: UInt64, to out: inout [UInt8]) {
+        if value < 10 {
+            out.append(UInt8(truncatingIfNeeded: value) + 0x30)
             return
         }
-        var x = v
-        if x < 0 {
-            out.append(UInt8(ascii: "-"))
-            x = 0 - x
-        }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            while x > 0 {
-                d[n] = UInt8(0x30 + Int(x % 10))
-                x /= 10
-                n += 1
-            }
-            while n > 0 {
-                n -= 1
-                out.append(d[n])
-            }
+        var divisor: UInt64 = 10
+        while divisor <= value / 10 { divisor *= 10 }
+        var rest = value
+        while divisor > 0 {
+            out.append(UInt8(truncatingIfNeeded: rest / divisor) + 0x30)
+            rest %= divisor
+            divisor /= 10
         }
     }
 
