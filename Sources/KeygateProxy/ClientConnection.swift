@@ -147,10 +147,7 @@ final class ClientConnection: EventHandler {
                     protocolError(HTTPParseError.from(error))
                     return
                 }
-                guard let end else {
-                    if !readPaused { return }
-                    return
-                }
+                guard let end else { return }
                 let start = scanner.start
                 let head: RequestHead
                 do {
@@ -798,7 +795,7 @@ final class ClientConnection: EventHandler {
     private func record(_ exchange: Exchange) {
         guard !exchange.recorded else { return }
         exchange.recorded = true
-        var e = exchange.usageEvent(endMicros: Clock.micros(), peer: peer)
+        var e = exchange.usageEvent(endMicros: Clock.micros())
         if let failure = failureReason {
             e.reason = failure
             failureReason = nil
@@ -880,7 +877,8 @@ final class ClientConnection: EventHandler {
         phase = .closed
         if let exchange = ex {
             dropUpstream(exchange)
-            if exchange.status == 0 || !exchange.responseHeadDone && exchange.status == 0 { exchange.status = 499 }
+            // Nothing answered yet: logged as nginx does when the client gives up first.
+            if exchange.status == 0 { exchange.status = 499 }
             record(exchange)
             ex = nil
         }

@@ -57,7 +57,7 @@ final class Exchange {
             || b.equalsLowercased(m, "put") || b.equalsLowercased(m, "delete") || b.equalsLowercased(m, "trace")
     }
 
-    func usageEvent(endMicros: Int64, peer: IPAddress) -> UsageEvent {
+    func usageEvent(endMicros: Int64) -> UsageEvent {
         var e = UsageEvent()
         e.tsMillis = startWallMillis
         e.requestID = requestID

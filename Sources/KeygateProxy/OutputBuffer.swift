@@ -14,10 +14,6 @@ struct OutputBuffer {
 
     /// Writes `parts` in order (after anything already pending). Returns false when some bytes
     /// had to be kept for later (the caller arms EPOLLOUT).
-    mutating func send(_ fd: Int32, _ parts: UnsafeRawBufferPointer...) throws(IOError) -> Bool {
-        try send(fd, parts: parts, canWrite: true)
-    }
-
     mutating func send(_ fd: Int32, parts: [UnsafeRawBufferPointer], canWrite: Bool) throws(IOError) -> Bool {
         if !isEmpty || !canWrite {
             for p in parts { pending.append(contentsOf: p) }
