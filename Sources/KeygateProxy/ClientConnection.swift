@@ -189,9 +189,10 @@ final class ClientConnection: EventHandler {
         let snapshot = ctx.snapshot
         let startMicros = Clock.micros()
         let requestID = UpstreamHead.clientRequestID(head) ?? ctx.nextRequestID()
-        let decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: Timestamp.nowMillis())
+        let wallMillis = Timestamp.nowMillis()
+        let decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis)
         let exchange = Exchange(
-            head: head, decision: decision, requestID: requestID, startMicros: startMicros, startWallMillis: Timestamp.nowMillis(),
+            head: head, decision: decision, requestID: requestID, startMicros: startMicros, startWallMillis: wallMillis,
             headBytes: headBytes)
         ex = exchange
 

@@ -143,6 +143,21 @@ def curl(*args, timeout=60):
     return status, headers, body, r.returncode
 
 
+def read_response(f):
+    """Reads one Content-Length-framed answer from a keep-alive socket file.
+    Returns (status, headers with lower-case names, body)."""
+    status = int(f.readline().split()[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers["content-length"])) if "content-length" in headers else b""
+    return status, headers, body
+
+
 def raw_exchange(port, data, read_timeout=3.0, until_close=True):
     """Sends raw bytes, returns everything read until the gate closes (or the timeout)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Gate, curl, raw_exchange, wait_port
+from conftest import Gate, curl, raw_exchange, read_response, wait_port
 from upstream import Upstream, pattern_bytes
 
 
@@ -175,28 +175,15 @@ def test_200_requests_on_one_connection_and_pipelining(gate, upstream):
     f = s.makefile("rb")
     for i in range(200):
         s.sendall(f"GET /echo?i={i} HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
-        status = f.readline()
-        assert status.startswith(b"HTTP/1.1 200"), status
-        length = 0
-        while True:
-            line = f.readline()
-            if line == b"\r\n":
-                break
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        assert json.loads(f.read(length))["target"] == f"/echo?i={i}"
+        status, _, body = read_response(f)
+        assert status == 200, status
+        assert json.loads(body)["target"] == f"/echo?i={i}"
     # Pipelining: three requests in one write, answers in order.
     s.sendall(b"".join(f"GET /echo?p={i} HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode() for i in range(3)))
     for i in range(3):
-        assert f.readline().startswith(b"HTTP/1.1 200")
-        length = 0
-        while True:
-            line = f.readline()
-            if line == b"\r\n":
-                break
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        assert json.loads(f.read(length))["target"] == f"/echo?p={i}"
+        status, _, body = read_response(f)
+        assert status == 200
+        assert json.loads(body)["target"] == f"/echo?p={i}"
     s.close()
     assert len(gate.wait_usage(203)) == 203
     # The upstream connections were pooled, not one per request.

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from conftest import Gate, curl, raw_exchange
+from conftest import Gate, curl, raw_exchange, read_response
 
 
 def wait_open(gate, count, timeout=5.0):
@@ -121,17 +121,9 @@ def test_requests_survive_reloads(gate, upstream):
         n = 0
         while not done.is_set():
             s.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
-            line = f.readline()
-            if not line.startswith(b"HTTP/1.1 200"):
-                failures.append(line)
-            length = 0
-            while True:
-                h = f.readline()
-                if h == b"\r\n":
-                    break
-                if h.lower().startswith(b"content-length"):
-                    length = int(h.split(b":")[1])
-            f.read(length)
+            status, _, _ = read_response(f)
+            if status != 200:
+                failures.append(status)
             n += 1
             if n % 500 == 0:
                 s.close()

@@ -3,7 +3,7 @@ import json
 import socket
 import time
 
-from conftest import Gate, curl
+from conftest import Gate, curl, read_response
 
 
 def burst(gate, key, n, path="/echo"):
@@ -13,16 +13,7 @@ def burst(gate, key, n, path="/echo"):
     out = []
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n".encode() * n)
     for _ in range(n):
-        status = int(f.readline().split()[1])
-        headers = {}
-        while True:
-            line = f.readline()
-            if line == b"\r\n":
-                break
-            k, _, v = line.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if "content-length" in headers:
-            f.read(int(headers["content-length"]))
+        status, headers, _ = read_response(f)
         out.append((status, headers))
         if headers.get("connection") == "close":
             break

@@ -51,10 +51,17 @@ public enum Gate {
                 return
             }
         }
-        // Public routes need no key.
+        // Public routes need no key. The normalised path is computed once, when a rule needs it.
+        let method = UnsafeBufferPointer(rebasing: p[head.method])
+        var normalized: [UInt8]? = nil
+        func path() -> [UInt8] {
+            if let n = normalized { return n }
+            let n = PathNormalizer.normalize(p, head.path)
+            normalized = n
+            return n
+        }
         if !s.policy.publicRoutes.isEmpty {
-            let path = PathNormalizer.normalize(p, head.path)
-            let method = UnsafeBufferPointer(rebasing: p[head.method])
+            let path = path()
             if s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) { return }
         }
         // 3. Extract the credential.
@@ -123,8 +130,7 @@ public enum Gate {
             }
         }
         if let routes = key.routes {
-            let path = PathNormalizer.normalize(p, head.path)
-            let method = UnsafeBufferPointer(rebasing: p[head.method])
+            let path = path()
             if !routes.contains(where: { $0.matches(method: method, path: path) }) {
                 d.denial = .scope_denied
                 return

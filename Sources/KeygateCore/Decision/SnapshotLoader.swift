@@ -91,7 +91,7 @@ public enum SnapshotLoader {
                 } else {
                     do {
                         let record = try KeyRecordCodec.decode(line)
-                        guard KeyDigest(stored: record.hash) != nil else {
+                        guard let digest = KeyDigest(stored: record.hash) else {
                             failure = LoadError("\(path):\(number): hash must be sha256: and 64 lowercase hex digits")
                             return false
                         }
@@ -100,7 +100,7 @@ public enum SnapshotLoader {
                             return false
                         }
                         // Last use and limiter state live on across changes to the key's line.
-                        let old = previous?.keys[KeyDigest(stored: record.hash)!]
+                        let old = previous?.keys[digest]
                         let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
                         entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old)
                     } catch {
