@@ -47,8 +47,8 @@ public final class EventLoop: @unchecked Sendable {
     public let readBuffer: UnsafeMutableRawBufferPointer
     /// Monotonic milliseconds, refreshed at each wake-up.
     public private(set) var now: Int64 = 0
-    /// Called on every timer tick (every `tickMillis`).
-    public var tickHandlers: [(EventLoop) -> Void] = []
+    /// Called on every timer tick (every `tickMillis`); touched only on `queue`.
+    private var tickHandlers: [(EventLoop) -> Void] = []
     public let tickMillis = 100
 
     public init(index: Int, readBufferSize: Int = 65536) throws(IOError) {
@@ -78,6 +78,13 @@ public final class EventLoop: @unchecked Sendable {
         }
         t.resume()
         timer = t
+    }
+
+    /// Adds a tick handler from any thread: the list is changed on the loop's own queue, so
+    /// a running tick never sees it half-changed.
+    public func addTickHandler(_ handler: @escaping (EventLoop) -> Void) {
+        nonisolated(unsafe) let h = handler
+        queue.async { self.tickHandlers.append(h) }
     }
 
     public func execute(_ work: @escaping @Sendable () -> Void) {

@@ -13,8 +13,6 @@ final class AdminServer: EventHandler {
     unowned let server: Server
     let loop: EventLoop
     let fd: Int32
-    let upstreamReachable = Atomic<Bool>(false)
-    private var probe: DispatchSourceTimer?
 
     init(server: Server, endpoint: Policy.Endpoint) throws {
         self.server = server
@@ -24,51 +22,54 @@ final class AdminServer: EventHandler {
         }
         loop = try EventLoop(index: 999, readBufferSize: 16384)
         fd = try Sockets.listen(address, backlog: 64)
-        loop.queue.sync { try? loop.register(fd, self, interest: Events.readable) }
+        let listenFD = fd
+        let registered: IOError? = loop.queue.sync {
+            do throws(IOError) {
+                try loop.register(listenFD, self, interest: Events.readable)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let registered {
+            Sys.close(fd)
+            throw ServeError("admin_listen \(endpoint): \(registered)")
+        }
+        probe = UpstreamProbe(address: server.upstreamAddress, loop: loop)
+        loop.addTickHandler { [self] loop in tick(loop) }
         loop.start()
-        startProbe()
     }
 
     func handle(events: UInt32, loop: EventLoop) {
         var addr = sockaddr_storage()
         while let c = try? Sys.accept(fd, &addr) {
             let conn = AdminConnection(fd: c, admin: self)
-            try? loop.register(c, conn, interest: Events.read)
+            do {
+                try loop.register(c, conn, interest: Events.read)
+            } catch {
+                Sys.close(c)
+                continue
+            }
             conn.deadline = loop.now + 5000
             connections.append(conn)
         }
     }
 
     var connections: [AdminConnection] = []
+    /// Readiness includes "the upstream accepts connections": a non-blocking connect on this
+    /// loop every two seconds, so nothing ever waits on it.
+    private var probe: UpstreamProbe!
 
-    /// Readiness includes "the upstream accepts connections", probed off the loops.
-    private func startProbe() {
-        let t = DispatchSource.makeTimerSource(queue: server.control)
-        t.schedule(deadline: .now(), repeating: .seconds(2))
-        t.setEventHandler { [self] in
-            upstreamReachable.store(Self.canConnect(server.upstreamAddress), ordering: .relaxed)
-        }
-        t.resume()
-        probe = t
-        loop.tickHandlers.append { [self] loop in
-            connections.removeAll { c in
-                if c.closed { return true }
-                if loop.now > c.deadline {
-                    c.close()
-                    return true
-                }
-                return false
+    private func tick(_ loop: EventLoop) {
+        probe.tick(now: loop.now)
+        connections.removeAll { c in
+            if c.closed { return true }
+            if loop.now > c.deadline {
+                c.close()
+                return true
             }
+            return false
         }
-    }
-
-    static func canConnect(_ address: SocketAddress) -> Bool {
-        guard let (fd, inProgress) = try? Sockets.connect(address) else { return false }
-        defer { Sys.close(fd) }
-        if !inProgress { return true }
-        var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        guard poll(&p, 1, 1000) == 1 else { return false }
-        return Sys.socketError(fd) == 0
     }
 
     func respond(path: String) -> (Int, String, String) {
@@ -76,10 +77,14 @@ final class AdminServer: EventHandler {
         case "/healthz":
             return (200, "application/json", "{\"status\":\"ok\"}\n")
         case "/readyz":
-            let s = server.snapshot
-            let up = upstreamReachable.load(ordering: .relaxed)
-            let body = "{\"ready\":\(up),\"keys\":\(s.keyCount),\"upstream\":\(up ? "\"reachable\"" : "\"unreachable\"")}\n"
-            return (up ? 200 : 503, "application/json", body)
+            // Ready = the upstream accepts connections and the gate is not draining. Read without
+            // the control queue: a reload in progress on the control queue never delays the probe.
+            let up = probe.reachable
+            let draining = server.isDraining
+            let ready = up && !draining
+            let body =
+                "{\"ready\":\(ready),\"keys\":\(server.snapshot.keyCount),\"upstream\":\(up ? "\"reachable\"" : "\"unreachable\""),\"draining\":\(draining)}\n"
+            return (ready ? 200 : 503, "application/json", body)
         case "/metrics":
             return (200, "text/plain; version=0.0.4", Metrics.render(server: server))
         default:
@@ -156,5 +161,64 @@ final class AdminConnection: EventHandler {
         if closed { return }
         closed = true
         admin.loop.close(fd)
+    }
+}
+
+/// Whether the upstream accepts TCP connections: one non-blocking connect at a time on the
+/// admin loop, judged when the socket becomes writable or after a second.
+final class UpstreamProbe: EventHandler {
+    static let intervalMillis: Int64 = 2000
+    static let timeoutMillis: Int64 = 1000
+    let address: SocketAddress
+    unowned let loop: EventLoop
+    private let state = Atomic<Bool>(false)
+    private var fd: Int32 = -1
+    private var startedAt: Int64 = 0
+    private var nextAt: Int64 = 0
+
+    var reachable: Bool { state.load(ordering: .relaxed) }
+
+    init(address: SocketAddress, loop: EventLoop) {
+        self.address = address
+        self.loop = loop
+    }
+
+    /// Runs on the admin loop.
+    func tick(now: Int64) {
+        if fd >= 0 {
+            if now - startedAt >= Self.timeoutMillis { finish(false) }
+            return
+        }
+        guard now >= nextAt else { return }
+        nextAt = now + Self.intervalMillis
+        guard let (c, inProgress) = try? Sockets.connect(address) else {
+            state.store(false, ordering: .relaxed)
+            return
+        }
+        if !inProgress {
+            Sys.close(c)
+            state.store(true, ordering: .relaxed)
+            return
+        }
+        do {
+            try loop.register(c, self, interest: Events.write)
+        } catch {
+            Sys.close(c)
+            state.store(false, ordering: .relaxed)
+            return
+        }
+        fd = c
+        startedAt = now
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        guard fd >= 0 else { return }
+        finish(Sys.socketError(fd) == 0 && events & Events.error == 0)
+    }
+
+    private func finish(_ ok: Bool) {
+        state.store(ok, ordering: .relaxed)
+        loop.close(fd)
+        fd = -1
     }
 }

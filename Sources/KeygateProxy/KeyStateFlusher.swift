@@ -21,8 +21,17 @@ final class KeyStateFlusher {
     }
 
     /// Seeds quota counters from the file, for the periods still running. Runs before serving.
-    static func restore(into snapshot: Snapshot) {
-        let state = KeyStateFile.read(KeyStateFile.path(for: snapshot.policy))
+    /// Returns a problem to report when the file exists but does not parse (it is then set
+    /// aside, never overwritten).
+    static func restore(into snapshot: Snapshot) -> String? {
+        let path = KeyStateFile.path(for: snapshot.policy)
+        let state: KeyStateFile.State
+        do {
+            state = try KeyStateFile.load(path)
+        } catch {
+            let aside = KeyStateFile.setAside(path)
+            return "\(error); kept as \(aside ?? "(could not be renamed)")"
+        }
         let now = Timestamp.nowSeconds()
         for entry in snapshot.keys.values {
             guard let limiter = entry.limiter, let period = limiter.quotaPeriod, let saved = state.quota[entry.record.id] else { continue }
@@ -30,6 +39,7 @@ final class KeyStateFlusher {
                 limiter.restore(periodIndex: KeyLimiter.periodIndex(period, now), count: saved.used)
             }
         }
+        return nil
     }
 
     /// Runs on the control queue.
@@ -52,7 +62,9 @@ final class KeyStateFlusher {
             written.lastUsed.merge(changed.lastUsed) { _, new in new }
             written.quota.merge(changed.quota) { _, new in new }
         } catch {
-            server.log.warning("cannot write key state: \(error)")
+            server.log.error("key state: \(error)")
+            // Everything is written again next time, so a file started anew holds all counts.
+            written = KeyStateFile.State()
         }
     }
 }

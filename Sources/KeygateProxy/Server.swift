@@ -27,6 +27,8 @@ public final class Server: @unchecked Sendable {
     private var signalSources: [DispatchSourceSignal] = []
     let control = DispatchQueue(label: "keygate.control")
     private var current: Snapshot
+    /// What the process started with: settings read only at start keep these values.
+    private let startedWith: Snapshot
     private var watcher: StoreWatcher?
     private var stateFlusher: KeyStateFlusher?
     private let done = DispatchSemaphore(value: 0)
@@ -34,11 +36,18 @@ public final class Server: @unchecked Sendable {
 
     /// Loads everything `serve` needs and fails with a readable reason if anything is wrong.
     public init(policyPath: String, log: OpsLog) throws {
+        // A reader of `usage_log: "-"` or a client that goes away must cost a write error
+        // (counted), never the process.
+        signal(SIGPIPE, SIG_IGN)
         self.log = log
         self.policyPath = policyPath
         let snapshot = try SnapshotLoader.load(policyPath: policyPath)
-        KeyStateFlusher.restore(into: snapshot)
+        if let problem = KeyStateFlusher.restore(into: snapshot) {
+            log.error("key state: \(problem); quota counts start from this gate's own")
+        }
         current = snapshot
+        startedWith = snapshot
+        published = Mutex(snapshot)
         let policy = snapshot.policy
         guard let upstream = SocketAddress(host: policy.upstream.host, port: policy.upstream.port) else {
             throw ServeError("upstream \(policy.upstream) is not a numeric address")
@@ -53,7 +62,12 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    public var snapshot: Snapshot { control.sync { current } }
+    /// The live snapshot for readers off the control queue (admin, metrics): a reload in
+    /// progress never makes them wait.
+    private let published: Mutex<Snapshot>
+    public var snapshot: Snapshot { published.withLock { $0 } }
+    private let drainingState = Atomic<Bool>(false)
+    var isDraining: Bool { drainingState.load(ordering: .relaxed) }
 
     /// Binds the sockets and starts the loops. Returns once the gate is accepting.
     public func start() throws {
@@ -68,14 +82,21 @@ public final class Server: @unchecked Sendable {
         for i in 0..<policy.workerCount {
             let loop = try EventLoop(index: i)
             let ctx = LoopContext(loop: loop, server: self, snapshot: current, bootID: bootID)
-            loop.tickHandlers.append { _ in ctx.tick() }
+            loop.addTickHandler { _ in ctx.tick() }
             loops.append(loop)
             contexts.append(ctx)
             let listener = Listener(fd: listenFD, ctx: ctx)
             let fd = listenFD
-            loop.queue.sync {
-                try? loop.register(fd, listener, interest: Events.readable | Events.exclusive)
+            let registered: IOError? = loop.queue.sync {
+                do throws(IOError) {
+                    try loop.register(fd, listener, interest: Events.readable | Events.exclusive)
+                    return nil
+                } catch {
+                    return error
+                }
             }
+            // A loop that cannot hear its listener would never accept: stop start-up instead.
+            if let registered { throw ServeError("listen \(policy.listen): loop \(i): \(registered)") }
             loop.start()
         }
         if let adminAddress = policy.adminListen {
@@ -148,12 +169,14 @@ public final class Server: @unchecked Sendable {
     public func reload(reason: String, policyToo: Bool) {
         control.async { [self] in
             let started = Date()
+            let started0 = startedWith
             do {
                 let next: Snapshot
                 if policyToo {
                     next = try SnapshotLoader.load(policyPath: policyPath, previous: current)
-                    if next.policy.listen != current.policy.listen || next.policy.upstream != current.policy.upstream {
-                        log.warning("reload: listen and upstream changes need a restart; keeping \(current.policy.listen) → \(current.policy.upstream)")
+                    let pending = RestartSettings.changed(from: started0.policy, to: next.policy)
+                    if !pending.isEmpty {
+                        log.warning("reload: \(pending.joined(separator: ", ")) changed; these take effect only after a restart")
                     }
                 } else {
                     next = try SnapshotLoader.reloadKeys(current)
@@ -171,6 +194,7 @@ public final class Server: @unchecked Sendable {
     /// Must run on `control`.
     func install(_ next: Snapshot) {
         current = next
+        published.withLock { $0 = next }
         for ctx in contexts {
             ctx.loop.execute { ctx.snapshot = next }
         }
@@ -204,6 +228,7 @@ public final class Server: @unchecked Sendable {
         control.async { [self] in
             if draining { return }
             draining = true
+            drainingState.store(true, ordering: .relaxed)
             let grace = current.policy.timeouts.shutdownGrace
             log.info("draining: \(openConnections.load(ordering: .relaxed)) connections open, grace \(grace) ms")
             let fd = listenFD
@@ -278,4 +303,21 @@ final class Reloads: Sendable {
 public struct ServeError: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
+}
+
+/// Settings read once at start: a reload that changes one is applied to everything else and
+/// warned about, and the old value stays in force until a restart.
+enum RestartSettings {
+    static func changed(from a: Policy, to b: Policy) -> [String] {
+        var out: [String] = []
+        if a.listen != b.listen { out.append("listen") }
+        if a.upstream != b.upstream { out.append("upstream") }
+        if a.adminListen != b.adminListen { out.append("admin_listen") }
+        if a.workers != b.workers { out.append("workers") }
+        if a.keysFile != b.keysFile { out.append("keys_file") }
+        if a.usageLog != b.usageLog { out.append("usage_log") }
+        if a.limits.maxConnections != b.limits.maxConnections { out.append("limits.max_connections") }
+        if a.limits.maxConnectionsPerIP != b.limits.maxConnectionsPerIP { out.append("limits.max_connections_per_ip") }
+        return out
+    }
 }

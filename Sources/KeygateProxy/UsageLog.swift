@@ -41,21 +41,39 @@ public final class UsageLog: Sendable {
             return
         }
         queue.async {
-            self.state.withLock { fd in
-                batch.withUnsafeBytes { raw in
-                    var off = 0
-                    while off < raw.count {
-                        let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            break
-                        }
-                        off += n
-                    }
-                }
-            }
+            let complete = self.state.withLock { fd in Self.writeAll(fd, batch, events: events) }
             self.backlog.subtract(size, ordering: .relaxed)
-            self.written.add(events, ordering: .relaxed)
+            self.written.add(complete, ordering: .relaxed)
+            if complete < events { self.failed(events - complete) }
+        }
+    }
+
+    /// Writes `batch`; returns how many whole lines reached the file. A failed write (a full
+    /// disk, a closed pipe on stdout) loses only the lines it did not complete.
+    static func writeAll(_ fd: Int32, _ batch: [UInt8], events: Int) -> Int {
+        batch.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    break
+                }
+                off += n
+            }
+            if off == raw.count { return events }
+            var lines = 0
+            for b in raw[0..<off] where b == 0x0A { lines += 1 }
+            return lines
+        }
+    }
+
+    /// Counts events that could not be written and says so, at most once per 10,000.
+    private func failed(_ events: Int) {
+        let e = errno
+        let total = dropped.add(events, ordering: .relaxed).newValue
+        if total == events || total / 10000 != (total - events) / 10000 {
+            FileHandle.standardError.write("keygate: usage log write failed (\(String(cString: strerror(e)))), \(total) events dropped so far\n".data(using: .utf8)!)
         }
     }
 

@@ -36,11 +36,16 @@ public final class KeyLimiter: Sendable {
             let perGate = max(1, rate.count / replicas)
             emission = rate.perMillis * 1_000_000 / Int64(perGate)
             burst = max(1, (record.rate != nil ? record.burst : limits.defaultBurst) ?? (rate.perMillis == 1000 ? perGate : max(1, perGate / 60)))
+            burst = min(burst, Bounds.burst)
             limit = perGate
         }
-        let quotaCount = quota.map { max(1, $0.count / replicas) }
+        // Inputs are bounded where they are parsed; the product is still checked, so no value
+        // that slips past a parser can trap the gate.
+        let (product, overflow) = emission.multipliedReportingOverflow(by: Int64(burst))
+        let tolerance = overflow ? Int64.max / 4 : min(product, Int64.max / 4)
+        let quotaCount = quota.map { max(1, min($0.count, Bounds.quotaCount) / replicas) }
         return KeyLimiter(
-            emission: emission, tolerance: emission * Int64(burst), limit: limit, quota: quotaCount, quotaPeriod: quota?.period,
+            emission: emission, tolerance: tolerance, limit: limit, quota: quotaCount, quotaPeriod: quota?.period,
             tat: previous?.tat.load(ordering: .relaxed) ?? 0, used: previous?.used.load(ordering: .relaxed) ?? 0)
     }
 

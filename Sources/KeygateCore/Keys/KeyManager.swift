@@ -60,23 +60,23 @@ public struct KeySettings {
         if let notBefore { r.not_before = try Self.time(notBefore, "--not-before", nowMillis) }
         if let expires { r.expires_at = try Self.time(expires, "--expires", nowMillis) }
         if let ttl {
-            guard let ms = DurationText.parseMillis(ttl), ms > 0 else { throw KeyError("--ttl \"\(ttl)\" is not a duration (like 90d, 12h)") }
+            guard let ms = DurationText.parseMillis(ttl), ms > 0 else { throw KeyError("--ttl \"\(ttl)\" is not a duration (like 90d, 12h; at most 100 years)") }
             r.expires_at = Timestamp.format(seconds: (nowMillis + ms) / 1000)
         }
         if let nb = r.not_before.flatMap(Timestamp.parseMillis), let e = r.expires_at.flatMap(Timestamp.parseMillis), e <= nb {
             throw KeyError("the key would expire before it becomes valid")
         }
         if let rate {
-            guard RateText.parse(rate) != nil else { throw KeyError("--rate \"\(rate)\" is not a rate (like 100/s, 6000/m)") }
+            guard RateText.parse(rate) != nil else { throw KeyError("--rate \"\(rate)\" is not a rate (like 100/s, 6000/m; at most \(Bounds.rateCount) per unit)") }
             r.rate = rate.isEmpty ? nil : rate
         }
         if let burst {
-            guard burst > 0 else { throw KeyError("--burst must be a positive number") }
+            guard burst > 0, burst <= Bounds.burst else { throw KeyError("--burst must be a whole number from 1 to \(Bounds.burst)") }
             guard r.rate != nil else { throw KeyError("--burst needs --rate") }
             r.burst = burst
         }
         if let quota {
-            guard QuotaText.parse(quota) != nil else { throw KeyError("--quota \"\(quota)\" is not a quota (like 100000/day, 1000000/month)") }
+            guard QuotaText.parse(quota) != nil else { throw KeyError("--quota \"\(quota)\" is not a quota (like 100000/day, 1000000/month; at most \(Bounds.quotaCount))") }
             r.quota = quota.isEmpty ? nil : quota
         }
     }
@@ -96,7 +96,8 @@ public struct KeySettings {
 public enum RateText {
     public static func parse(_ s: String) -> (count: Int, perMillis: Int64)? {
         let parts = s.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let n = Int(parts[0]), n > 0, parts[0].allSatisfy(\.isNumber) else { return nil }
+        guard parts.count == 2, parts[0].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(parts[0]), n > 0, n <= Bounds.rateCount
+        else { return nil }
         switch parts[1] {
         case "s", "sec", "second": return (n, 1000)
         case "m", "min", "minute": return (n, 60_000)
@@ -111,7 +112,9 @@ public enum QuotaText {
     public enum Period: String, Sendable { case day, month }
     public static func parse(_ s: String) -> (count: Int, period: Period)? {
         let parts = s.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let n = Int(parts[0]), n > 0, parts[0].allSatisfy(\.isNumber), let p = Period(rawValue: String(parts[1])) else { return nil }
+        guard parts.count == 2, parts[0].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(parts[0]), n > 0, n <= Bounds.quotaCount,
+            let p = Period(rawValue: String(parts[1]))
+        else { return nil }
         return (n, p)
     }
 }

@@ -64,6 +64,14 @@ public enum KeyRecordCodec {
         for (field, value) in [("not_before", r.not_before), ("expires_at", r.expires_at), ("created_at", created)] {
             if let v = value, Timestamp.parseMillis(v) == nil { throw Failure("\(field) \"\(v)\" is not an RFC 3339 time") }
         }
+        // Limits are checked here, not where they are used: a value the gate cannot enforce
+        // makes the line invalid (the last good store stays in force), never a key without limits.
+        if let rate = r.rate, RateText.parse(rate) == nil { throw Failure("rate \"\(rate)\" is not a rate (like 100/s; at most \(Bounds.rateCount) per unit)") }
+        if let b = r.burst, !(1...Bounds.burst).contains(b) { throw Failure("burst must be from 1 to \(Bounds.burst)") }
+        if let q = r.quota, QuotaText.parse(q) == nil { throw Failure("quota \"\(q)\" is not a quota (like 100000/day; at most \(Bounds.quotaCount))") }
+        for c in r.countries.allow + r.countries.deny where !CountryCode.isValid(c) {
+            throw Failure("country \"\(c)\" is not an ISO 3166-1 alpha-2 code")
+        }
         return r
     }
 
@@ -274,8 +282,11 @@ public enum KeyRecordCodec {
                 case UInt8(ascii: "t"): out.append(0x09)
                 case UInt8(ascii: "u"):
                     var code = try hex4()
-                    if (0xD800..<0xDC00).contains(code), literal("\\u") {
+                    if (0xD800..<0xDC00).contains(code) {
+                        // A high surrogate must be followed by a low one; anything else is not text.
+                        guard literal("\\u") else { throw Failure("not valid JSON (lone surrogate in a \\u escape)") }
                         let low = try hex4()
+                        guard (0xDC00..<0xE000).contains(low) else { throw Failure("not valid JSON (lone surrogate in a \\u escape)") }
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     }
                     guard let scalar = Unicode.Scalar(code) else { throw Failure("not valid JSON (bad \\u escape)") }

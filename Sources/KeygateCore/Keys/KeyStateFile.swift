@@ -30,20 +30,35 @@ public enum KeyStateFile {
         ((policy.keysFile as NSString).deletingLastPathComponent as NSString).appendingPathComponent("keys.state.json")
     }
 
-    public static func read(_ path: String) -> State {
+    /// The file's state; a file that is missing reads as empty.
+    public static func read(_ path: String) -> State { (try? load(path)) ?? State() }
+
+    /// The file's state, or an error when it exists but does not parse. Counts outside what a
+    /// quota can hold are clamped, so a hand-edited file cannot trap the limiter.
+    public static func load(_ path: String) throws(LoadError) -> State {
         var state = State()
-        guard let data = FileManager.default.contents(atPath: path),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return state }
+        guard let data = FileManager.default.contents(atPath: path) else { return state }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoadError("\(path): not a JSON object")
+        }
         for (id, ts) in object["last_used"] as? [String: String] ?? [:] {
             if let ms = Timestamp.parseMillis(ts) { state.lastUsed[id] = ms / 1000 }
         }
         for (id, q) in object["quota_used"] as? [String: [String: Any]] ?? [:] {
-            if let period = q["period"] as? String, let used = (q["used"] as? NSNumber)?.int64Value {
-                state.quota[id] = QuotaUse(period: period, used: used)
+            if let period = q["period"] as? String, let number = q["used"] as? NSNumber {
+                let used = number.doubleValue.isFinite ? min(max(number.doubleValue, 0), Double(Bounds.quotaCount)) : 0
+                state.quota[id] = QuotaUse(period: period, used: Int64(used))
             }
         }
         return state
+    }
+
+    /// Moves a state file that does not parse aside (`.corrupt-<unix seconds>`), so the next
+    /// write starts a new one without destroying what an operator may want to repair. Returns
+    /// the new name.
+    public static func setAside(_ path: String) -> String? {
+        let aside = "\(path).corrupt-\(Timestamp.nowSeconds())"
+        return rename(path, aside) == 0 ? aside : nil
     }
 
     /// The label of the period `wallSeconds` falls in.
@@ -56,12 +71,31 @@ public enum KeyStateFile {
     public static func merge(_ seen: State, into path: String) throws {
         guard !seen.lastUsed.isEmpty || !seen.quota.isEmpty else { return }
         let lock = try KeyStoreLock(storePath: path)
-        var merged = read(path)
+        var merged: State
+        do {
+            merged = try load(path)
+        } catch {
+            // Never silently replaced: kept aside and reported, then a new file is started.
+            let aside = setAside(path)
+            merged = State()
+            try write(merge(seen, into: &merged), to: path)
+            withExtendedLifetime(lock) {}
+            throw LoadError("\(error); kept as \(aside ?? "(could not be renamed)") and started anew")
+        }
+        try write(merge(seen, into: &merged), to: path)
+        withExtendedLifetime(lock) {}
+    }
+
+    static func merge(_ seen: State, into merged: inout State) -> State {
         for (id, t) in seen.lastUsed where t > (merged.lastUsed[id] ?? 0) { merged.lastUsed[id] = t }
         for (id, q) in seen.quota {
             if let old = merged.quota[id], old.period == q.period, old.used >= q.used { continue }
             merged.quota[id] = q
         }
+        return merged
+    }
+
+    static func write(_ merged: State, to path: String) throws {
         var text = "{\n  \"last_used\": {"
         text += merged.lastUsed.keys.sorted().map { "\n    \"\($0)\": \"\(Timestamp.format(seconds: merged.lastUsed[$0]!))\"" }.joined(separator: ",")
         text += "\n  },\n  \"quota_used\": {"
@@ -71,6 +105,5 @@ public enum KeyStateFile {
         }.joined(separator: ",")
         text += "\n  }\n}\n"
         try KeyStoreFile.writeAtomically(Array(text.utf8), to: path, mode: 0o600)
-        withExtendedLifetime(lock) {}
     }
 }

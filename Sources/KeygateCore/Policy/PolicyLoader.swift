@@ -132,17 +132,17 @@ struct Validator {
         }
     }
 
-    mutating func int(_ node: Node, _ path: String, min: Int = 0) -> Int? {
-        guard let s = node.scalar?.string, let v = Int(s.replacingOccurrences(of: "_", with: "")), v >= min else {
-            fail(node, "\(path) must be a whole number of at least \(min)")
+    mutating func int(_ node: Node, _ path: String, min: Int = 0, max: Int) -> Int? {
+        guard let s = node.scalar?.string, let v = Int(s.replacingOccurrences(of: "_", with: "")), v >= min, v <= max else {
+            fail(node, "\(path) must be a whole number from \(min) to \(max)")
             return nil
         }
         return v
     }
 
     mutating func duration(_ node: Node, _ path: String) -> Int64? {
-        guard let s = node.scalar?.string, let ms = DurationText.parseMillis(s), ms > 0 else {
-            fail(node, "\(path): \"\(node.scalar?.string ?? "")\" is not a duration (like 500ms, 10s, 2m, 1h)")
+        guard let s = node.scalar?.string, let ms = DurationText.parseMillis(s), ms > 0, ms <= Bounds.timeoutMillis else {
+            fail(node, "\(path): \"\(node.scalar?.string ?? "")\" is not a duration of at most 7d (like 500ms, 10s, 2m, 1h)")
             return nil
         }
         return ms
@@ -229,8 +229,8 @@ struct Validator {
             case "admin_listen":
                 if node.scalar?.string == "" || node.scalar?.string == "off" { p.adminListen = nil } else if let e = v.endpoint(node, key) { p.adminListen = e }
             case "workers":
-                if node.scalar?.string == "auto" { p.workers = 0 } else if let n = v.int(node, key, min: 1) {
-                    if n > 256 { v.fail(node, "workers: at most 256") } else { p.workers = n }
+                if node.scalar?.string == "auto" { p.workers = 0 } else if let n = v.int(node, key, min: 1, max: 256) {
+                    p.workers = n
                 }
             case "keys_file": if let s = v.string(node, key) { p.keysFile = v.resolve(s) }
             case "usage_log": if let s = v.string(node, key) { p.usageLog = s == "-" ? "-" : v.resolve(s) }
@@ -305,14 +305,14 @@ struct Validator {
                         if let s = v.string(n, path) {
                             if RateText.parse(s) == nil { v.fail(n, "\(path): \"\(s)\" is not a rate (like 100/s, 6000/m)") } else { p.limits.defaultRate = s }
                         }
-                    case "default_burst": if let x = v.int(n, path, min: 1) { p.limits.defaultBurst = x }
-                    case "replicas": if let x = v.int(n, path, min: 1) { p.limits.replicas = x }
-                    case "max_header_bytes": if let x = v.int(n, path, min: 1024) { p.limits.maxHeaderBytes = x }
-                    case "max_headers": if let x = v.int(n, path, min: 1) { p.limits.maxHeaders = x }
-                    case "max_body_bytes": if let x = v.int(n, path) { p.limits.maxBodyBytes = UInt64(x) }
-                    case "max_connections": if let x = v.int(n, path, min: 1) { p.limits.maxConnections = x }
-                    case "max_connections_per_ip": if let x = v.int(n, path, min: 0) { p.limits.maxConnectionsPerIP = x }
-                    default: if let x = v.int(n, path, min: 1) { p.limits.maxRequestsPerConnection = x }
+                    case "default_burst": if let x = v.int(n, path, min: 1, max: Bounds.burst) { p.limits.defaultBurst = x }
+                    case "replicas": if let x = v.int(n, path, min: 1, max: Bounds.replicas) { p.limits.replicas = x }
+                    case "max_header_bytes": if let x = v.int(n, path, min: 1024, max: Bounds.headerBytes) { p.limits.maxHeaderBytes = x }
+                    case "max_headers": if let x = v.int(n, path, min: 1, max: Bounds.headers) { p.limits.maxHeaders = x }
+                    case "max_body_bytes": if let x = v.int(n, path, max: Bounds.bodyBytes) { p.limits.maxBodyBytes = UInt64(x) }
+                    case "max_connections": if let x = v.int(n, path, min: 1, max: Bounds.connections) { p.limits.maxConnections = x }
+                    case "max_connections_per_ip": if let x = v.int(n, path, min: 0, max: Bounds.connections) { p.limits.maxConnectionsPerIP = x }
+                    default: if let x = v.int(n, path, min: 1, max: Bounds.requestsPerConnection) { p.limits.maxRequestsPerConnection = x }
                     }
                 }
             case "timeouts":

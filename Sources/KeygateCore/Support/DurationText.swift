@@ -22,6 +22,7 @@ public enum DurationText {
         case "w": scale = 7 * 86_400_000
         default: return nil
         }
-        return value * scale
+        let ms = value * scale
+        return ms <= Bounds.durationMillis ? ms : nil
     }
 }

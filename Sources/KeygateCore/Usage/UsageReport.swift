@@ -177,7 +177,11 @@ struct UsageLine {
                 } else if k.equalsLowercased(0..<k.count, "path") {
                     e.path = try r.string()
                 } else if k.equalsLowercased(0..<k.count, "duration_ms") {
-                    e.durationMs = try r.number()
+                    // A log keygate did not write may hold anything: out-of-range numbers make
+                    // the line malformed (counted), never a trap.
+                    let ms = try r.number()
+                    guard ms.isFinite, ms >= 0 else { return nil }
+                    e.durationMs = ms
                 } else {
                     try r.skipValue()
                 }
@@ -236,7 +240,8 @@ struct LatencyHistogram {
 
     mutating func add(_ ms: Double) {
         if counts.isEmpty { counts = [Int](repeating: 0, count: Self.bucketCount) }
-        let us = max(ms * 1000, 1)
+        guard ms.isFinite else { return }
+        let us = min(max(ms * 1000, 1), 1e15)
         let i = min(Int(log(us) / log(Self.growth)), Self.bucketCount - 1)
         counts[i] += 1
         total += 1
