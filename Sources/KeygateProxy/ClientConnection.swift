@@ -208,7 +208,7 @@ final class ClientConnection: EventHandler {
             answerDenial(reason)
             return
         }
-        if let limiter = decision.key?.limiter, !applyLimits(limiter, exchange) { return }
+        if !decision.isPublic, let limiter = decision.key?.limiter, !applyLimits(limiter, exchange) { return }
         decision.key?.markUsed(exchange.startWallMillis / 1000)
 
         // Allowed: take an upstream connection and send the head.

@@ -13,6 +13,12 @@ public struct Decision: Sendable {
     public var credentialField: Int?
     /// Whether the peer is a trusted proxy (its forwarding chain is kept).
     public var viaTrustedProxy: Bool
+    /// The route is public: forwarded without a key. A valid key presented anyway only adds
+    /// its identity headers; it is not rate limited here and never refused.
+    public var isPublic = false
+    /// The normalised path, when it differs from the one the client sent: what the rules
+    /// matched is what the upstream receives.
+    public var forwardPath: [UInt8]?
 
     public var allowed: Bool { denial == nil }
 }
@@ -51,37 +57,48 @@ public enum Gate {
                 return
             }
         }
-        // Public routes need no key. The normalised path is computed once, when a rule needs it.
+        // Paths are matched, and forwarded, in normal form; the common canonical path is used
+        // as it is, without a copy.
         let method = UnsafeBufferPointer(rebasing: p[head.method])
+        let pathRange = head.path
         var normalized: [UInt8]? = nil
+        if !PathNormalizer.isCanonical(p, pathRange) {
+            let n = PathNormalizer.normalize(p, pathRange, escapedSlashes: s.policy.escapedSlashes)
+            normalized = n
+            d.forwardPath = n
+        }
         func path() -> [UInt8] {
             if let n = normalized { return n }
-            let n = PathNormalizer.normalize(p, head.path)
+            let n = Array(UnsafeBufferPointer(rebasing: p[pathRange]))
             normalized = n
             return n
         }
         if !s.policy.publicRoutes.isEmpty {
             let path = path()
-            if s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) { return }
+            if s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) {
+                // No key needed. One that is presented and valid lends its identity; anything
+                // else about it is ignored (the credential is removed before forwarding either way).
+                d.isPublic = true
+                authenticate(head, p, &d, s, now, method, path)
+                if d.denial != nil {
+                    d.denial = nil
+                    d.key = nil
+                }
+                return
+            }
         }
+        authenticate(head, p, &d, s, now, method, path())
+    }
+
+    /// Credential → checksum → lookup → the key's state, addresses, countries and scopes.
+    static func authenticate(
+        _ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64,
+        _ method: UnsafeBufferPointer<UInt8>, _ path: @autoclosure () -> [UInt8]
+    ) {
         // 3. Extract the credential.
         var credential: Range<Int>? = nil
         for (i, f) in head.fields.enumerated() {
-            var value: Range<Int>? = nil
-            if s.policy.bearer, f.name.count == 13, p.equalsLowercased(f.name, "authorization") {
-                let v = f.value
-                if v.count > 7, p.equalsLowercased(v.lowerBound..<(v.lowerBound + 7), "bearer ") {
-                    var start = v.lowerBound + 7
-                    while start < v.upperBound, p[start] == 0x20 { start += 1 }
-                    value = start..<v.upperBound
-                }
-            } else {
-                for name in s.credentialHeaders where isName(p, f.name, name) {
-                    value = f.value
-                    break
-                }
-            }
-            guard let v = value else { continue }
+            guard let v = credentialValue(p, f, s) else { continue }
             if credential != nil {
                 // Two credentials are ambiguous: which one would the app believe?
                 d.denial = .malformed_key
@@ -136,6 +153,23 @@ public enum Gate {
                 return
             }
         }
+    }
+
+    /// The credential a field carries, if it is one of the policy's credential fields: a
+    /// configured header, or `Authorization: Bearer …` when bearer is on. The same test decides
+    /// what is authenticated and what is removed before forwarding, so no credential the gate
+    /// reads can ever reach the upstream.
+    @inline(__always)
+    public static func credentialValue(_ p: UnsafeBufferPointer<UInt8>, _ f: HeaderField, _ s: Snapshot) -> Range<Int>? {
+        if s.policy.bearer, f.name.count == 13, p.equalsLowercased(f.name, "authorization") {
+            let v = f.value
+            guard v.count > 7, p.equalsLowercased(v.lowerBound..<(v.lowerBound + 7), "bearer ") else { return nil }
+            var start = v.lowerBound + 7
+            while start < v.upperBound, p[start] == 0x20 { start += 1 }
+            return start..<v.upperBound
+        }
+        for name in s.credentialHeaders where isName(p, f.name, name) { return f.value }
+        return nil
     }
 
     @inline(__always)

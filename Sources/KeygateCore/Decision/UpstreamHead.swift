@@ -5,6 +5,9 @@ import KeygateHTTP
 public enum UpstreamHead {
     /// Why a head cannot be forwarded even though it parsed.
     public static func refusal(_ head: RequestHead, snapshot s: Snapshot) -> String? {
+        if s.policy.escapedSlashes == .reject, head.bytes.withUnsafeBufferPointer({ PathNormalizer.hasEscapedSlash($0, head.path) }) {
+            return "the path holds an encoded / or \\ (%2F, %5C), which the upstream may decode differently"
+        }
         for option in head.connectionOptions {
             if head.bytes.hasFieldPrefix(option, s.identityPrefixLower) { return "Connection names an identity field" }
             for name in s.credentialHeaders where head.bytes.equalsLowercased(option, bytes: name) {
@@ -28,13 +31,21 @@ public enum UpstreamHead {
         let b = head.bytes
         out.append(contentsOf: b[head.method])
         out.append(0x20)
-        out.append(contentsOf: b[head.target])
+        if let path = d.forwardPath {
+            // The normal form the rules matched, then the query exactly as sent.
+            out.append(contentsOf: path)
+            out.append(contentsOf: b[head.path.upperBound..<head.target.upperBound])
+        } else {
+            out.append(contentsOf: b[head.target])
+        }
         out.append(" HTTP/1.1\r\n" as StaticString)
         var forwardedFor: [Range<Int>] = []
         var forwardedProto: Range<Int>? = nil
         b.withUnsafeBufferPointer { p in
-            for (i, f) in head.fields.enumerated() {
-                if i == d.credentialField { continue }
+            for f in head.fields {
+                // Every credential field, not only the one that authenticated: a public route,
+                // or a key sent twice, must not hand a secret to the app.
+                if Gate.credentialValue(p, f, s) != nil { continue }
                 let n = f.name
                 if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
                 if b.hasFieldPrefix(n, s.identityPrefixLower) { continue }

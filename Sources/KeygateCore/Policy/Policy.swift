@@ -64,6 +64,9 @@ public struct Policy: Sendable {
     public var trustedProxies: [CIDR] = []
     public var access = Access()
     public var publicRoutes: [RoutePattern] = []
+    /// `%2F` and `%5C` in a path: refused (400) by default, since the upstream may decode them
+    /// into separators that the route rules never saw.
+    public var escapedSlashes = PathNormalizer.EscapedSlashes.reject
     public var scopes: [String: [RoutePattern]] = [:]
     public var limits = Limits()
     public var timeouts = Timeouts()

@@ -214,7 +214,7 @@ struct Validator {
         var countriesNode: Node? = nil
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
@@ -282,6 +282,15 @@ struct Validator {
                     }
                 }
             case "public_routes": p.publicRoutes = v.routes(node, key)
+            case "paths":
+                v.fields(node, key, known: ["escaped_slashes"]) { v, _, n in
+                    guard let s = v.string(n, "paths.escaped_slashes") else { return }
+                    if let mode = PathNormalizer.EscapedSlashes(rawValue: s) {
+                        p.escapedSlashes = mode
+                    } else {
+                        v.fail(n, "paths.escaped_slashes must be reject, unescape_and_forward or keep")
+                    }
+                }
             case "scopes":
                 guard case .mapping(let m) = node else {
                     v.fail(node, "scopes must be a mapping of scope name to routes")

@@ -69,28 +69,67 @@ public struct RoutePattern: Sendable, Equatable, CustomStringConvertible {
     public var description: String { text }
 }
 
-/// Normalises a request path for matching: decodes percent-escapes of unreserved characters
-/// and dots, and resolves `.` and `..` segments, so `/a/../admin` and `/%2e%2e/admin` are seen
-/// as `/admin`. An encoded slash stays encoded (it is not a separator).
+/// Normalises a request path for matching and forwarding (RFC 3986 §6.2.2): decodes
+/// percent-escapes of unreserved characters only, writes other escapes in upper case, and
+/// resolves `.` and `..` segments, so `/a/../admin` and `/%2e%2e/admin` are seen as `/admin`.
+/// What is matched is what is forwarded, so no upstream can decode it into something else.
 public enum PathNormalizer {
-    public static func normalize(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> [UInt8] {
+    /// What an encoded `/` or `\` (`%2F`, `%5C`) in a path becomes; `reject` is refused before
+    /// normalising.
+    public enum EscapedSlashes: String, Sendable {
+        case reject, unescape_and_forward, keep
+    }
+
+    /// Whether the path holds `%2F` or `%5C` in any case.
+    public static func hasEscapedSlash(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> Bool {
+        var i = r.lowerBound
+        while i + 2 < r.upperBound {
+            if p[i] == UInt8(ascii: "%") {
+                let a = p[i + 1]
+                let b = p[i + 2] | 0x20
+                if (a == UInt8(ascii: "2") && b == UInt8(ascii: "f")) || (a == UInt8(ascii: "5") && b == UInt8(ascii: "c")) { return true }
+            }
+            i += 1
+        }
+        return false
+    }
+
+    /// True when `normalize` would return the path unchanged: no escapes and no dot segments.
+    /// The common case costs one scan and no allocation.
+    public static func isCanonical(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> Bool {
+        var segmentLength = 0
+        var dotsOnly = true
+        for i in r {
+            let b = p[i]
+            if b == UInt8(ascii: "%") { return false }
+            if b == UInt8(ascii: "/") {
+                if dotsOnly && (segmentLength == 1 || segmentLength == 2) { return false }
+                segmentLength = 0
+                dotsOnly = true
+            } else {
+                segmentLength += 1
+                if b != UInt8(ascii: ".") { dotsOnly = false }
+            }
+        }
+        return !(dotsOnly && (segmentLength == 1 || segmentLength == 2))
+    }
+
+    public static func normalize(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, escapedSlashes: EscapedSlashes = .keep) -> [UInt8] {
         var decoded: [UInt8] = []
         decoded.reserveCapacity(r.count)
         var i = r.lowerBound
         while i < r.upperBound {
             let b = p[i]
-            if b == UInt8(ascii: "%"), i + 2 < r.upperBound, let v = hexPair(p[i + 1], p[i + 2]),
-                v != UInt8(ascii: "/"), v >= 0x21, v < 0x7F
-            {
-                decoded.append(v)
-                i += 3
-                continue
-            }
-            if b == UInt8(ascii: "%"), i + 2 < r.upperBound {
-                // Keep other escapes in one canonical (upper-case) spelling.
-                decoded.append(b)
-                decoded.append(upper(p[i + 1]))
-                decoded.append(upper(p[i + 2]))
+            if b == UInt8(ascii: "%"), i + 2 < r.upperBound, let v = hexPair(p[i + 1], p[i + 2]) {
+                if isUnreserved(v) || (escapedSlashes == .unescape_and_forward && (v == UInt8(ascii: "/") || v == UInt8(ascii: "\\"))) {
+                    // An unescaped backslash is a separator, as the upstreams that decode it read it.
+                    decoded.append(v == UInt8(ascii: "\\") ? UInt8(ascii: "/") : v)
+                } else {
+                    // Every other escape stays encoded, in one canonical (upper-case) spelling.
+                    decoded.append(b)
+                    decoded.append(upper(p[i + 1]))
+                    decoded.append(upper(p[i + 2]))
+                }
                 i += 3
                 continue
             }
@@ -121,6 +160,11 @@ public enum PathNormalizer {
         }
         if out.isEmpty { out = [UInt8(ascii: "/")] }
         return out
+    }
+
+    /// RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~".
+    static func isUnreserved(_ v: UInt8) -> Bool {
+        (v >= 0x41 && v <= 0x5A) || (v >= 0x61 && v <= 0x7A) || (v >= 0x30 && v <= 0x39) || v == 0x2D || v == 0x2E || v == 0x5F || v == 0x7E
     }
 
     static func upper(_ b: UInt8) -> UInt8 { (b >= 0x61 && b <= 0x7A) ? b - 0x20 : b }

@@ -1,0 +1,108 @@
+import KeygateCore
+import KeygateHTTP
+import XCTest
+
+/// What reaches the upstream is exactly what the rules judged: no credential, no path an
+/// upstream could decode into another route.
+final class EdgeTrustTests: XCTestCase {
+    let key = KeyFormat.generate(prefix: "kg", id: "CCCCCCCC").key
+    let peer = IPAddress("203.0.113.7")!
+
+    func snapshot(_ yaml: String, scopes: [String] = []) throws -> Snapshot {
+        Snapshot(policy: try Fixtures.policy(yaml), records: [Fixtures.record(key, id: "CCCCCCCC") { $0.scopes = scopes }], geoip: nil)
+    }
+
+    func forward(_ head: RequestHead, _ s: Snapshot) -> (Decision, String) {
+        let d = Gate.decide(head, peer: peer, snapshot: s, nowMillis: Timestamp.nowMillis())
+        var out: [UInt8] = []
+        UpstreamHead.append(head, decision: d, snapshot: s, requestID: Array("r".utf8), peer: peer, to: &out)
+        return (d, String(decoding: out, as: UTF8.self))
+    }
+
+    func testPublicRouteRemovesEveryCredential() throws {
+        let s = try snapshot("public_routes: [\"GET /status\"]\ncredentials: {headers: [x-api-key, x-other-key], bearer: true}\n")
+        let head = Fixtures.head(
+            "GET /status HTTP/1.1\r\nHost: g\r\nx-api-key: kg_wrong_secret\r\nX-Other-Key: another\r\nAuthorization: Bearer tok\r\n"
+                + "X-Keygate-Key-Id: forged\r\n\r\n")
+        let (d, out) = forward(head, s)
+        XCTAssertNil(d.denial)
+        XCTAssertTrue(d.isPublic)
+        XCTAssertFalse(out.lowercased().contains("x-api-key"), out)
+        XCTAssertFalse(out.lowercased().contains("x-other-key"), out)
+        XCTAssertFalse(out.lowercased().contains("authorization"), out)
+        XCTAssertFalse(out.contains("forged"), out)
+        XCTAssertFalse(out.contains("X-Keygate-Key-Id"), out)
+    }
+
+    func testPublicRouteWithAValidKeyAddsItsIdentityOnly() throws {
+        let s = try snapshot("public_routes: [\"GET /status\"]\n")
+        let (d, out) = forward(Fixtures.get("/status", ["Authorization": "Bearer \(key)"]), s)
+        XCTAssertNil(d.denial)
+        XCTAssertEqual(d.key?.record.id, "CCCCCCCC")
+        XCTAssertTrue(out.contains("X-Keygate-Key-Id: CCCCCCCC\r\n"), out)
+        XCTAssertFalse(out.contains(key), out)
+    }
+
+    func testBasicAuthorizationIsNotACredential() throws {
+        let s = try snapshot("public_routes: [\"GET /status\"]\n")
+        let (_, out) = forward(Fixtures.get("/status", ["Authorization": "Basic dTpw"]), s)
+        XCTAssertTrue(out.contains("Authorization: Basic dTpw\r\n"), out)
+    }
+
+    func testEscapedSlashesAreRefusedByDefault() throws {
+        let s = try snapshot("workers: 1\n")
+        for path in ["/suppliers/..%2Fadmin", "/a%2fb", "/a%5Cb", "/a%5cb"] {
+            XCTAssertNotNil(UpstreamHead.refusal(Fixtures.get(path, ["x-api-key": key]), snapshot: s), path)
+        }
+        // The query is not the path.
+        XCTAssertNil(UpstreamHead.refusal(Fixtures.get("/a?next=%2Fb", ["x-api-key": key]), snapshot: s))
+    }
+
+    func testUnescapeAndForwardMatchesAndForwardsTheDecodedPath() throws {
+        let yaml = "paths: {escaped_slashes: unescape_and_forward}\nscopes:\n  s: [\"GET /suppliers/*\"]\n"
+        let s = try snapshot(yaml, scopes: ["s"])
+        XCTAssertNil(UpstreamHead.refusal(Fixtures.get("/suppliers/..%2Fadmin", ["x-api-key": key]), snapshot: s))
+        let (d, _) = forward(Fixtures.get("/suppliers/..%2Fadmin", ["x-api-key": key]), s)
+        XCTAssertEqual(d.denial, .scope_denied)
+        let (ok, out) = forward(Fixtures.get("/suppliers%2F7?q=%2F", ["x-api-key": key]), s)
+        XCTAssertNil(ok.denial)
+        XCTAssertTrue(out.hasPrefix("GET /suppliers/7?q=%2F HTTP/1.1\r\n"), out)
+    }
+
+    func testKeepForwardsTheEscapeAsOneSegment() throws {
+        let s = try snapshot("paths: {escaped_slashes: keep}\nscopes:\n  s: [\"GET /suppliers/*\"]\n", scopes: ["s"])
+        let (d, out) = forward(Fixtures.get("/suppliers/..%2fadmin", ["x-api-key": key]), s)
+        XCTAssertNil(d.denial)
+        XCTAssertTrue(out.hasPrefix("GET /suppliers/..%2Fadmin HTTP/1.1\r\n"), out)
+    }
+
+    func testForwardedPathIsTheNormalFormThatWasMatched() throws {
+        let s = try snapshot("scopes:\n  s: [\"GET /suppliers/*\"]\n", scopes: ["s"])
+        let (d, out) = forward(Fixtures.get("/admin/../suppliers/%37?x=/../y", ["x-api-key": key]), s)
+        XCTAssertNil(d.denial)
+        XCTAssertTrue(out.hasPrefix("GET /suppliers/7?x=/../y HTTP/1.1\r\n"), out)
+        // Reserved characters stay encoded: %3F is never turned into a query.
+        let (_, encoded) = forward(Fixtures.get("/suppliers/a%3fb", ["x-api-key": key]), s)
+        XCTAssertTrue(encoded.hasPrefix("GET /suppliers/a%3Fb HTTP/1.1\r\n"), encoded)
+        // A canonical path goes through untouched.
+        let (plain, same) = forward(Fixtures.get("/suppliers/7", ["x-api-key": key]), s)
+        XCTAssertNil(plain.forwardPath)
+        XCTAssertTrue(same.hasPrefix("GET /suppliers/7 HTTP/1.1\r\n"), same)
+    }
+
+    func testCanonicalCheckAgreesWithTheNormalizer() {
+        for path in ["/", "/a", "/a/b/", "/a/./b", "/a/../b", "/.", "/..", "/a/..", "/...", "/a.b", "/.a", "/a%41", "//x", "/a/.../b"] {
+            let bytes = Array(path.utf8)
+            bytes.withUnsafeBufferPointer { p in
+                let normal = PathNormalizer.normalize(p, 0..<bytes.count)
+                if PathNormalizer.isCanonical(p, 0..<bytes.count) {
+                    XCTAssertEqual(normal, bytes, path)
+                }
+            }
+        }
+    }
+
+    func testPolicyRejectsAnUnknownEscapedSlashesMode() {
+        XCTAssertThrowsError(try Fixtures.policy("paths: {escaped_slashes: decode}\n"))
+    }
+}
