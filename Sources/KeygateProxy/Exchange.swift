@@ -1,44 +1,40 @@
 import KeygateCore
 import KeygateHTTP
 
-/// One request in flight on a client connection: its head, its decision, how far each body
-/// has got, and the figures its usage event will carry.
+/// One request in flight on a client connection: its head, its decision, the state of each
+/// direction's body, and the figures its usage event will carry.
 final class Exchange {
     let head: RequestHead
-    var decision: Decision
+    let decision: Decision
     let requestID: [UInt8]
     let startMicros: Int64
     let startWallMillis: Int64
+    let headBytes: Int
     var upstream: UpstreamConnection?
 
-    // Request body, client → upstream.
-    var bodyRemaining: UInt64 = 0
-    var bodyDecoder: ChunkedDecoder?
-    var bodyDone = false
-    var bytesIn: UInt64
-
+    /// Request body, client → upstream.
+    var requestBody: BodyReframer
+    var bodyDone: Bool { requestBody.isDone }
     /// A copy of everything sent upstream while it is small, so a request that met a stale
     /// pooled connection can be sent again on a fresh one.
     var replay: [UInt8]?
     var retried = false
 
-    // Response, upstream → client.
-    var responseScanner = HeadScanner(maxHeadBytes: 65536, maxLineBytes: 65536, maxRequestLineBytes: 65536)
-    var upstreamInput: [UInt8] = []
-    var responseHeadDone = false
-    var responseFraming: BodyFraming = .none
-    var responseRemaining: UInt64 = 0
-    var responseDecoder: ChunkedDecoder?
-    var chunkToClient = false
-    var upstreamKeepAlive = false
+    /// Response, upstream → client.
+    var relay: ResponseRelay
+    /// Whether the upstream connection may serve another request after this one.
     var upstreamReusable = true
     var status = 0
-    var bytesOut: UInt64 = 0
+    /// Bytes of keygate's own answer, when it gave one.
+    var ownAnswerBytes: UInt64?
     var upstreamStartMicros: Int64 = 0
     var keepClient = true
     var recorded = false
     /// `RateLimit-*` fields for the client's answer, when the key is limited.
     var rateHeaders: [UInt8] = []
+    /// Why a request the policy allowed still failed (upstream trouble, a body error): the
+    /// usage event's reason.
+    var failure: DenyReason?
 
     init(head: RequestHead, decision: Decision, requestID: [UInt8], startMicros: Int64, startWallMillis: Int64, headBytes: Int) {
         self.head = head
@@ -46,7 +42,10 @@ final class Exchange {
         self.requestID = requestID
         self.startMicros = startMicros
         self.startWallMillis = startWallMillis
-        self.bytesIn = UInt64(headBytes)
+        self.headBytes = headBytes
+        // keygate frames what it forwards itself: a length as a length, chunks as its own chunks.
+        requestBody = BodyReframer(head.framing, chunkOutput: head.framing == .chunked)
+        relay = ResponseRelay(requestWasHead: head.isHead)
     }
 
     /// Whether sending the request again cannot do harm (RFC 9110 §9.2.2).
@@ -61,16 +60,18 @@ final class Exchange {
         var e = UsageEvent()
         e.tsMillis = startWallMillis
         e.requestID = requestID
-        e.allowed = decision.allowed
-        e.reason = decision.denial
+        // A request refused for its own faults (malformed, too large, too slow) is a denial;
+        // one the upstream failed stays allowed.
+        e.allowed = decision.allowed && failure != .bad_request
+        e.reason = failure ?? decision.denial
         e.status = status
         e.key = decision.key
         e.client = decision.client
         e.country = decision.country
         e.method = head.bytes[head.method]
         e.path = head.bytes[head.path]
-        e.bytesIn = bytesIn
-        e.bytesOut = bytesOut
+        e.bytesIn = UInt64(headBytes) + requestBody.wireBytes
+        e.bytesOut = ownAnswerBytes ?? relay.bytesOut
         e.durationMicros = endMicros - startMicros
         if upstreamStartMicros > 0 { e.upstreamMicros = endMicros - upstreamStartMicros }
         return e

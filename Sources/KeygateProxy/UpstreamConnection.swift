@@ -100,19 +100,24 @@ final class UpstreamConnection: EventHandler {
         }
     }
 
-    /// Sends bytes (or queues them while connecting). Returns false on a write error.
-    @discardableResult
+    /// Sends bytes (or queues them while connecting). Returns false on a write error, which
+    /// `sendFailure` then describes; the caller decides what follows, so a send never runs the
+    /// client's failure handling from inside the client's own call.
     func send(_ parts: [UnsafeRawBufferPointer]) -> Bool {
+        let before = bytesWritten
         do {
             for p in parts { bytesWritten += p.count }
             _ = try out.send(fd, parts: parts, canWrite: !connecting)
             updateInterest()
             return true
         } catch {
-            client?.upstreamFailed(self, error, wroteNothing: bytesWritten == parts.reduce(0) { $0 + $1.count })
+            sendFailure = (error, before == 0)
             return false
         }
     }
+
+    /// The last failed send, and whether nothing had been written on this connection before it.
+    var sendFailure: (error: IOError, wroteNothing: Bool)?
 
     func pauseReading(_ paused: Bool) {
         readPaused = paused

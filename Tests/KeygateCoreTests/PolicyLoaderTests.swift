@@ -36,7 +36,7 @@ final class PolicyLoaderTests: XCTestCase {
             [
                 "keygate.yaml:2: unknown field \"upstreem\"",
                 "keygate.yaml:4: access.allow_ips[1]: \"10.0.0.300/8\" is not a CIDR",
-                "keygate.yaml:5: timeouts.header_read: \"10 parsecs\" is not a duration (like 500ms, 10s, 2m, 1h)",
+                "keygate.yaml:5: timeouts.header_read: \"10 parsecs\" is not a duration of at most 7d (like 500ms, 10s, 2m, 1h)",
                 "keygate.yaml:7: scopes.a[0]: route \"GET /x/**/y\": ** is allowed only as the last segment",
             ])
     }

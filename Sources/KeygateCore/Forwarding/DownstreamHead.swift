@@ -1,0 +1,99 @@
+import KeygateHTTP
+
+/// Builds the response head sent to the client from the upstream's: keygate's own framing,
+/// hop-by-hop fields and those named in `Connection` removed, `RateLimit-*` and `X-Request-Id`
+/// added (HTTP.md rules 6 and 8). Pure, like `UpstreamHead`.
+public enum DownstreamHead {
+    /// How the answer continues after the head.
+    public struct Plan: Equatable, Sendable {
+        /// Whether the client connection stays open after this answer.
+        public var keepAlive: Bool
+        /// Whether keygate wraps the body in its own chunks.
+        public var chunkToClient: Bool
+
+        public init(keepAlive: Bool, chunkToClient: Bool) {
+            self.keepAlive = keepAlive
+            self.chunkToClient = chunkToClient
+        }
+    }
+
+    static let hopByHop: [StaticString] = [
+        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate",
+    ]
+
+    /// Appends the client's head for upstream response `r` to `request`. `keepAlive` is what the
+    /// connection allows (the client asked for it, no drain, the request body fully read…);
+    /// the answer may still have to close (an HTTP/1.0 client reading to the close).
+    public static func append(
+        _ r: ResponseHead, request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], to out: inout [UInt8]
+    ) -> Plan {
+        var keep = keepAlive
+        var chunk = false
+        out.reserveCapacity(out.count + r.bytes.count + 128)
+        out.append("HTTP/1.1 " as StaticString)
+        out.append(contentsOf: r.bytes[9..<r.statusLine.upperBound])
+        out.append("\r\n" as StaticString)
+        // Answers to HEAD, and 304s, describe a body they do not carry: their length stays.
+        let keepLength = request.isHead || r.status == 304
+        var hasRequestID = false
+        r.bytes.withUnsafeBufferPointer { p in
+            for f in r.fields {
+                let n = f.name
+                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+                if p.equalsLowercased(n, "content-length") && !keepLength { continue }
+                if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
+                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
+                out.append(contentsOf: r.bytes[n])
+                out.append(": " as StaticString)
+                out.append(contentsOf: r.bytes[f.value])
+                out.append("\r\n" as StaticString)
+            }
+        }
+        switch r.framing {
+        case .contentLength(let n):
+            if !keepLength {
+                out.append("Content-Length: " as StaticString)
+                JSONBytes.appendInt(n, to: &out)
+                out.append("\r\n" as StaticString)
+            }
+        case .chunked, .untilClose:
+            if request.version == .http11 {
+                chunk = true
+                out.append("Transfer-Encoding: chunked\r\n" as StaticString)
+            } else {
+                keep = false  // an HTTP/1.0 client reads to the close
+            }
+        case .none:
+            if !keepLength && r.status != 204 && r.status >= 200 {
+                out.append("Content-Length: 0\r\n" as StaticString)
+            }
+        }
+        out.append(contentsOf: rateHeaders)
+        if !hasRequestID {
+            out.append("X-Request-Id: " as StaticString)
+            out.append(contentsOf: requestID)
+            out.append("\r\n" as StaticString)
+        }
+        if !keep {
+            out.append("Connection: close\r\n" as StaticString)
+        } else if request.version == .http10 {
+            out.append("Connection: keep-alive\r\n" as StaticString)
+        }
+        out.append("\r\n" as StaticString)
+        return Plan(keepAlive: keep, chunkToClient: chunk)
+    }
+
+    static func sameName(_ p: UnsafeBufferPointer<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        guard a.count == b.count else { return false }
+        var j = b.lowerBound
+        for i in a {
+            var x = p[i]
+            var y = p[j]
+            if x >= 0x41 && x <= 0x5A { x |= 0x20 }
+            if y >= 0x41 && y <= 0x5A { y |= 0x20 }
+            if x != y { return false }
+            j += 1
+        }
+        return true
+    }
+}

@@ -1,0 +1,178 @@
+import KeygateHTTP
+
+/// The response phase of one exchange: reads the upstream's answer as it arrives — interim
+/// heads skipped, the final head rewritten for the client (`DownstreamHead`), the body re-framed
+/// (`BodyReframer`) — and hands on the bytes to send. Pure: it never touches a socket, so the
+/// connection that drives it decides alone when to write, pause or close.
+public struct ResponseRelay {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// What the client's head depends on, asked for when the final head arrives.
+    public struct Context {
+        public var request: RequestHead
+        public var keepAlive: Bool
+        public var rateHeaders: [UInt8]
+        public var requestID: [UInt8]
+        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8]) {
+            self.request = request
+            self.keepAlive = keepAlive
+            self.rateHeaders = rateHeaders
+            self.requestID = requestID
+        }
+    }
+
+    var scanner = HeadScanner(maxHeadBytes: 65536, maxLineBytes: 65536, maxRequestLineBytes: 65536)
+    /// A head split across reads, kept until it is whole.
+    var partial: [UInt8] = []
+    var body: BodyReframer?
+    let requestWasHead: Bool
+    public private(set) var status = 0
+    public private(set) var plan = DownstreamHead.Plan(keepAlive: false, chunkToClient: false)
+    /// Whether the upstream said it keeps the connection.
+    public private(set) var upstreamKeepAlive = false
+    /// Bytes arrived after the body's end (or after a body-less answer): the connection cannot
+    /// be trusted with another request.
+    public private(set) var trailingGarbage = false
+
+    public init(requestWasHead: Bool) { self.requestWasHead = requestWasHead }
+
+    public var headDone: Bool { body != nil }
+    /// Some of a head has arrived: a retry on another connection is no longer safe.
+    public var hasPartialHead: Bool { !partial.isEmpty }
+    public var isComplete: Bool { body?.isDone ?? false }
+    /// Payload bytes handed on to the client.
+    public var bytesOut: UInt64 { body?.payloadBytes ?? 0 }
+
+    /// Feeds bytes from the upstream; passes what the client should get to `emit`. The client's
+    /// head is handed on together with the first body bytes, so both leave in one write.
+    public mutating func feed(
+        _ buf: UnsafeRawBufferPointer, context: () -> Context, emit: ([UnsafeRawBufferPointer]) -> Void
+    ) throws(Failure) {
+        if headDone {
+            try relayBody(buf, emit)
+            return
+        }
+        var pendingHead: [UInt8]? = nil
+        let used: Int
+        if partial.isEmpty {
+            // The common case: the whole head in this read, parsed straight from it.
+            used = try takeHeads(buf, context, &pendingHead)
+            if !headDone {
+                partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[used...]))
+                return
+            }
+            try relayWithHead(UnsafeRawBufferPointer(rebasing: buf[used...]), &pendingHead, emit)
+        } else {
+            partial.append(contentsOf: buf)
+            let pending = partial
+            partial = []
+            var failure: Failure?
+            pending.withUnsafeBytes { raw in
+                do throws(Failure) {
+                    let n = try takeHeads(raw, context, &pendingHead)
+                    if !headDone {
+                        partial = Array(raw[n...])
+                        return
+                    }
+                    try relayWithHead(UnsafeRawBufferPointer(rebasing: raw[n...]), &pendingHead, emit)
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    /// The upstream closed. True when that completes the answer (a body delimited by the
+    /// close); false when the answer was cut short.
+    public mutating func upstreamClosed(emit: ([UnsafeRawBufferPointer]) -> Void) -> Bool {
+        guard var b = body else { return false }
+        defer { body = b }
+        return b.finishAtClose(emit: emit)
+    }
+
+    private mutating func relayWithHead(_ rest: UnsafeRawBufferPointer, _ head: inout [UInt8]?, _ emit: ([UnsafeRawBufferPointer]) -> Void) throws(Failure) {
+        if let h = head {
+            head = nil
+            var failure: Failure?
+            h.withUnsafeBytes { hb in
+                var sentHead = false
+                do throws(Failure) {
+                    try relayBody(rest) { parts in
+                        if sentHead {
+                            emit(parts)
+                        } else {
+                            sentHead = true
+                            emit([hb] + parts)
+                        }
+                    }
+                } catch {
+                    failure = error
+                }
+                if !sentHead && failure == nil { emit([hb]) }
+            }
+            if let failure { throw failure }
+        } else {
+            try relayBody(rest, emit)
+        }
+    }
+
+    /// Parses heads from `buf`, skipping interim ones, up to the final head. Returns the bytes
+    /// the heads took.
+    private mutating func takeHeads(_ buf: UnsafeRawBufferPointer, _ context: () -> Context, _ clientHead: inout [UInt8]?) throws(Failure) -> Int {
+        var offset = 0
+        while !headDone && offset < buf.count {
+            let rest = UnsafeRawBufferPointer(rebasing: buf[offset...])
+            let end: Int?
+            do {
+                end = try scanner.scan(rest)
+            } catch {
+                throw Failure("response head too large or malformed")
+            }
+            guard let end else { return offset }
+            let start = scanner.start
+            let r: ResponseHead
+            do {
+                r = try ResponseParser.parse(UnsafeRawBufferPointer(rebasing: rest[start..<end]), requestWasHead: requestWasHead)
+            } catch {
+                throw Failure(error.reason)
+            }
+            offset += end
+            scanner.reset()
+            if r.isInterim {
+                // keygate answers Expect itself; interim answers are not relayed, and no upgrade
+                // is ever asked for.
+                if r.status == 101 { throw Failure("unexpected protocol switch") }
+                continue
+            }
+            let c = context()
+            var out: [UInt8] = []
+            plan = DownstreamHead.append(r, request: c.request, keepAlive: c.keepAlive, rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
+            status = r.status
+            upstreamKeepAlive = r.keepAlive
+            body = BodyReframer(r.framing, chunkOutput: plan.chunkToClient)
+            clientHead = out
+        }
+        return offset
+    }
+
+    private mutating func relayBody(_ buf: UnsafeRawBufferPointer, _ emit: ([UnsafeRawBufferPointer]) -> Void) throws(Failure) {
+        guard var b = body, !buf.isEmpty else { return }
+        if b.isDone {
+            trailingGarbage = true
+            return
+        }
+        let used: Int
+        do {
+            used = try b.feed(buf, emit: emit)
+        } catch {
+            body = b
+            throw Failure("malformed chunked response")
+        }
+        body = b
+        if used < buf.count { trailingGarbage = true }
+    }
+}

@@ -1,0 +1,293 @@
+import KeygateCore
+import KeygateHTTP
+import KeygateIO
+
+/// The phases between a parsed head and a finished answer: admit, send the head upstream,
+/// pump the request body, relay the response, and the upstream's failures.
+extension ClientConnection {
+    // MARK: admit and send the head
+
+    func begin(_ head: RequestHead, headBytes: Int) {
+        requests += 1
+        let snapshot = ctx.snapshot
+        let startMicros = Clock.micros()
+        let wallMillis = Timestamp.nowMillis()
+        let requestID = UpstreamHead.clientRequestID(head) ?? ctx.nextRequestID()
+        var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis)
+        let verdict = Admission.admit(head, decision: &decision, snapshot: snapshot, nowNanos: startMicros * 1000, wallMillis: wallMillis)
+        let exchange = Exchange(
+            head: head, decision: decision, requestID: requestID, startMicros: startMicros, startWallMillis: wallMillis, headBytes: headBytes)
+        ex = exchange
+        switch verdict {
+        case .refuse(let status, let message):
+            answerError(status: status, message: message)
+            return
+        case .deny(let reason, let retryAfter, let headers):
+            answerDenial(reason, retryAfter: retryAfter, extraHeaders: headers)
+            return
+        case .forward(let rateHeaders):
+            exchange.rateHeaders = rateHeaders
+        }
+
+        let upstream: UpstreamConnection
+        if let pooled = ctx.pool.popLast() {
+            upstream = pooled
+        } else {
+            guard let fresh = try? UpstreamConnection.open(ctx: ctx) else {
+                answerUpstreamFailure(.upstream_unavailable)
+                return
+            }
+            upstream = fresh
+        }
+        attach(upstream, to: exchange)
+        var forwarded: [UInt8] = []
+        forwarded.reserveCapacity(head.bytes.count + 256)
+        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, to: &forwarded)
+        exchange.upstreamStartMicros = Clock.micros()
+        exchange.replay = forwarded
+        guard forwarded.withUnsafeBytes({ upstream.send([$0]) }) else {
+            upstreamSendFailed(exchange, upstream)
+            return
+        }
+        if exchange.bodyDone {
+            // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
+            // epoll_ctl is spent per request.
+            phase = .waiting
+            deadline = ctx.loop.now + (upstream.connecting ? timeouts.upstreamConnect : timeouts.upstreamResponse)
+        } else {
+            phase = .body
+            if head.expectContinue && inbuf.isEmpty {
+                // Envoy-style: keygate answers the expectation itself and streams the body on.
+                sendToClient(Self.continueBytes)
+            }
+            deadline = ctx.loop.now + timeouts.bodyIdle
+        }
+    }
+
+    func attach(_ u: UpstreamConnection, to exchange: Exchange) {
+        u.client = self
+        u.readPaused = false
+        u.sendFailure = nil
+        u.updateInterest()
+        exchange.upstream = u
+    }
+
+    func dropUpstream(_ exchange: Exchange) {
+        if let u = exchange.upstream {
+            exchange.upstream = nil
+            u.close()
+        }
+    }
+
+    // MARK: the request body
+
+    /// Feeds request body bytes upstream; returns how many belonged to the body.
+    func feedBody(_ buf: UnsafeRawBufferPointer) -> Int {
+        guard let exchange = ex, let u = exchange.upstream else { return 0 }
+        var sendFailed = false
+        let used: Int
+        do {
+            used = try exchange.requestBody.feed(buf) { parts in
+                if !sendFailed && !forwardBody(exchange, u, parts) { sendFailed = true }
+            }
+        } catch {
+            requestBodyError(exchange, error)
+            return buf.count
+        }
+        let limit = ctx.snapshot.policy.limits.maxBodyBytes
+        if limit > 0 && exchange.requestBody.payloadBytes > limit {
+            requestBodyError(exchange, HTTPParseError(413, "the request body is larger than \(limit) bytes"))
+            return buf.count
+        }
+        if sendFailed {
+            upstreamSendFailed(exchange, u)
+            return used
+        }
+        if exchange.bodyDone { bodyComplete(exchange) }
+        return used
+    }
+
+    /// Sends body parts upstream, keeping a copy for a retry while the request is small.
+    /// Returns false when the send failed.
+    private func forwardBody(_ exchange: Exchange, _ u: UpstreamConnection, _ parts: [UnsafeRawBufferPointer]) -> Bool {
+        if exchange.replay != nil {
+            var size = exchange.replay!.count
+            for p in parts { size += p.count }
+            if size > Self.maxReplayBytes {
+                exchange.replay = nil
+            } else {
+                for p in parts { exchange.replay!.append(contentsOf: p) }
+            }
+        }
+        guard u.send(parts) else { return false }
+        // Decided after every send: a later send in the same batch may have drained what an
+        // earlier one left, and then no EPOLLOUT will come to resume reading.
+        if phase == .body { pauseReading(u.out.count > Self.highWater) }
+        return true
+    }
+
+    private func bodyComplete(_ exchange: Exchange) {
+        guard phase == .body else { return }
+        phase = .waiting
+        if readPaused && out.count <= Self.highWater { pauseReading(false) }
+        deadline = ctx.loop.now + timeouts.upstreamResponse
+    }
+
+    private func requestBodyError(_ exchange: Exchange, _ error: HTTPParseError) {
+        dropUpstream(exchange)
+        if exchange.relay.headDone {
+            // The client is already hearing the upstream's answer: it cannot get ours.
+            exchange.failure = .bad_request
+            abort()
+            return
+        }
+        answerError(status: error.status == 0 ? 400 : error.status, message: error.reason)
+    }
+
+    // MARK: upstream events
+
+    func upstreamConnected(_ u: UpstreamConnection) {
+        if phase == .waiting { deadline = ctx.loop.now + timeouts.upstreamResponse }
+    }
+
+    func upstreamDrained(_ u: UpstreamConnection) {
+        // The upstream took body bytes: that is progress, not a stall.
+        guard phase == .body else { return }
+        deadline = ctx.loop.now + timeouts.bodyIdle
+        if readPaused && out.count <= Self.highWater { pauseReading(false) }
+    }
+
+    func upstreamBytes(_ u: UpstreamConnection, _ buf: UnsafeRawBufferPointer) {
+        guard let exchange = ex, exchange.upstream === u else {
+            u.close()
+            return
+        }
+        defer { settle() }
+        deadline = ctx.loop.now + timeouts.upstreamResponse
+        do {
+            try exchange.relay.feed(buf, context: { responseContext(exchange) }, emit: { sendToClient($0) })
+        } catch {
+            upstreamBroken(exchange, error.description)
+            return
+        }
+        guard exchange.relay.headDone else { return }
+        exchange.status = exchange.relay.status
+        exchange.keepClient = exchange.relay.plan.keepAlive
+        if exchange.relay.trailingGarbage { exchange.upstreamReusable = false }
+        if exchange.relay.isComplete {
+            finishExchange(exchange)
+        } else {
+            applyClientBackpressure(u)
+        }
+    }
+
+    /// What the client's head depends on when the upstream's final head arrives.
+    private func responseContext(_ exchange: Exchange) -> ResponseRelay.Context {
+        let keep =
+            exchange.keepClient && exchange.head.keepAlive && !halfClosed && !ctx.draining
+            && requests < ctx.snapshot.policy.limits.maxRequestsPerConnection && exchange.bodyDone
+        return ResponseRelay.Context(request: exchange.head, keepAlive: keep, rateHeaders: exchange.rateHeaders, requestID: exchange.requestID)
+    }
+
+    /// Reading from the upstream pauses while the client has more than `highWater` unsent.
+    private func applyClientBackpressure(_ u: UpstreamConnection) {
+        let paused = out.count > Self.highWater
+        if paused && !u.readPaused { deadline = ctx.loop.now + timeouts.bodyIdle }
+        u.pauseReading(paused)
+    }
+
+    func upstreamEOF(_ u: UpstreamConnection) {
+        guard let exchange = ex, exchange.upstream === u else {
+            u.close()
+            return
+        }
+        defer { settle() }
+        exchange.upstreamReusable = false
+        if !exchange.relay.headDone {
+            if !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: false) { return }
+            upstreamBroken(exchange, "upstream closed the connection before answering")
+            return
+        }
+        if exchange.relay.upstreamClosed(emit: { sendToClient($0) }) {
+            finishExchange(exchange)
+        } else {
+            // A body cut short must never pass for a complete one: logged as a failure, and
+            // the client sees the connection close before the promised end.
+            upstreamBroken(exchange, "upstream closed the connection in the middle of the body")
+        }
+    }
+
+    func upstreamFailed(_ u: UpstreamConnection, _ error: IOError, wroteNothing: Bool) {
+        guard let exchange = ex, exchange.upstream === u else {
+            u.close()
+            return
+        }
+        defer { settle() }
+        exchange.upstreamReusable = false
+        if !exchange.relay.headDone && !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: wroteNothing) { return }
+        upstreamBroken(exchange, "\(error)")
+    }
+
+    /// A send to the upstream failed while this connection was sending.
+    private func upstreamSendFailed(_ exchange: Exchange, _ u: UpstreamConnection) {
+        let failure = u.sendFailure ?? (IOError("write", 0), false)
+        upstreamFailed(u, failure.error, wroteNothing: failure.wroteNothing)
+    }
+
+    /// A pooled connection that turned out stale: send the request again on a fresh one, once,
+    /// when that cannot do harm.
+    private func retry(_ exchange: Exchange, _ u: UpstreamConnection, wroteNothing: Bool) -> Bool {
+        guard u.reused, !exchange.retried, let replay = exchange.replay, exchange.idempotent || wroteNothing else { return false }
+        exchange.retried = true
+        exchange.upstream = nil
+        u.close()
+        guard let fresh = try? UpstreamConnection.open(ctx: ctx) else { return false }
+        attach(fresh, to: exchange)
+        guard replay.withUnsafeBytes({ fresh.send([$0]) }) else {
+            dropUpstream(exchange)
+            return false
+        }
+        return true
+    }
+
+    /// The upstream failed before a complete answer: 502 if the client has heard nothing,
+    /// otherwise the connection is closed and the exchange logged as failed.
+    func upstreamBroken(_ exchange: Exchange, _ why: String) {
+        dropUpstream(exchange)
+        if exchange.relay.headDone {
+            exchange.failure = .upstream_unavailable
+            abort()
+            return
+        }
+        answerUpstreamFailure(.upstream_unavailable)
+    }
+
+    // MARK: finishing
+
+    func finishExchange(_ exchange: Exchange) {
+        if let u = exchange.upstream {
+            exchange.upstream = nil
+            if exchange.upstreamReusable && exchange.relay.upstreamKeepAlive && exchange.bodyDone && u.out.isEmpty {
+                ctx.releaseToPool(u)
+            } else {
+                u.close()
+            }
+        }
+        record(exchange)
+        ex = nil
+        if !exchange.bodyDone {
+            // The upstream answered before the body arrived; the rest of it is unread.
+            closeAfterFlush(linger: true)
+        } else if !exchange.keepClient {
+            closeAfterFlush(linger: !inbuf.isEmpty)
+        } else {
+            nextRequest()
+        }
+    }
+
+    func record(_ exchange: Exchange) {
+        guard !exchange.recorded else { return }
+        exchange.recorded = true
+        ctx.record(exchange.usageEvent(endMicros: Clock.micros()))
+    }
+}
