@@ -323,12 +323,13 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--keys", type=int, default=int(os.environ.get("BENCH_KEYS_COUNT", "1000")))
     ap.add_argument("--usage-log", default="file", choices=["file", "off"], help="off sends keygate's usage log to /dev/null")
-    ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx")
+    ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx,baseline")
     ap.add_argument("--sizes", default="small,big")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
+    ap.add_argument("--baseline", default="", help="another keygate binary (say, a build of the previous commit) to run beside this one, same keys and policy")
     args = ap.parse_args()
 
     keygate = os.path.join(ROOT, ".build/release/keygate")
@@ -372,6 +373,15 @@ def main():
         }
         if args.network:
             targets["keygate+net"] = network_gate(out, up_port, keygate, procs)
+        if args.baseline:
+            with open(os.path.join(out, "baseline.yaml"), "w") as f:
+                f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18902"\n'
+                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-baseline.jsonl" if args.usage_log == "file" else "/dev/null"}\n')
+            base = subprocess.Popen([args.baseline, "serve", "--config", os.path.join(out, "baseline.yaml")],
+                                    stderr=open(os.path.join(out, "baseline.err"), "w"))
+            procs.append(base)
+            wait_port(18082)
+            targets["baseline"] = ("http://127.0.0.1:18082", [base.pid])
         only = [x for x in args.only.split(",") if x] or list(targets)
         print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
               f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
@@ -402,6 +412,11 @@ def main():
             if k and n:
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / n['p99']:.2f}")
+        for size in ("small", "big"):
+            k, b = summary.get((size, "keygate")), summary.get((size, "baseline"))
+            if k and b:
+                print(f"{size}: keygate/baseline throughput {k['rps'] / b['rps']:.2f}, cpu/req {k['cpu_us'] / b['cpu_us']:.2f}, "
+                      f"p99 {k['p99'] / b['p99']:.2f}")
         print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
         if args.enforce:
             enforce(out, keygate, kg_port)
