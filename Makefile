@@ -45,13 +45,21 @@ bench: bench-deps release
 clean:
 	rm -rf .build run bench-out
 
-# libFuzzer on the request parser and chunked decoder (FUZZ_SECONDS, default 600).
+# libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, then the
+# files others write: key-store lines, usage-log lines, the policy. New inputs that reach new
+# code are kept in the corpus folders.
 FUZZ_SECONDS ?= 600
+FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 fuzz: deps
-	$(SWIFT) build --product KeygateFuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
+	$(SWIFT) build --product KeygateFuzz --scratch-path .build-fuzz $(FUZZ_FLAGS)
+	$(SWIFT) build --product KeygateFuzzFiles --scratch-path .build-fuzz $(FUZZ_FLAGS)
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
+	for t in record usage policy; do \
+	  KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=fuzz/crash-$$t- fuzz/corpus-$$t || exit 1; \
+	done
 
 # The HTTP fixtures against keygate and against nginx as a plain reverse proxy.
 conformance: bench-deps build

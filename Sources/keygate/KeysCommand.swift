@@ -149,11 +149,23 @@ struct KeysUpdate: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a key's settings.")
     @Argument var id: String
     @OptionGroup var flags: KeyFlags
+    @Option(
+        name: .customLong("clear"),
+        help: "Remove a setting (repeatable): \(KeySettings.Clearable.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var clear: [String] = []
     @OptionGroup var options: ConfigOption
+
+    func validate() throws {
+        for c in clear where KeySettings.Clearable(rawValue: c) == nil {
+            throw ValidationError("--clear \(c): not one of \(KeySettings.Clearable.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
 
     func run() throws {
         let m = try manager(options, actor: flags.actor)
-        let r = try attempt { () throws(KeyError) in try m.update(id, flags.settings(updating: true)) }
+        var settings = flags.settings(updating: true)
+        settings.clear = Set(clear.compactMap(KeySettings.Clearable.init))
+        let r = try attempt { () throws(KeyError) in try m.update(id, settings) }
         print("Updated key \(r.id) (\(r.name))")
     }
 }
@@ -266,6 +278,7 @@ struct KeysImport: ParsableCommand {
         commandName: "import", abstract: "Store existing (legacy) keys: one secret on stdin, or --from FILE with SECRET<TAB>NAME lines.")
     @OptionGroup var flags: KeyFlags
     @Option(help: "A file of SECRET<TAB>NAME lines.") var from: String?
+    @Flag(help: "Print JSON: one record for a secret on stdin, an array for --from.") var json = false
     @OptionGroup var options: ConfigOption
 
     func validate() throws {
@@ -292,6 +305,13 @@ struct KeysImport: ParsableCommand {
             items.append((secret, flags.settings(updating: false)))
         }
         let records = try attempt { () throws(KeyError) in try m.importKeys(items) }
+        if json {
+            // Like create, without "key": the secret is the caller's and is never echoed.
+            let now = Timestamp.nowMillis()
+            let objects = records.map { Output.recordJSON($0, state: $0.effectiveState(nowMillis: now), extra: [:]) }
+            if from == nil, let one = objects.first { Output.printJSON(one) } else { Output.printJSONArray(objects) }
+            return
+        }
         for r in records { print("Imported key \(r.id) (\(r.name))") }
     }
 }

@@ -194,3 +194,37 @@ def test_readiness_follows_the_upstream_without_blocking(tmp_path, upstream):
         assert time.time() - t < 2.0
     finally:
         g.stop()
+
+
+def test_import_json_and_update_clear(gate):
+    r = gate.cli("keys", "import", "--name", "legacy", "--rate", "10/s", "--json", input="legacy-secret-0123456789\n")
+    rec = json.loads(r.stdout)
+    assert rec["name"] == "legacy" and rec["rate"] == "10/s" and "key" not in rec and "hash" in rec
+    assert "legacy-secret" not in r.stdout
+    k = gate.create_key("--rate", "5/s", "--burst", "3", "--quota", "100/day", "--ttl", "30d", "--allow-ip", "10.0.0.0/8",
+                        "--scope", "echo")
+    gate.cli("keys", "update", k["id"], "--clear", "rate", "--clear", "quota", "--clear", "expires", "--clear", "allow-ips",
+             "--clear", "scopes")
+    shown = json.loads(gate.cli("keys", "show", k["id"], "--json").stdout)
+    assert shown["rate"] is None and shown["burst"] is None and shown["quota"] is None and shown["expires_at"] is None
+    assert shown["allow_ips"] == [] and shown["scopes"] == []
+    bad = gate.cli("keys", "update", k["id"], "--clear", "everything", check=False)
+    assert bad.returncode == 2
+
+
+def test_change_whose_audit_cannot_be_written_is_refused(gate):
+    k = gate.create_key()
+    store = os.path.join(gate.dir, "keys.jsonl")
+    before = open(store).read()
+    audit = os.path.join(gate.dir, "keys.audit.jsonl")
+    os.rename(audit, audit + ".saved")
+    os.mkdir(audit)  # an audit log that cannot be appended to
+    try:
+        r = gate.cli("keys", "revoke", k["id"], check=False)
+        assert r.returncode == 1 and "audit" in r.stderr
+        assert open(store).read() == before, "the store changed without its audit entry"
+    finally:
+        os.rmdir(audit)
+        os.rename(audit + ".saved", audit)
+    gate.cli("keys", "revoke", k["id"])
+    assert json.loads(open(audit).read().splitlines()[-1])["action"] == "revoke"

@@ -66,22 +66,36 @@ public enum JSONValue: Codable, Equatable {
 }
 
 public enum AuditLog {
-    static func append(_ entries: [AuditEntry], to path: String) {
+    /// Appends and syncs `entries`; throws when they are not all on disk, so the change they
+    /// describe can be refused rather than go unrecorded.
+    static func append(_ entries: [AuditEntry], to path: String) throws(KeyStoreError) {
         guard !entries.isEmpty else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var data = Data()
+        var data: [UInt8] = []
         for e in entries {
-            if let line = try? encoder.encode(e) {
-                data.append(line)
-                data.append(0x0A)
-            }
+            guard let line = try? encoder.encode(e) else { throw KeyStoreError(path: path, line: nil, message: "cannot encode an audit entry") }
+            data.append(contentsOf: line)
+            data.append(0x0A)
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        data.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
-        fsync(fd)
-        close(fd)
+        guard fd >= 0 else { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var failure: Int32 = 0
+        data.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    return
+                }
+                off += n
+            }
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        if failure != 0 { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(failure)))") }
     }
 
     public static func read(_ path: String) -> [AuditEntry] {

@@ -21,11 +21,38 @@ public struct KeySettings {
     public var rate: String?
     public var burst: Int?
     public var quota: String?
+    /// Settings to remove (update only); applied before the values given alongside.
+    public var clear: Set<Clearable> = []
+
+    public enum Clearable: String, CaseIterable, Sendable {
+        case owner, description, scopes
+        case allowIPs = "allow-ips"
+        case countries
+        case notBefore = "not-before"
+        case expires, rate, burst, quota
+    }
 
     public init() {}
 
     /// Validates every given value against the policy; applies them to `r`.
     func apply(to r: inout KeyRecord, policy: Policy, nowMillis: Int64) throws(KeyError) {
+        for c in clear {
+            switch c {
+            case .owner: r.owner = nil
+            case .description: r.description = nil
+            case .scopes: r.scopes = []
+            case .allowIPs: r.allow_ips = []
+            case .countries: r.countries = KeyRecord.Countries()
+            case .notBefore: r.not_before = nil
+            case .expires: r.expires_at = nil
+            case .rate:
+                // A burst means nothing without its rate.
+                r.rate = nil
+                r.burst = nil
+            case .burst: r.burst = nil
+            case .quota: r.quota = nil
+            }
+        }
         if let name {
             guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
             r.name = name
@@ -163,12 +190,16 @@ public struct KeyManager {
         if FileStamp.of(storePath) != doc.stamp {
             throw KeyError("\(storePath) changed while this command ran (an edit without the lock?); nothing was written, run it again")
         }
+        // The audit entry is part of the change: on disk before the new store replaces the old,
+        // and a failure to record it refuses the change.
+        let auditPath = self.auditPath
         do {
-            try KeyStoreFile.writeAtomically(doc.bytes(), to: storePath)
+            try KeyStoreFile.writeAtomically(doc.bytes(), to: storePath, beforeRename: { () throws(KeyStoreError) in
+                try AuditLog.append(audit, to: auditPath)
+            })
         } catch {
             throw KeyError(error.description)
         }
-        AuditLog.append(audit, to: auditPath)
         withExtendedLifetime(lock) {}
         return result
     }

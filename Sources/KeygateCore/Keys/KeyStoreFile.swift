@@ -96,6 +96,14 @@ public enum KeyStoreFile {
 
     /// Replaces `path` atomically: temporary file, fsync, rename, directory fsync; mode 0600.
     public static func writeAtomically(_ data: [UInt8], to path: String, mode: mode_t = 0o600) throws(KeyStoreError) {
+        try writeAtomically(data, to: path, mode: mode, beforeRename: {})
+    }
+
+    /// As above; `beforeRename` runs once the new content is safely on disk and before it
+    /// replaces the old. If it throws, nothing is replaced.
+    public static func writeAtomically(
+        _ data: [UInt8], to path: String, mode: mode_t = 0o600, beforeRename: () throws(KeyStoreError) -> Void
+    ) throws(KeyStoreError) {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
@@ -116,6 +124,14 @@ public enum KeyStoreFile {
         if ok && fsync(fd) != 0 { ok = false }
         fchmod(fd, mode)
         close(fd)
+        if ok {
+            do {
+                try beforeRename()
+            } catch {
+                unlink(tmp)
+                throw error
+            }
+        }
         guard ok, rename(tmp, path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(tmp)

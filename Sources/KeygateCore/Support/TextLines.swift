@@ -1,7 +1,7 @@
 /// Walks the non-blank lines of a text buffer, trimmed of spaces, tabs and CR, with their
 /// 1-based numbers; stops when `body` returns false. The key store and the state files share it.
-enum TextLines {
-    static func forEach(_ p: UnsafeBufferPointer<UInt8>, _ body: (Int, Range<Int>) -> Bool) {
+public enum TextLines {
+    public static func forEach(_ p: UnsafeBufferPointer<UInt8>, _ body: (Int, Range<Int>) -> Bool) {
         var start = 0
         var number = 0
         while start < p.count {
