@@ -21,7 +21,7 @@ enum Output {
         switch v {
         case nil, .null?: return "-"
         case .string(let s)?: return s
-        case .number(let n)?: return n == n.rounded() ? String(Int64(n)) : String(n)
+        case .number(let n)?: return n == n.rounded() && abs(n) < 9e15 ? String(Int64(n)) : String(n)
         case .bool(let b)?: return String(b)
         case .array(let a)?: return "[" + a.map { short($0) }.joined(separator: ",") + "]"
         case .object(let o)?: return "{" + o.keys.sorted().map { "\($0):\(short(o[$0]))" }.joined(separator: ",") + "}"
@@ -29,8 +29,8 @@ enum Output {
     }
 
     static func recordJSON(_ r: KeyRecord, state: String, extra: [String: Any]) -> [String: Any] {
-        let data = try! JSONEncoder().encode(r)
-        var o = try! JSONSerialization.jsonObject(with: data) as! [String: Any]
+        // A record always encodes; should that ever fail, the fields are missing, not the process.
+        var o = (try? JSONEncoder().encode(r)).flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] } ?? [:]
         o["state"] = state
         for (k, v) in extra {
             if case Optional<Any>.none = v as Any? { o[k] = NSNull() } else { o[k] = v }
@@ -49,12 +49,21 @@ enum Output {
     }
 
     static func printJSON(_ o: [String: Any]) {
-        let data = try! JSONSerialization.data(withJSONObject: clean(o), options: [.sortedKeys, .withoutEscapingSlashes])
-        print(String(decoding: data, as: UTF8.self))
+        printJSONValue(clean(o))
     }
 
     static func printJSONArray(_ a: [[String: Any]]) {
-        let data = try! JSONSerialization.data(withJSONObject: a.map(clean), options: [.sortedKeys, .withoutEscapingSlashes])
+        printJSONValue(a.map(clean))
+    }
+
+    /// Prints JSON; a value JSON cannot hold (a NaN) is a one-line error, exit 1.
+    static func printJSONValue(_ v: Any) {
+        guard JSONSerialization.isValidJSONObject(v),
+            let data = try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .withoutEscapingSlashes])
+        else {
+            FileHandle.standardError.write("keygate: cannot print this as JSON\n".data(using: .utf8)!)
+            exit(1)
+        }
         print(String(decoding: data, as: UTF8.self))
     }
 

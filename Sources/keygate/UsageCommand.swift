@@ -32,7 +32,7 @@ struct Usage: ParsableCommand {
         var filter = UsageReport.Filter(keyID: key)
         if let since { filter.sinceMillis = try Self.time(since, "--since") }
         if let until { filter.untilMillis = try Self.time(until, "--until") }
-        var report = UsageReport(pivot: UsageReport.Pivot(rawValue: by)!, filter: filter)
+        var report = UsageReport(pivot: UsageReport.Pivot(rawValue: by) ?? .key, filter: filter)
         for path in paths {
             guard FileManager.default.isReadableFile(atPath: path) else { throw CLIFailure("cannot read usage log \(path)") }
             try LineReader.forEachLine(path) { report.add(line: $0) }
@@ -77,8 +77,7 @@ struct Usage: ParsableCommand {
             ])
         }
         let doc: [String: Any] = ["by": by, "groups": groups.map(Output.clean), "events": r.matched, "lines": r.lines, "malformed": r.malformed]
-        let data = try! JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .withoutEscapingSlashes])
-        print(String(decoding: data, as: UTF8.self))
+        Output.printJSONValue(doc)
     }
 }
 

@@ -123,6 +123,7 @@ public enum KeyStoreFile {
         }
         if ok && fsync(fd) != 0 { ok = false }
         fchmod(fd, mode)
+        keepOwner(of: path, folder: dir.isEmpty ? "." : dir, on: fd)
         close(fd)
         if ok {
             do {
@@ -142,6 +143,17 @@ public enum KeyStoreFile {
             fsync(dfd)
             close(dfd)
         }
+    }
+}
+
+extension KeyStoreFile {
+    /// A file replaced by root (say, `sudo keygate keys …`) keeps the owner it had, or takes
+    /// its folder's, so the gate's own user can still read it. Without root this is a no-op.
+    static func keepOwner(of path: String, folder: String, on fd: Int32) {
+        guard geteuid() == 0 else { return }
+        var st = stat()
+        if stat(path, &st) != 0 && stat(folder, &st) != 0 { return }
+        _ = fchown(fd, st.st_uid, st.st_gid)
     }
 }
 

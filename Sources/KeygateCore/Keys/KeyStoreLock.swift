@@ -9,6 +9,8 @@ public final class KeyStoreLock {
         let lockPath = storePath + ".lock"
         fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KeyStoreError(path: lockPath, line: nil, message: "cannot open lock: \(String(cString: strerror(errno)))") }
+        // Shared by the CLI (maybe as root) and the gate's own user: owned like the store.
+        KeyStoreFile.keepOwner(of: storePath, folder: (storePath as NSString).deletingLastPathComponent, on: fd)
         while flock(fd, LOCK_EX) != 0 {
             if errno == EINTR { continue }
             close(fd)
