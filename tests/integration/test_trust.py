@@ -228,3 +228,15 @@ def test_change_whose_audit_cannot_be_written_is_refused(gate):
         os.rename(audit + ".saved", audit)
     gate.cli("keys", "revoke", k["id"])
     assert json.loads(open(audit).read().splitlines()[-1])["action"] == "revoke"
+
+
+def test_cli_as_root_keeps_the_service_users_ownership(gate):
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root")
+    service = 65534  # nobody: stands for the gate's own user
+    os.chown(gate.dir, service, service)
+    gate.create_key()
+    for name in ("keys.jsonl", "keys.audit.jsonl", "keys.jsonl.lock"):
+        st = os.stat(os.path.join(gate.dir, name))
+        assert (st.st_uid, st.st_gid) == (service, service), name

@@ -81,7 +81,8 @@ public enum AuditLog {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        KeyStoreFile.keepOwner(of: path, folder: (path as NSString).deletingLastPathComponent, on: fd)
+        let folder = (path as NSString).deletingLastPathComponent
+        KeyStoreFile.keepOwner(of: folder.isEmpty ? "." : folder, folder: ".", on: fd)
         var failure: Int32 = 0
         data.withUnsafeBytes { raw in
             var off = 0
