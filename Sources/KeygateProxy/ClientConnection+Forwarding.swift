@@ -29,39 +29,70 @@ extension ClientConnection {
             exchange.rateHeaders = rateHeaders
         }
 
+        var forwarded: [UInt8] = []
+        forwarded.reserveCapacity(head.bytes.count + 256)
+        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, to: &forwarded)
+        if exchange.bodyDone {
+            // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
+            // epoll_ctl is spent per request.
+            phase = .waiting
+            startUpstream(exchange, forwarded)
+            return
+        }
+        phase = .body
+        exchange.bodyStartMillis = ctx.loop.now
+        deadline = ctx.loop.now + timeouts.bodyIdle
+        if shouldBuffer(exchange) {
+            // The app sees nothing until the body is here: a slow client holds no upstream.
+            exchange.buffered = forwarded
+        } else if !startUpstream(exchange, forwarded) {
+            return
+        }
+        if head.expectContinue && inbuf.isEmpty {
+            // Envoy-style: keygate answers the expectation itself and streams the body on.
+            sendToClient(Self.continueBytes)
+        }
+    }
+
+    /// Whether this request's body is read whole before the upstream is contacted: it fits
+    /// `limits.request_buffer` (a chunked body is tried, and streams once it outgrows it), and
+    /// the loop's bound on buffered bodies has room.
+    private func shouldBuffer(_ exchange: Exchange) -> Bool {
+        let limit = ctx.snapshot.policy.limits.requestBuffer
+        guard limit > 0 else { return false }
+        if case .contentLength(let n) = exchange.head.framing, n > UInt64(limit) { return false }
+        if ctx.metrics.requestBufferBytes + limit > LoopContext.requestBufferBudget {
+            ctx.metrics.requestBufferFull += 1
+            return false
+        }
+        return true
+    }
+
+    /// Takes an upstream connection and sends `bytes` (the head, and a buffered body). Returns
+    /// false when that failed and the request was answered or closed instead.
+    @discardableResult
+    private func startUpstream(_ exchange: Exchange, _ bytes: [UInt8]) -> Bool {
         let upstream: UpstreamConnection
         if let pooled = ctx.pool.popLast() {
             upstream = pooled
         } else {
             guard let fresh = try? UpstreamConnection.open(ctx: ctx) else {
                 answerUpstreamFailure(.upstream_unavailable)
-                return
+                return false
             }
             upstream = fresh
         }
         attach(upstream, to: exchange)
-        var forwarded: [UInt8] = []
-        forwarded.reserveCapacity(head.bytes.count + 256)
-        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, to: &forwarded)
         exchange.upstreamStartMicros = Clock.micros()
-        exchange.replay = forwarded
-        guard forwarded.withUnsafeBytes({ upstream.send([$0]) }) else {
+        exchange.replay = bytes.count <= Self.maxReplayBytes ? bytes : nil
+        guard bytes.withUnsafeBytes({ upstream.send([$0]) }) else {
             upstreamSendFailed(exchange, upstream)
-            return
+            return false
         }
-        if exchange.bodyDone {
-            // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
-            // epoll_ctl is spent per request.
-            phase = .waiting
+        if phase == .waiting {
             deadline = ctx.loop.now + (upstream.connecting ? timeouts.upstreamConnect : timeouts.upstreamResponse)
-        } else {
-            phase = .body
-            if head.expectContinue && inbuf.isEmpty {
-                // Envoy-style: keygate answers the expectation itself and streams the body on.
-                sendToClient(Self.continueBytes)
-            }
-            deadline = ctx.loop.now + timeouts.bodyIdle
         }
+        return true
     }
 
     func attach(_ u: UpstreamConnection, to exchange: Exchange) {
@@ -83,7 +114,9 @@ extension ClientConnection {
 
     /// Feeds request body bytes upstream; returns how many belonged to the body.
     func feedBody(_ buf: UnsafeRawBufferPointer) -> Int {
-        guard let exchange = ex, let u = exchange.upstream else { return 0 }
+        guard let exchange = ex else { return 0 }
+        if exchange.buffered != nil { return bufferBody(exchange, buf) }
+        guard let u = exchange.upstream else { return 0 }
         var sendFailed = false
         let used: Int
         do {
@@ -105,6 +138,45 @@ extension ClientConnection {
         }
         if exchange.bodyDone { bodyComplete(exchange) }
         return used
+    }
+
+    /// Reads body bytes into the exchange's buffer; contacts the upstream once the body is
+    /// whole, or once it outgrows the buffer (and streams from then on).
+    private func bufferBody(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) -> Int {
+        let used: Int
+        do {
+            used = try exchange.requestBody.feed(buf) { parts in
+                for p in parts { exchange.buffered!.append(contentsOf: p) }
+            }
+        } catch {
+            requestBodyError(exchange, error)
+            return buf.count
+        }
+        let grown = exchange.buffered!.count - exchange.bufferedAccounted
+        exchange.bufferedAccounted += grown
+        ctx.metrics.requestBufferBytes += grown
+        let limits = ctx.snapshot.policy.limits
+        if limits.maxBodyBytes > 0 && exchange.requestBody.payloadBytes > limits.maxBodyBytes {
+            requestBodyError(exchange, HTTPParseError(413, "the request body is larger than \(limits.maxBodyBytes) bytes"))
+            return buf.count
+        }
+        let whole = exchange.bodyDone
+        guard whole || exchange.requestBody.payloadBytes > UInt64(limits.requestBuffer) else { return used }
+        let bytes = exchange.buffered!
+        releaseBuffer(exchange)
+        if whole { phase = .waiting }
+        if startUpstream(exchange, bytes), !whole, let u = exchange.upstream {
+            // Outgrew the buffer: stream the rest, with the usual backpressure.
+            pauseReading(u.out.count > Self.highWater)
+        }
+        return used
+    }
+
+    /// Gives a buffered body's memory back to the loop's bound.
+    func releaseBuffer(_ exchange: Exchange) {
+        ctx.metrics.requestBufferBytes -= exchange.bufferedAccounted
+        exchange.bufferedAccounted = 0
+        exchange.buffered = nil
     }
 
     /// Sends body parts upstream, keeping a copy for a retry while the request is small.
@@ -192,7 +264,9 @@ extension ClientConnection {
     /// Reading from the upstream pauses while the client has more than `highWater` unsent.
     private func applyClientBackpressure(_ u: UpstreamConnection) {
         let paused = out.count > Self.highWater
-        if paused && !u.readPaused { deadline = ctx.loop.now + timeouts.bodyIdle }
+        // A client reading slowly is judged by `timeouts.send` (checked on every tick), not by
+        // the upstream's silence while it is paused.
+        if paused && !u.readPaused { deadline = ctx.loop.now + timeouts.send + 1000 }
         u.pauseReading(paused)
     }
 
@@ -288,6 +362,7 @@ extension ClientConnection {
     func record(_ exchange: Exchange) {
         guard !exchange.recorded else { return }
         exchange.recorded = true
+        if exchange.bufferedAccounted > 0 { releaseBuffer(exchange) }
         ctx.record(exchange.usageEvent(endMicros: Clock.micros()))
     }
 }

@@ -57,6 +57,8 @@ final class ClientConnection: EventHandler {
     var processing = false
     /// A write to the client failed; the connection closes when the current event ends.
     var writeFailed = false
+    /// Loop time of the last write progress while output waits (`timeouts.send`).
+    var lastWriteProgress: Int64 = 0
 
     init(fd: Int32, ctx: LoopContext, peer: IPAddress) {
         self.fd = fd
@@ -216,16 +218,24 @@ final class ClientConnection: EventHandler {
 
     func sendToClient(_ parts: [UnsafeRawBufferPointer]) {
         if phase == .closed || writeFailed { return }
+        let wasEmpty = out.isEmpty
         do {
-            if try !out.send(fd, parts: parts, canWrite: true) { setInterest() }
+            if try !out.send(fd, parts: parts, canWrite: true) {
+                // The client's window is full: the send clock starts now.
+                if wasEmpty { lastWriteProgress = ctx.loop.now }
+                setInterest()
+            }
         } catch {
             writeFailed = true
         }
     }
 
     private func flushOutput() {
+        let before = out.count
         do {
-            guard try out.flush(fd) else { return }
+            let drained = try out.flush(fd)
+            if out.count < before { lastWriteProgress = ctx.loop.now }
+            guard drained else { return }
         } catch {
             writeFailed = true
             return
@@ -298,13 +308,32 @@ final class ClientConnection: EventHandler {
     // MARK: timeouts
 
     func checkDeadline(_ now: Int64) {
-        guard deadline > 0, now >= deadline, phase != .closed else { return }
+        guard phase != .closed else { return }
         defer { settle() }
+        if !out.isEmpty && phase != .lingering && now - lastWriteProgress >= timeouts.send {
+            // A client that takes nothing of its answer: both sides close, and the exchange is
+            // logged with the status it was being sent.
+            ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: .send)!] += 1
+            abort()
+            return
+        }
+        if phase == .body, let exchange = ex, let kind = bodyTooSlow(exchange, now) {
+            ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: kind)!] += 1
+            if !exchange.relay.headDone && out.isEmpty {
+                answerError(status: 408, message: kind == .body_total ? "the request body did not arrive in time" : "the request body arrives too slowly")
+            } else {
+                abort()
+            }
+            return
+        }
+        guard deadline > 0, now >= deadline else { return }
         switch phase {
         case .head:
             if inbuf.isEmpty {
+                ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: .idle)!] += 1
                 abort()  // idle keep-alive (or a connection that never sent anything)
             } else {
+                ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: .header)!] += 1
                 protocolError(HTTPParseError(408, "the request head did not arrive in time"))
             }
         case .body:
@@ -323,6 +352,20 @@ final class ClientConnection: EventHandler {
         case .lingering, .closed:
             abort()
         }
+    }
+
+    /// A body that missed `timeouts.body_total`, or that averages under `limits.min_body_rate`
+    /// after its grace period. Not judged while keygate itself stopped reading (the upstream
+    /// could not take more).
+    private func bodyTooSlow(_ exchange: Exchange, _ now: Int64) -> TimeoutKind? {
+        guard !readPaused, exchange.bodyStartMillis > 0 else { return nil }
+        let elapsed = now - exchange.bodyStartMillis
+        if elapsed >= timeouts.bodyTotal { return .body_total }
+        let minRate = Int64(ctx.snapshot.policy.limits.minBodyRate)
+        if minRate > 0 && elapsed >= Policy.Timeouts.minBodyRateGraceMillis && Int64(exchange.requestBody.wireBytes) * 1000 < minRate * elapsed {
+            return .body_rate
+        }
+        return nil
     }
 
     /// Used when draining: an idle connection closes now, a busy one after its answer.

@@ -19,6 +19,13 @@ final class Exchange {
     /// pooled connection can be sent again on a fresh one.
     var replay: [UInt8]?
     var retried = false
+    /// Loop time the body started (`timeouts.body_total`, `limits.min_body_rate`).
+    var bodyStartMillis: Int64 = 0
+    /// The head and body read so far, while the body is buffered before the upstream is
+    /// contacted (`limits.request_buffer`); nil once the bytes went upstream.
+    var buffered: [UInt8]?
+    /// Bytes of `buffered` counted against the loop's buffer bound.
+    var bufferedAccounted = 0
 
     /// Response, upstream → client.
     var relay: ResponseRelay

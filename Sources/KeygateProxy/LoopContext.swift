@@ -11,6 +11,11 @@ struct LoopMetrics {
     var upstreamSum: Double = 0
     var upstreamCount = 0
     var upstreamOpen = 0
+    var timeouts = [Int](repeating: 0, count: TimeoutKind.allCases.count)
+    /// Request bodies held in memory before the upstream is contacted, now.
+    var requestBufferBytes = 0
+    /// Bodies that would have been buffered but streamed, the loop's buffer bound being reached.
+    var requestBufferFull = 0
 
     mutating func record(_ e: UsageEvent) {
         if let r = e.reason {
@@ -31,6 +36,20 @@ struct LoopMetrics {
     }
 }
 
+/// Why keygate gave up waiting on a client (`keygate_timeouts_total{kind}`).
+enum TimeoutKind: String, CaseIterable {
+    /// The request head did not arrive within `timeouts.header_read`.
+    case header
+    /// The request body did not arrive within `timeouts.body_total`.
+    case body_total
+    /// The request body averaged less than `limits.min_body_rate`.
+    case body_rate
+    /// The client took no bytes of its answer for `timeouts.send`.
+    case send
+    /// A keep-alive connection sent no next request within `timeouts.idle`.
+    case idle
+}
+
 /// Everything one loop owns: its snapshot, its upstream pool, its connections, its usage batch.
 final class LoopContext: @unchecked Sendable {
     let loop: EventLoop
@@ -43,6 +62,9 @@ final class LoopContext: @unchecked Sendable {
     var requestCounter: UInt64 = 0
     var draining = false
     let requestIDPrefix: [UInt8]
+    /// Request bodies one loop may hold in memory at once, all connections together; beyond
+    /// it new bodies stream (keygate never writes bodies to disk).
+    static let requestBufferBudget = 64 << 20
 
     init(loop: EventLoop, server: Server, snapshot: Snapshot, bootID: [UInt8]) {
         self.loop = loop

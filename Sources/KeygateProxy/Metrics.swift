@@ -27,6 +27,12 @@ enum Metrics {
         s += histogram("keygate_upstream_duration_seconds", "Time from sending upstream to the last byte of the answer.", m.upstreamBuckets, m.upstreamSum)
         s += "# HELP keygate_connections_open Open client connections.\n# TYPE keygate_connections_open gauge\nkeygate_connections_open \(clients)\n"
         s += "# HELP keygate_upstream_connections_open Open upstream connections.\n# TYPE keygate_upstream_connections_open gauge\nkeygate_upstream_connections_open \(m.upstreamOpen)\n"
+        s += "# HELP keygate_timeouts_total Clients given up on, by what they were too slow at.\n# TYPE keygate_timeouts_total counter\n"
+        for (i, k) in TimeoutKind.allCases.enumerated() { s += "keygate_timeouts_total{kind=\"\(k.rawValue)\"} \(m.timeouts[i])\n" }
+        s += "# HELP keygate_request_buffer_bytes Request bodies held in memory before the upstream is contacted.\n# TYPE keygate_request_buffer_bytes gauge\n"
+        s += "keygate_request_buffer_bytes \(m.requestBufferBytes)\n"
+        s += "# HELP keygate_request_buffer_full_total Bodies streamed unbuffered because a loop's buffer bound was reached.\n# TYPE keygate_request_buffer_full_total counter\n"
+        s += "keygate_request_buffer_full_total \(m.requestBufferFull)\n"
         s += "# HELP keygate_keys_loaded Keys in the live snapshot.\n# TYPE keygate_keys_loaded gauge\nkeygate_keys_loaded \(snapshot.keyCount)\n"
         s += "# HELP keygate_reloads_total Reloads of keys, policy and GeoIP.\n# TYPE keygate_reloads_total counter\n"
         s += "keygate_reloads_total{result=\"ok\"} \(server.reloads.ok.load(ordering: .relaxed))\n"

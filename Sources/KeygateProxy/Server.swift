@@ -289,6 +289,9 @@ public final class Server: @unchecked Sendable {
             total.upstreamSum += m.upstreamSum
             total.upstreamCount += m.upstreamCount
             total.upstreamOpen += m.upstreamOpen
+            for i in 0..<total.timeouts.count { total.timeouts[i] += m.timeouts[i] }
+            total.requestBufferBytes += m.requestBufferBytes
+            total.requestBufferFull += m.requestBufferFull
             clients += c
         }
         return (total, clients)

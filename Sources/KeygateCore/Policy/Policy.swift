@@ -32,18 +32,30 @@ public struct Policy: Sendable {
         public var defaultBurst: Int?
         /// Gates serving the same keys: each enforces rate / replicas and quota / replicas.
         public var replicas = 1
+        /// Bytes per second a request body must average once it has had `minBodyRateGraceMillis`;
+        /// 0 = no minimum.
+        public var minBodyRate = 1024
+        /// A body up to this size is read whole before the upstream is contacted; 0 = off.
+        public var requestBuffer = 65536
 
         public init() {}
     }
 
     /// All in milliseconds.
     public struct Timeouts: Sendable {
+        /// The minimum body rate is judged only after this much of a body's time.
+        public static let minBodyRateGraceMillis: Int64 = 5_000
+
         public var headerRead: Int64 = 10_000
         public var idle: Int64 = 60_000
         public var bodyIdle: Int64 = 10_000
         public var upstreamConnect: Int64 = 2_000
         public var upstreamResponse: Int64 = 30_000
         public var shutdownGrace: Int64 = 30_000
+        /// The whole request body must arrive within it, however it trickles.
+        public var bodyTotal: Int64 = 60_000
+        /// A client that takes no bytes of its answer for this long is closed.
+        public var send: Int64 = 60_000
     }
 
     /// The policy file, absolute; every other path is relative to its folder.

@@ -306,7 +306,7 @@ struct Validator {
             case "limits":
                 v.fields(
                     node, key,
-                    known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_connections_per_ip", "max_requests_per_connection", "default_rate", "default_burst", "replicas"]
+                    known: ["max_header_bytes", "max_headers", "max_body_bytes", "max_connections", "max_connections_per_ip", "max_requests_per_connection", "default_rate", "default_burst", "replicas", "min_body_rate", "request_buffer"]
                 ) { v, k, n in
                     let path = "limits.\(k)"
                     switch k {
@@ -316,6 +316,8 @@ struct Validator {
                         }
                     case "default_burst": if let x = v.int(n, path, min: 1, max: Bounds.burst) { p.limits.defaultBurst = x }
                     case "replicas": if let x = v.int(n, path, min: 1, max: Bounds.replicas) { p.limits.replicas = x }
+                    case "min_body_rate": if let x = v.int(n, path, min: 0, max: Bounds.bodyRate) { p.limits.minBodyRate = x }
+                    case "request_buffer": if let x = v.int(n, path, min: 0, max: Bounds.requestBuffer) { p.limits.requestBuffer = x }
                     case "max_header_bytes": if let x = v.int(n, path, min: 1024, max: Bounds.headerBytes) { p.limits.maxHeaderBytes = x }
                     case "max_headers": if let x = v.int(n, path, min: 1, max: Bounds.headers) { p.limits.maxHeaders = x }
                     case "max_body_bytes": if let x = v.int(n, path, max: Bounds.bodyBytes) { p.limits.maxBodyBytes = UInt64(x) }
@@ -325,12 +327,14 @@ struct Validator {
                     }
                 }
             case "timeouts":
-                v.fields(node, key, known: ["header_read", "idle", "body_idle", "upstream_connect", "upstream_response", "shutdown_grace"]) { v, k, n in
+                v.fields(node, key, known: ["header_read", "idle", "body_idle", "body_total", "send", "upstream_connect", "upstream_response", "shutdown_grace"]) { v, k, n in
                     guard let ms = v.duration(n, "timeouts.\(k)") else { return }
                     switch k {
                     case "header_read": p.timeouts.headerRead = ms
                     case "idle": p.timeouts.idle = ms
                     case "body_idle": p.timeouts.bodyIdle = ms
+                    case "body_total": p.timeouts.bodyTotal = ms
+                    case "send": p.timeouts.send = ms
                     case "upstream_connect": p.timeouts.upstreamConnect = ms
                     case "upstream_response": p.timeouts.upstreamResponse = ms
                     default: p.timeouts.shutdownGrace = ms

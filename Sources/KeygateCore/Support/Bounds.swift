@@ -20,4 +20,8 @@ public enum Bounds {
     public static let bodyBytes = 1 << 50
     public static let connections = 10_000_000
     public static let requestsPerConnection = 1_000_000_000
+    /// Bytes per second.
+    public static let bodyRate = 1_000_000_000
+    /// A request body held in memory before the upstream is contacted.
+    public static let requestBuffer = 16 << 20
 }
