@@ -91,6 +91,13 @@ public enum Sys {
         _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Makes the next close reset the connection, discarding what the kernel still holds for
+    /// it: a client that stopped reading must not keep our memory after we gave up on it.
+    public static func resetOnClose(_ fd: Int32) {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+    }
+
     /// The pending error of a socket whose non-blocking connect finished.
     public static func socketError(_ fd: Int32) -> Int32 {
         var err: Int32 = 0

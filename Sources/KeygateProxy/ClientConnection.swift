@@ -314,6 +314,7 @@ final class ClientConnection: EventHandler {
             // A client that takes nothing of its answer: both sides close, and the exchange is
             // logged with the status it was being sent.
             ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: .send)!] += 1
+            Sys.resetOnClose(fd)
             abort()
             return
         }

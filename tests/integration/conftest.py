@@ -35,7 +35,7 @@ def wait_port(port, timeout=10.0):
 class Gate:
     """A keygate process with its own policy folder."""
 
-    def __init__(self, tmp, upstream_port, extra="", public_routes='["GET /status/204"]', usage_log="usage.jsonl"):
+    def __init__(self, tmp, upstream_port, extra="", public_routes='["GET /status/204"]', usage_log="usage.jsonl", workers=2):
         self.dir = tmp
         self.port = free_port()
         self.admin_port = free_port()
@@ -46,7 +46,7 @@ class Gate:
                 f"""listen: "127.0.0.1:{self.port}"
 upstream: "http://127.0.0.1:{upstream_port}"
 admin_listen: "127.0.0.1:{self.admin_port}"
-workers: 2
+workers: {workers}
 keys_file: keys.jsonl
 usage_log: {usage_log}
 public_routes: {public_routes}
