@@ -1,7 +1,7 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
 APT_PACKAGES := libssl-dev libmaxminddb-dev pkg-config curl python3
-BENCH_PACKAGES := nginx wrk
+BENCH_PACKAGES := nginx wrk slowhttptest
 PYTEST := python3 -m pytest
 
 .PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean

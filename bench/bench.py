@@ -114,8 +114,8 @@ def parse_wrk(text):
     return {"rps": rps, "requests": total, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
 
 
-def run_wrk(url, keys_file, path, seconds, connections, pids):
-    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path)
+def run_wrk(url, keys_file, path, seconds, connections, pids, body=0):
+    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path, BENCH_BODY=str(body))
     before = cpu_ticks(pids)
     r = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench/rotate.lua"), url],
                        capture_output=True, text=True, env=env)
@@ -323,12 +323,14 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--keys", type=int, default=int(os.environ.get("BENCH_KEYS_COUNT", "1000")))
     ap.add_argument("--usage-log", default="file", choices=["file", "off"], help="off sends keygate's usage log to /dev/null")
-    ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx,baseline")
+    ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx,baseline,keygate-nobuf")
     ap.add_argument("--sizes", default="small,big")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
+    ap.add_argument("--buffering", action="store_true",
+                    help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
     ap.add_argument("--baseline", default="", help="another keygate binary (say, a build of the previous commit) to run beside this one, same keys and policy")
     args = ap.parse_args()
 
@@ -373,6 +375,16 @@ def main():
         }
         if args.network:
             targets["keygate+net"] = network_gate(out, up_port, keygate, procs)
+        if args.buffering:
+            with open(os.path.join(out, "nobuf.yaml"), "w") as f:
+                f.write(f'listen: "127.0.0.1:18083"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18903"\n'
+                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-nobuf.jsonl" if args.usage_log == "file" else "/dev/null"}\n'
+                        f'limits: {{ request_buffer: 0 }}\n')
+            nobuf = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "nobuf.yaml")],
+                                     stderr=open(os.path.join(out, "nobuf.err"), "w"))
+            procs.append(nobuf)
+            wait_port(18083)
+            targets["keygate-nobuf"] = ("http://127.0.0.1:18083", [nobuf.pid])
         if args.baseline:
             with open(os.path.join(out, "baseline.yaml"), "w") as f:
                 f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18902"\n'
@@ -387,27 +399,39 @@ def main():
               f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
         keys_file = os.path.join(out, "keys.txt")
         results = {}
-        for size, path in [("small", "/"), ("big", "/big")]:
-            if size not in args.sizes.split(","):
+        scenarios = [("small", "/", 0), ("big", "/big", 0)]
+        if args.buffering:
+            scenarios = [("post100", "/", 100), ("post64k", "/", 65536)]
+        for size, path, body in scenarios:
+            if size not in args.sizes.split(",") and not args.buffering:
                 continue
             for name in only:
                 url, pids = targets[name]
-                run_wrk(url, keys_file, path, 2, args.connections, pids)  # warm-up
+                run_wrk(url, keys_file, path, 2, args.connections, pids, body)  # warm-up
             for rnd in range(args.rounds):
                 for name in only:
                     url, pids = targets[name]
-                    r = run_wrk(url, keys_file, path, args.seconds, args.connections, pids)
+                    r = run_wrk(url, keys_file, path, args.seconds, args.connections, pids, body)
                     results.setdefault((size, name), []).append(r)
-                    print(f"  {size:5} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+                    print(f"  {size:7} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
                           f"cpu {r['cpu_us']:6.1f} us/req  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
         print()
-        print(f"{'size':6}{'target':10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}")
+        print(f"{'size':8}{'target':14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}")
         summary = {}
         for (size, name), rs in results.items():
             s = {k: statistics.median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us")}
             summary[(size, name)] = s
-            print(f"{size:6}{name:10}{s['rps']:10.0f}{s['p50']:9.2f}{s['p99']:9.2f}{s['cpu_us']:12.1f}")
+            print(f"{size:8}{name:14}{s['rps']:10.0f}{s['p50']:9.2f}{s['p99']:9.2f}{s['cpu_us']:12.1f}")
         for size in ("small", "big"):
+            k, n = summary.get((size, "keygate")), summary.get((size, "nginx"))
+            if k and n:
+                print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
+                      f"p99 {k['p99'] / n['p99']:.2f}")
+        for size in ("post100", "post64k"):
+            k, n = summary.get((size, "keygate")), summary.get((size, "keygate-nobuf"))
+            if k and n:
+                print(f"{size}: buffering on/off throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
+                      f"p99 {k['p99'] / n['p99']:.2f}")
             k, n = summary.get((size, "keygate")), summary.get((size, "nginx"))
             if k and n:
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "

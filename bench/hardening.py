@@ -1,7 +1,9 @@
-"""Hardening figures: slowloris against a normal client's p99, 100 reloads under wrk, and SIGTERM
-under load with every answer checked for truncation. Figures only."""
+"""Hardening figures: slowloris against a normal client's p99, slowhttptest's slow-body and
+slow-read attacks (100 and 1,000 connections), 100 reloads under wrk, and SIGTERM under load with
+every answer checked for truncation. Figures only."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +47,71 @@ def slowloris(port, count, stop):
         s.close()
 
 
+def metrics(port):
+    import urllib.request
+    out = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def slowhttptest(g, key, mode, conns, folder):
+    """One slowhttptest attack on a public route while a normal client measures its p99.
+    Reports when the attackers' connections were closed, the most upstream connections they
+    held, and slowhttptest's own verdict on availability."""
+    if mode == "body":
+        args = ["-B", "-i", "9", "-s", "8192", "-t", "POST", "-u", f"http://127.0.0.1:{g.port}/"]
+    else:
+        args = ["-X", "-w", "1", "-y", "16", "-n", "2", "-z", "16", "-k", "1", "-u", f"http://127.0.0.1:{g.port}/big"]
+    proc = subprocess.Popen(["slowhttptest", *args, "-c", str(conns), "-r", "500", "-l", "40", "-p", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=folder)
+    start = time.time()
+    samples = []
+    normal = {}
+    # The normal client starts after the attackers connected: the first seconds show what the
+    # attackers alone hold upstream.
+    load = threading.Thread(target=lambda: normal.update(wrk(g.port, key, 15, conns=16)))
+    load_started = False
+    before = metrics(g.admin_port)
+    ended = None
+    while time.time() - start < 70:
+        if ended is None and proc.poll() is not None:
+            ended = time.time() - start
+        if ended is not None and time.time() - start > ended + 1 and (not load_started or not load.is_alive()):
+            break
+        m = metrics(g.admin_port)
+        samples.append((time.time() - start, m.get("keygate_connections_open", 0), m.get("keygate_upstream_connections_in_use", 0)))
+        if not load_started and time.time() - start > 3:
+            load.start()
+            load_started = True
+        time.sleep(0.25)
+    if proc.poll() is None:
+        proc.kill()
+    out = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", proc.communicate()[0])
+    if load_started:
+        load.join()
+    after = metrics(g.admin_port)
+    kinds = ["body_total", "body_rate", "send"]
+    timeouts = {k: int(after.get(f'keygate_timeouts_total{{kind="{k}"}}', 0) - before.get(f'keygate_timeouts_total{{kind="{k}"}}', 0)) for k in kinds}
+    peak = max((c for _, c, _ in samples), default=0)
+    attack_only = [u for t, _, u in samples if t < 3]
+    held = max(attack_only, default=0)
+    verdict = re.findall(r"service available:\s+(\w+)", out)
+    ended_text = re.findall(r"Test ended on (\d+)\w* second", out)
+    status = re.findall(r"Exit status:\s*(.*)", out)
+    print(f"slow {mode}, {conns} connections: peak {peak:.0f} client connections open; "
+          f"{'slowhttptest ended at %ss (%s)' % (ended_text[-1], status[-1].strip()) if ended_text else 'slowhttptest ran to its end'}; "
+          f"timeouts {timeouts}; upstream connections the attackers held: at most {held:.0f}; "
+          f"service available (slowhttptest's probe): {verdict[-1] if verdict else '?'}; "
+          f"normal client beside them: p99 {normal.get('p99', '?')}, {normal.get('rps', 0):.0f} req/s, non-2xx {normal.get('non2xx', '?')}")
+
+
 def nginx_upstream(folder):
     """nginx from apt: 100 bytes at /, 256 KiB at /big (Python would be the bottleneck here)."""
     from conftest import free_port
@@ -70,7 +137,9 @@ def main():
     import tempfile
     folder = tempfile.mkdtemp(prefix="keygate-hardening-")
     up, up_port = nginx_upstream(folder)
-    g = Gate(folder, up_port, extra="limits: { max_connections: 5000 }\n")
+    # "/" and "/big" are public, as slowhttptest cannot send a key: its requests reach the
+    # body and response phases the attacks aim at.
+    g = Gate(folder, up_port, extra="limits: { max_connections: 5000 }\n", public_routes='["* /", "GET /big"]')
     key = g.create_key()["key"]
     g.start()
     try:
@@ -84,6 +153,15 @@ def main():
         t.join()
         print(f"slowloris: normal client p99 {base['p99']} alone, {loris['p99']} beside 1,000 slowloris connections "
               f"({base['rps']:.0f} → {loris['rps']:.0f} req/s)")
+
+        if shutil.which("slowhttptest"):
+            alone = wrk(g.port, key, 5, conns=16)
+            print(f"normal client alone (16 connections): p99 {alone['p99']}, {alone['rps']:.0f} req/s")
+            for mode in ("body", "read"):
+                for conns in (100, 1000):
+                    slowhttptest(g, key, mode, conns, folder)
+        else:
+            print("slowhttptest not installed (apt-get install slowhttptest): slow-body and slow-read figures skipped")
 
         result = {}
         th = threading.Thread(target=lambda: result.update(wrk(g.port, key, 20)))

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# make bench: keygate against an equivalent nginx gate, same upstream, same keys, same load.
+# make bench: keygate against an equivalent nginx gate, same upstream, same keys, same load;
+# then POSTed bodies with keygate's request buffering on and off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 bench/bench.py "$@"
+python3 bench/bench.py "$@"
+echo
+python3 bench/bench.py --buffering --no-extras --only keygate,keygate-nobuf,nginx

@@ -11,6 +11,8 @@ struct LoopMetrics {
     var upstreamSum: Double = 0
     var upstreamCount = 0
     var upstreamOpen = 0
+    /// Upstream connections carrying a request (open minus pooled); filled in when gathered.
+    var upstreamInUse = 0
     var timeouts = [Int](repeating: 0, count: TimeoutKind.allCases.count)
     /// Request bodies held in memory before the upstream is contacted, now.
     var requestBufferBytes = 0
