@@ -27,6 +27,26 @@ public struct RequestHead: Sendable {
         return target.lowerBound..<i
     }
 
+    /// A WebSocket opening handshake (RFC 6455 §4.1): GET, HTTP/1.1, no body, `Connection`
+    /// naming `upgrade` and exactly one `Upgrade: websocket`. Any other upgrade is never
+    /// forwarded (its fields are hop-by-hop and removed).
+    public var isWebSocketUpgrade: Bool {
+        guard !connectionOptions.isEmpty, version == .http11, framing == .none, bytes.equalsLowercased(method, "get") else { return false }
+        guard connectionOptions.contains(where: { bytes.equalsLowercased($0, "upgrade") }) else { return false }
+        var found = false
+        for f in fields where bytes.equalsLowercased(f.name, "upgrade") {
+            if found || !bytes.equalsLowercased(f.value, "websocket") { return false }
+            found = true
+        }
+        return found
+    }
+
+    /// The query string without `?`, or an empty range.
+    public var query: Range<Int> {
+        let p = path
+        return p.upperBound < target.upperBound ? (p.upperBound + 1)..<target.upperBound : target.upperBound..<target.upperBound
+    }
+
     public func methodString() -> String { bytes.string(method) }
     public func pathString() -> String { bytes.string(path) }
 

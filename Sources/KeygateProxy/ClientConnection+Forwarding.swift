@@ -28,10 +28,11 @@ extension ClientConnection {
         case .forward(let rateHeaders):
             exchange.rateHeaders = rateHeaders
         }
+        exchange.isUpgrade = head.isWebSocketUpgrade
 
         var forwarded: [UInt8] = []
         forwarded.reserveCapacity(head.bytes.count + 256)
-        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, to: &forwarded)
+        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, to: &forwarded)
         if exchange.bodyDone {
             // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
             // epoll_ctl is spent per request.
@@ -223,6 +224,10 @@ extension ClientConnection {
     }
 
     func upstreamDrained(_ u: UpstreamConnection) {
+        if phase == .tunnel {
+            tunnelUpstreamDrained(u)
+            return
+        }
         // The upstream took body bytes: that is progress, not a stall.
         guard phase == .body else { return }
         deadline = ctx.loop.now + timeouts.bodyIdle
@@ -235,11 +240,20 @@ extension ClientConnection {
             return
         }
         defer { settle() }
+        if phase == .tunnel {
+            tunnelFromUpstream(exchange, buf)
+            return
+        }
         deadline = ctx.loop.now + timeouts.upstreamResponse
         do {
             try exchange.relay.feed(buf, context: { responseContext(exchange) }, emit: { sendToClient($0) })
         } catch {
             upstreamBroken(exchange, error.description)
+            return
+        }
+        if exchange.relay.switched {
+            exchange.status = 101
+            enterTunnel(exchange)
             return
         }
         guard exchange.relay.headDone else { return }
@@ -258,7 +272,8 @@ extension ClientConnection {
         let keep =
             exchange.keepClient && exchange.head.keepAlive && !halfClosed && !ctx.draining
             && requests < ctx.snapshot.policy.limits.maxRequestsPerConnection && exchange.bodyDone
-        return ResponseRelay.Context(request: exchange.head, keepAlive: keep, rateHeaders: exchange.rateHeaders, requestID: exchange.requestID)
+        return ResponseRelay.Context(
+            request: exchange.head, keepAlive: keep, rateHeaders: exchange.rateHeaders, requestID: exchange.requestID, upgrade: exchange.isUpgrade)
     }
 
     /// Reading from the upstream pauses while the client has more than `highWater` unsent.
@@ -277,6 +292,10 @@ extension ClientConnection {
         }
         defer { settle() }
         exchange.upstreamReusable = false
+        if phase == .tunnel {
+            tunnelEnded(byUpstream: true)
+            return
+        }
         if !exchange.relay.headDone {
             if !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: false) { return }
             upstreamBroken(exchange, "upstream closed the connection before answering")
@@ -298,6 +317,10 @@ extension ClientConnection {
         }
         defer { settle() }
         exchange.upstreamReusable = false
+        if phase == .tunnel {
+            tunnelEnded(byUpstream: true)
+            return
+        }
         if !exchange.relay.headDone && !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: wroteNothing) { return }
         upstreamBroken(exchange, "\(error)")
     }

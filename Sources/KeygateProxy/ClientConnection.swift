@@ -27,6 +27,8 @@ final class ClientConnection: EventHandler {
         /// Answer sent, write side shut; reading and discarding until the client closes, so an
         /// unread body cannot turn our answer into a reset.
         case lingering
+        /// A WebSocket tunnel: bytes flow both ways unchanged until either side closes.
+        case tunnel
         case closed
     }
 
@@ -111,6 +113,10 @@ final class ClientConnection: EventHandler {
     }
 
     private func clientEOF() {
+        if phase == .tunnel {
+            tunnelEnded(byUpstream: false)
+            return
+        }
         guard phase == .waiting else {
             abort()
             return
@@ -136,6 +142,8 @@ final class ClientConnection: EventHandler {
             }
         case .closed:
             break
+        case .tunnel:
+            tunnelFromClient(buf)
         case .waiting:
             // Pipelined input while the answer is on its way: keep it, within a bound.
             inbuf.append(contentsOf: buf)
@@ -170,7 +178,7 @@ final class ClientConnection: EventHandler {
                 if phase == .closed || phase == .lingering { return }
                 if used < pending.count { inbuf = Array(pending[used...]) + inbuf }
                 if phase == .body { return }
-            case .waiting, .lingering, .closed:
+            case .waiting, .lingering, .tunnel, .closed:
                 return
             }
         }
@@ -247,9 +255,9 @@ final class ClientConnection: EventHandler {
             return
         }
         // The client took what was waiting: the upstream may send more.
-        if let exchange = ex, let u = exchange.upstream, u.readPaused, phase == .waiting || phase == .body {
+        if let exchange = ex, let u = exchange.upstream, u.readPaused, phase == .waiting || phase == .body || phase == .tunnel {
             u.pauseReading(false)
-            deadline = ctx.loop.now + timeouts.upstreamResponse
+            if phase != .tunnel { deadline = ctx.loop.now + timeouts.upstreamResponse }
         }
     }
 
@@ -279,6 +287,7 @@ final class ClientConnection: EventHandler {
     /// Closes now. An unfinished exchange is recorded (499 when the client gave up first).
     func abort() {
         if phase == .closed { return }
+        if phase == .tunnel { ctx.metrics.tunnelsOpen -= 1 }
         phase = .closed
         if let exchange = ex {
             dropUpstream(exchange)
@@ -318,6 +327,10 @@ final class ClientConnection: EventHandler {
             abort()
             return
         }
+        if phase == .tunnel, let exchange = ex {
+            checkTunnelKey(exchange)
+            if phase != .tunnel { return }
+        }
         if phase == .body, let exchange = ex, let kind = bodyTooSlow(exchange, now) {
             ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: kind)!] += 1
             if !exchange.relay.headDone && out.isEmpty {
@@ -350,6 +363,8 @@ final class ClientConnection: EventHandler {
             } else {
                 abort()
             }
+        case .tunnel:
+            abort()  // no bytes either way for timeouts.tunnel_idle
         case .lingering, .closed:
             abort()
         }

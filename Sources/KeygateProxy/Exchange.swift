@@ -39,6 +39,9 @@ final class Exchange {
     var recorded = false
     /// `RateLimit-*` fields for the client's answer, when the key is limited.
     var rateHeaders: [UInt8] = []
+    /// A WebSocket handshake the gate let through; after a 101 the exchange is a tunnel.
+    var isUpgrade = false
+    var tunnel: TunnelState?
     /// Why a request the policy allowed still failed (upstream trouble, a body error): the
     /// usage event's reason.
     var failure: DenyReason?
@@ -80,7 +83,25 @@ final class Exchange {
         e.bytesIn = UInt64(headBytes) + requestBody.wireBytes
         e.bytesOut = ownAnswerBytes ?? relay.bytesOut
         e.durationMicros = endMicros - startMicros
+        if let t = tunnel {
+            // One event per tunnel, at its close: the bytes and time of the whole tunnel.
+            e.bytesIn = t.bytesIn
+            e.bytesOut = t.bytesOut
+            e.durationMicros = endMicros - t.startMicros
+        }
         if upstreamStartMicros > 0 { e.upstreamMicros = endMicros - upstreamStartMicros }
         return e
     }
+}
+
+/// What a WebSocket tunnel keeps: its figures, where the stream to the client is between
+/// frames, and the key it is enforced for.
+struct TunnelState {
+    let startMicros: Int64
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+    var toClient = WebSocketFrames()
+    /// The snapshot the key was last checked against.
+    var checked: Snapshot
+    var key: KeyEntry?
 }

@@ -11,6 +11,7 @@ struct LoopMetrics {
     var upstreamSum: Double = 0
     var upstreamCount = 0
     var upstreamOpen = 0
+    var tunnelsOpen = 0
     /// Upstream connections carrying a request (open minus pooled); filled in when gathered.
     var upstreamInUse = 0
     var timeouts = [Int](repeating: 0, count: TimeoutKind.allCases.count)

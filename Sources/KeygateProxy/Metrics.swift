@@ -34,6 +34,7 @@ enum Metrics {
         s += "# HELP keygate_request_buffer_full_total Bodies streamed unbuffered because a loop's buffer bound was reached.\n# TYPE keygate_request_buffer_full_total counter\n"
         s += "keygate_request_buffer_full_total \(m.requestBufferFull)\n"
         s += "# HELP keygate_upstream_connections_in_use Upstream connections carrying a request (not idle in the pool).\n# TYPE keygate_upstream_connections_in_use gauge\nkeygate_upstream_connections_in_use \(m.upstreamInUse)\n"
+        s += "# HELP keygate_tunnels_open Open WebSocket tunnels.\n# TYPE keygate_tunnels_open gauge\nkeygate_tunnels_open \(m.tunnelsOpen)\n"
         s += "# HELP keygate_keys_loaded Keys in the live snapshot.\n# TYPE keygate_keys_loaded gauge\nkeygate_keys_loaded \(snapshot.keyCount)\n"
         s += "# HELP keygate_reloads_total Reloads of keys, policy and GeoIP.\n# TYPE keygate_reloads_total counter\n"
         s += "keygate_reloads_total{result=\"ok\"} \(server.reloads.ok.load(ordering: .relaxed))\n"

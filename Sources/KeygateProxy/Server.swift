@@ -107,6 +107,10 @@ public final class Server: @unchecked Sendable {
         stateFlusher = KeyStateFlusher(server: self)
         stateFlusher?.start()
         installSignals()
+        if !policy.credentialQuery.isEmpty {
+            log.warning(
+                "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
+        }
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
                 + (admin.map { ", admin on \($0.endpoint)" } ?? ""))
@@ -290,6 +294,7 @@ public final class Server: @unchecked Sendable {
             total.upstreamSum += m.upstreamSum
             total.upstreamCount += m.upstreamCount
             total.upstreamOpen += m.upstreamOpen
+            total.tunnelsOpen += m.tunnelsOpen
             for i in 0..<total.timeouts.count { total.timeouts[i] += m.timeouts[i] }
             total.requestBufferBytes += m.requestBufferBytes
             total.requestBufferFull += m.requestBufferFull

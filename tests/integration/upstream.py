@@ -7,7 +7,11 @@ It speaks raw HTTP over sockets (so tests control framing exactly) and answers:
   /slow/MS         answers after MS milliseconds
   /die             promises 1000 bytes, sends 10, closes
   /close           answers with Connection: close
+  /ws              a WebSocket echo (RFC 6455), after a proper handshake
+  /ws-refuse       refuses the upgrade with a plain 403, keeping the connection
+  /sse             server-sent events: one now, one a second later, then the end
 """
+import base64
 import hashlib
 import json
 import socket
@@ -56,6 +60,7 @@ class Handler(socketserver.BaseRequestHandler):
         with server.lock:
             server.connections += 1
         reader = Reader(self.request)
+        self.reader = reader
         try:
             while True:
                 head = reader.until(b"\r\n\r\n").decode("latin-1")
@@ -102,6 +107,25 @@ class Handler(socketserver.BaseRequestHandler):
 
     def respond(self, method, target, headers, size, sha):
         path = target.split("?")[0]
+        hmap = {k.lower(): v for k, v in headers}
+        if path == "/ws" and hmap.get("upgrade", "").lower() == "websocket":
+            accept = base64.b64encode(hashlib.sha1((hmap["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
+            self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+            ws_echo(self.request, self.reader)
+            return False
+        if path == "/ws-refuse":
+            body = b'{"error":"no"}'
+            self.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            return True
+        if path == "/sse":
+            self.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i, pause in ((1, 0), (2, 1.0)):
+                time.sleep(pause)
+                event = b"data: %d\n\n" % i
+                self.send(b"%x\r\n" % len(event) + event + b"\r\n")
+            self.send(b"0\r\n\r\n")
+            return True
         query = target.split("?")[1] if "?" in target else ""
         head_only = method == "HEAD"
         if path.startswith("/bytes/"):
@@ -139,6 +163,53 @@ class Handler(socketserver.BaseRequestHandler):
             + (b"" if head_only else body)
         )
         return not close
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_read_frame(reader):
+    """One frame: (opcode, payload), unmasked."""
+    b0, b1 = reader.exactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(reader.exactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(reader.exactly(8), "big")
+    mask = reader.exactly(4) if b1 & 0x80 else None
+    data = reader.exactly(n)
+    if mask:
+        data = bytes(c ^ mask[i % 4] for i, c in enumerate(data))
+    return b0 & 0x0F, data
+
+
+def ws_frame(opcode, payload, mask=False):
+    import os
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if mask:
+        key = os.urandom(4)
+        return head + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+    return head + payload
+
+
+def ws_echo(sock, reader):
+    while True:
+        opcode, data = ws_read_frame(reader)
+        if opcode == 0x8:
+            sock.sendall(ws_frame(0x8, data[:2]))
+            return
+        if opcode == 0x9:
+            sock.sendall(ws_frame(0xA, data))
+            continue
+        sock.sendall(ws_frame(opcode, data))
 
 
 class Upstream(socketserver.ThreadingTCPServer):

@@ -107,12 +107,37 @@ public enum Gate {
             credential = v
             d.credentialField = i
         }
-        guard let cred = credential, !cred.isEmpty else {
-            d.denial = .missing_key
-            return
+        var fromQuery: [UInt8]? = nil
+        if !s.credentialQuery.isEmpty {
+            var ambiguous = false
+            QueryCredential.forEach(head, p, s) { value in
+                if credential != nil || fromQuery != nil { ambiguous = true }
+                fromQuery = value
+            }
+            if ambiguous {
+                d.denial = .malformed_key
+                return
+            }
         }
-        // 4. Authenticate: checksum first, then one SHA-256 and a lookup.
-        let raw = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[cred]))
+        if let q = fromQuery {
+            guard !q.isEmpty else {
+                d.denial = .missing_key
+                return
+            }
+            q.withUnsafeBytes { authenticateKey($0, &d, s) }
+        } else {
+            guard let cred = credential, !cred.isEmpty else {
+                d.denial = .missing_key
+                return
+            }
+            authenticateKey(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[cred])), &d, s)
+        }
+        guard d.denial == nil, let key = d.key else { return }
+        authorize(key, &d, now, method, path())
+    }
+
+    /// 4. Authenticate: checksum first, then one SHA-256 and a lookup.
+    static func authenticateKey(_ raw: UnsafeRawBufferPointer, _ d: inout Decision, _ s: Snapshot) {
         if KeyFormat.classify(raw, prefix: s.prefixBytes) == .malformed {
             d.denial = .malformed_key
             return
@@ -122,7 +147,10 @@ public enum Gate {
             return
         }
         d.key = key
-        // 5. Authorize: the key's state, addresses, countries and scopes.
+    }
+
+    /// 5. Authorize: the key's state, addresses, countries and scopes.
+    static func authorize(_ key: KeyEntry, _ d: inout Decision, _ now: Int64, _ method: UnsafeBufferPointer<UInt8>, _ path: @autoclosure () -> [UInt8]) {
         switch key.record.status {
         case .revoked: d.denial = .revoked; return
         case .disabled: d.denial = .disabled; return
@@ -241,5 +269,62 @@ extension String {
         while s.first == " " || s.first == "\t" { s = s.dropFirst() }
         while s.last == " " || s.last == "\t" { s = s.dropLast() }
         return String(s)
+    }
+}
+
+/// Keys in the query string (`credentials.query`), for browsers' WebSockets.
+public enum QueryCredential {
+    /// Calls `body` with the (percent-decoded) value of every credential parameter.
+    static func forEach(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ s: Snapshot, _ body: ([UInt8]) -> Void) {
+        forEachParameter(p, head.query) { name, value in
+            guard isCredential(p, name, s) else { return }
+            body(decode(p, value))
+        }
+    }
+
+    /// Whether the parameter named by `name` carries the key.
+    public static func isCredential(_ p: UnsafeBufferPointer<UInt8>, _ name: Range<Int>, _ s: Snapshot) -> Bool {
+        for want in s.credentialQuery where want.count == name.count {
+            var same = true
+            var j = 0
+            for i in name {
+                if p[i] != want[j] {
+                    same = false
+                    break
+                }
+                j += 1
+            }
+            if same { return true }
+        }
+        return false
+    }
+
+    /// Splits `a=1&b=2` into name and value ranges (the whole parameter when it has no `=`).
+    public static func forEachParameter(_ p: UnsafeBufferPointer<UInt8>, _ query: Range<Int>, _ body: (Range<Int>, Range<Int>) -> Void) {
+        var start = query.lowerBound
+        while start < query.upperBound {
+            var end = start
+            while end < query.upperBound, p[end] != UInt8(ascii: "&") { end += 1 }
+            var eq = start
+            while eq < end, p[eq] != UInt8(ascii: "=") { eq += 1 }
+            body(start..<eq, (eq < end ? eq + 1 : end)..<end)
+            start = end + 1
+        }
+    }
+
+    static func decode(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(r.count)
+        var i = r.lowerBound
+        while i < r.upperBound {
+            if p[i] == UInt8(ascii: "%"), i + 2 < r.upperBound, let v = PathNormalizer.hexPair(p[i + 1], p[i + 2]) {
+                out.append(v)
+                i += 3
+            } else {
+                out.append(p[i] == UInt8(ascii: "+") ? 0x20 : p[i])
+                i += 1
+            }
+        }
+        return out
     }
 }

@@ -10,6 +10,8 @@ public final class Snapshot: Sendable {
     public let denyCountries: Set<UInt16>
     public let prefixBytes: [UInt8]
     public let credentialHeaders: [[UInt8]]
+    /// Query parameters that may carry the key (exact names).
+    public let credentialQuery: [[UInt8]]
     /// Lower-case identity prefix, with `-` (matched reading `_` as `-`).
     public let identityPrefixLower: [UInt8]
     public let identityPrefix: [UInt8]
@@ -44,6 +46,7 @@ public final class Snapshot: Sendable {
         denyCountries = Set(policy.access.countries.deny.map(CountryCode.pack))
         prefixBytes = Array(policy.keyPrefix.utf8)
         credentialHeaders = policy.credentialHeaders.map { Array($0.lowercased().utf8) }
+        credentialQuery = policy.credentialQuery.map { Array($0.utf8) }
         identityPrefixLower = Array(policy.identityPrefix.lowercased().replacingOccurrences(of: "_", with: "-").utf8)
         identityPrefix = Array(policy.identityPrefix.utf8)
         loadedAtMillis = Timestamp.nowMillis()

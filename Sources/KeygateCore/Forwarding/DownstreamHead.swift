@@ -83,6 +83,47 @@ public enum DownstreamHead {
         return Plan(keepAlive: keep, chunkToClient: chunk)
     }
 
+    /// Whether a 101 answer switches to WebSocket (`Upgrade: websocket`, `Connection: upgrade`).
+    public static func acceptsWebSocket(_ r: ResponseHead) -> Bool {
+        r.bytes.withUnsafeBufferPointer { p in
+            var upgrade = false
+            for f in r.fields where p.equalsLowercased(f.name, "upgrade") {
+                if !p.equalsLowercased(f.value, "websocket") { return false }
+                upgrade = true
+            }
+            return upgrade && r.connectionOptions.contains { p.equalsLowercased($0, "upgrade") }
+        }
+    }
+
+    /// The client's head for a 101 switch to WebSocket: the upstream's fields (handshake
+    /// fields included) less hop-by-hop ones, then keygate's `Connection`/`Upgrade`.
+    public static func appendSwitch(_ r: ResponseHead, requestID: [UInt8], to out: inout [UInt8]) {
+        out.append("HTTP/1.1 " as StaticString)
+        out.append(contentsOf: r.bytes[9..<r.statusLine.upperBound])
+        out.append("\r\n" as StaticString)
+        var hasRequestID = false
+        r.bytes.withUnsafeBufferPointer { p in
+            for f in r.fields {
+                let n = f.name
+                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+                if p.equalsLowercased(n, "content-length") { continue }
+                if r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
+                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
+                out.append(contentsOf: r.bytes[n])
+                out.append(": " as StaticString)
+                out.append(contentsOf: r.bytes[f.value])
+                out.append("\r\n" as StaticString)
+            }
+        }
+        out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString)
+        if !hasRequestID {
+            out.append("X-Request-Id: " as StaticString)
+            out.append(contentsOf: requestID)
+            out.append("\r\n" as StaticString)
+        }
+        out.append("\r\n" as StaticString)
+    }
+
     static func sameName(_ p: UnsafeBufferPointer<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
         guard a.count == b.count else { return false }
         var j = b.lowerBound

@@ -16,11 +16,14 @@ public struct ResponseRelay {
         public var keepAlive: Bool
         public var rateHeaders: [UInt8]
         public var requestID: [UInt8]
-        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8]) {
+        /// The request asked for a WebSocket upgrade that the gate let through.
+        public var upgrade: Bool
+        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
             self.request = request
             self.keepAlive = keepAlive
             self.rateHeaders = rateHeaders
             self.requestID = requestID
+            self.upgrade = upgrade
         }
     }
 
@@ -36,6 +39,11 @@ public struct ResponseRelay {
     /// Bytes arrived after the body's end (or after a body-less answer): the connection cannot
     /// be trusted with another request.
     public private(set) var trailingGarbage = false
+
+    /// The upstream switched to WebSocket (101): from here on the connection is a tunnel, and
+    /// this relay is done. Bytes that came after the 101 head are in `tunnelLeftover`.
+    public private(set) var switched = false
+    public private(set) var tunnelLeftover: [UInt8] = []
 
     public init(requestWasHead: Bool) { self.requestWasHead = requestWasHead }
 
@@ -142,10 +150,21 @@ public struct ResponseRelay {
             }
             offset += end
             scanner.reset()
+            if r.status == 101 {
+                // Only the WebSocket upgrade the client asked for, and the gate let through.
+                let c = context()
+                guard c.upgrade, DownstreamHead.acceptsWebSocket(r) else { throw Failure("unexpected protocol switch") }
+                var out: [UInt8] = []
+                DownstreamHead.appendSwitch(r, requestID: c.requestID, to: &out)
+                status = 101
+                switched = true
+                tunnelLeftover = Array(buf[(offset)...])
+                clientHead = out
+                body = BodyReframer(.none, chunkOutput: false)
+                return buf.count
+            }
             if r.isInterim {
-                // keygate answers Expect itself; interim answers are not relayed, and no upgrade
-                // is ever asked for.
-                if r.status == 101 { throw Failure("unexpected protocol switch") }
+                // keygate answers Expect itself; interim answers are not relayed.
                 continue
             }
             let c = context()

@@ -25,19 +25,22 @@ public enum UpstreamHead {
     static let forwarding: [StaticString] = ["x-forwarded-for", "x-real-ip", "forwarded", "x-forwarded-proto", "x-forwarded-host"]
 
     /// Appends the upstream head for `head` to `out`.
+    /// `upgrade`: the request is a WebSocket handshake the gate lets through, so `Connection:
+    /// Upgrade` and `Upgrade: websocket` are sent on (for this case alone).
     public static func append(
-        _ head: RequestHead, decision d: Decision, snapshot s: Snapshot, requestID: [UInt8], peer: IPAddress, to out: inout [UInt8]
+        _ head: RequestHead, decision d: Decision, snapshot s: Snapshot, requestID: [UInt8], peer: IPAddress, upgrade: Bool = false,
+        to out: inout [UInt8]
     ) {
         let b = head.bytes
         out.append(contentsOf: b[head.method])
         out.append(0x20)
         if let path = d.forwardPath {
-            // The normal form the rules matched, then the query exactly as sent.
+            // The normal form the rules matched.
             out.append(contentsOf: path)
-            out.append(contentsOf: b[head.path.upperBound..<head.target.upperBound])
         } else {
-            out.append(contentsOf: b[head.target])
+            out.append(contentsOf: b[head.path])
         }
+        appendQuery(head, s, to: &out)
         out.append(" HTTP/1.1\r\n" as StaticString)
         var forwardedFor: [Range<Int>] = []
         var forwardedProto: Range<Int>? = nil
@@ -92,6 +95,7 @@ public enum UpstreamHead {
         if d.country != 0 {
             field(s.identityPrefix, "Country", [UInt8(d.country >> 8), UInt8(d.country & 0xFF)], &out)
         }
+        if upgrade { out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString) }
         out.append("X-Request-Id: " as StaticString)
         out.append(contentsOf: requestID)
         out.append("\r\nX-Forwarded-For: " as StaticString)
@@ -103,6 +107,25 @@ public enum UpstreamHead {
         out.append("\r\nX-Forwarded-Proto: " as StaticString)
         if let r = forwardedProto { out.append(contentsOf: b[r]) } else { out.append("http" as StaticString) }
         out.append("\r\n\r\n" as StaticString)
+    }
+
+    /// The query exactly as sent, less every parameter that may carry a key.
+    static func appendQuery(_ head: RequestHead, _ s: Snapshot, to out: inout [UInt8]) {
+        let q = head.query
+        guard head.path.upperBound < head.target.upperBound else { return }
+        if s.credentialQuery.isEmpty {
+            out.append(contentsOf: head.bytes[head.path.upperBound..<head.target.upperBound])
+            return
+        }
+        var first = true
+        head.bytes.withUnsafeBufferPointer { p in
+            QueryCredential.forEachParameter(p, q) { name, value in
+                if QueryCredential.isCredential(p, name, s) { return }
+                out.append(first ? UInt8(ascii: "?") : UInt8(ascii: "&"))
+                first = false
+                out.append(contentsOf: p[name.lowerBound..<value.upperBound])
+            }
+        }
     }
 
     static func bodylessMethod(_ head: RequestHead) -> Bool {

@@ -52,6 +52,8 @@ public struct Policy: Sendable {
         public var upstreamConnect: Int64 = 2_000
         public var upstreamResponse: Int64 = 30_000
         public var shutdownGrace: Int64 = 30_000
+        /// A WebSocket tunnel with no bytes either way for this long is closed.
+        public var tunnelIdle: Int64 = 3_600_000
         /// The whole request body must arrive within it, however it trickles.
         public var bodyTotal: Int64 = 60_000
         /// A client that takes no bytes of its answer for this long is closed.
@@ -73,6 +75,9 @@ public struct Policy: Sendable {
     /// Lower-case header names that may carry the key.
     public var credentialHeaders = ["x-api-key"]
     public var bearer = true
+    /// Query parameters that may carry the key (for browsers' WebSockets, which cannot set
+    /// headers); removed before forwarding and never logged.
+    public var credentialQuery: [String] = []
     public var trustedProxies: [CIDR] = []
     public var access = Access()
     public var publicRoutes: [RoutePattern] = []

@@ -249,8 +249,14 @@ struct Validator {
                     }
                 }
             case "credentials":
-                v.fields(node, key, known: ["headers", "bearer"]) { v, k, n in
-                    if k == "headers" {
+                v.fields(node, key, known: ["headers", "bearer", "query"]) { v, k, n in
+                    if k == "query" {
+                        let names = v.strings(n, "credentials.query").map { $0.0 }
+                        for name in names where name.isEmpty || !name.utf8.allSatisfy({ Base62.isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }) {
+                            v.fail(n, "credentials.query: \"\(name)\" is not a plain parameter name")
+                        }
+                        p.credentialQuery = names
+                    } else if k == "headers" {
                         let names = v.strings(n, "credentials.headers").map { $0.0.lowercased() }
                         for name in names where name.isEmpty || !name.utf8.allSatisfy({ Base62.isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }) {
                             v.fail(n, "credentials.headers: \"\(name)\" is not a header name")
@@ -327,7 +333,7 @@ struct Validator {
                     }
                 }
             case "timeouts":
-                v.fields(node, key, known: ["header_read", "idle", "body_idle", "body_total", "send", "upstream_connect", "upstream_response", "shutdown_grace"]) { v, k, n in
+                v.fields(node, key, known: ["header_read", "idle", "body_idle", "body_total", "send", "tunnel_idle", "upstream_connect", "upstream_response", "shutdown_grace"]) { v, k, n in
                     guard let ms = v.duration(n, "timeouts.\(k)") else { return }
                     switch k {
                     case "header_read": p.timeouts.headerRead = ms
@@ -335,6 +341,7 @@ struct Validator {
                     case "body_idle": p.timeouts.bodyIdle = ms
                     case "body_total": p.timeouts.bodyTotal = ms
                     case "send": p.timeouts.send = ms
+                    case "tunnel_idle": p.timeouts.tunnelIdle = ms
                     case "upstream_connect": p.timeouts.upstreamConnect = ms
                     case "upstream_response": p.timeouts.upstreamResponse = ms
                     default: p.timeouts.shutdownGrace = ms

@@ -1,0 +1,53 @@
+/// Follows frame boundaries in one direction of a WebSocket stream (RFC 6455 §5.2) without
+/// keeping any payload, so the gate knows where it may put a frame of its own (a close frame
+/// when a key is revoked) without cutting one of the peer's in two.
+public struct WebSocketFrames: Sendable {
+    /// Header bytes of the frame being read (2 to 14 of them), until it is whole.
+    private var header: [UInt8] = []
+    private var remaining: UInt64 = 0
+
+    public init() {}
+
+    /// True between frames.
+    public var atBoundary: Bool { header.isEmpty && remaining == 0 }
+
+    public mutating func advance(_ buf: UnsafeRawBufferPointer) {
+        var i = 0
+        while i < buf.count {
+            if remaining > 0 {
+                let take = Int(min(remaining, UInt64(buf.count - i)))
+                remaining -= UInt64(take)
+                i += take
+                continue
+            }
+            header.append(buf[i])
+            i += 1
+            if let length = Self.payloadLength(header) {
+                remaining = length
+                header.removeAll(keepingCapacity: true)
+            }
+        }
+    }
+
+    /// The payload length once `h` holds the whole header, nil while it needs more bytes.
+    static func payloadLength(_ h: [UInt8]) -> UInt64? {
+        guard h.count >= 2 else { return nil }
+        let masked = h[1] & 0x80 != 0
+        let short = UInt64(h[1] & 0x7F)
+        let extended = short == 126 ? 2 : short == 127 ? 8 : 0
+        let total = 2 + extended + (masked ? 4 : 0)
+        guard h.count >= total else { return nil }
+        if extended == 0 { return short }
+        var length: UInt64 = 0
+        for k in 2..<(2 + extended) { length = length << 8 | UInt64(h[k]) }
+        return length
+    }
+
+    /// A close frame from the server side (unmasked) with `code` and a short reason.
+    public static func closeFrame(code: UInt16, reason: StaticString) -> [UInt8] {
+        let text = UnsafeBufferPointer(start: reason.utf8Start, count: min(reason.utf8CodeUnitCount, 123))
+        var out: [UInt8] = [0x88, UInt8(2 + text.count), UInt8(code >> 8), UInt8(code & 0xFF)]
+        out.append(contentsOf: text)
+        return out
+    }
+}

@@ -1,0 +1,83 @@
+import KeygateCore
+import KeygateHTTP
+import KeygateIO
+
+/// WebSocket tunnels: after the upstream's 101, bytes flow both ways unchanged, with
+/// backpressure each way, for as long as the key that opened the tunnel stays valid.
+extension ClientConnection {
+    static let revokedClose = WebSocketFrames.closeFrame(code: 1008, reason: "key no longer valid")
+
+    /// The 101 went to the client: from now on the connection is a tunnel.
+    func enterTunnel(_ exchange: Exchange) {
+        phase = .tunnel
+        exchange.keepClient = false
+        exchange.tunnel = TunnelState(startMicros: Clock.micros(), checked: ctx.snapshot, key: exchange.decision.isPublic ? nil : exchange.decision.key)
+        ctx.metrics.tunnelsOpen += 1
+        deadline = ctx.loop.now + timeouts.tunnelIdle
+        // Pipelined bytes sent after the handshake belong to the tunnel.
+        if !inbuf.isEmpty {
+            let pending = inbuf
+            inbuf = []
+            pending.withUnsafeBytes { tunnelFromClient($0) }
+        }
+        if !exchange.relay.tunnelLeftover.isEmpty {
+            exchange.relay.tunnelLeftover.withUnsafeBytes { tunnelFromUpstream(exchange, $0) }
+        }
+    }
+
+    func tunnelFromClient(_ buf: UnsafeRawBufferPointer) {
+        guard let exchange = ex, let u = exchange.upstream else { return }
+        exchange.tunnel?.bytesIn += UInt64(buf.count)
+        deadline = ctx.loop.now + timeouts.tunnelIdle
+        guard u.send([buf]) else {
+            abort()
+            return
+        }
+        if u.out.count > Self.highWater { pauseReading(true) }
+    }
+
+    func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
+        exchange.tunnel?.bytesOut += UInt64(buf.count)
+        exchange.tunnel?.toClient.advance(buf)
+        deadline = ctx.loop.now + timeouts.tunnelIdle
+        sendToClient([buf])
+        if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
+    }
+
+    /// The upstream took bytes: the client may send more.
+    func tunnelUpstreamDrained(_ u: UpstreamConnection) {
+        if readPaused && u.out.count <= Self.highWater { pauseReading(false) }
+    }
+
+    /// One side closed: the other is closed once what is on its way has left.
+    func tunnelEnded(byUpstream: Bool) {
+        guard let exchange = ex else { return }
+        dropUpstream(exchange)
+        if byUpstream {
+            closeAfterFlush(linger: false)
+        } else {
+            abort()
+        }
+    }
+
+    /// Runs on every tick: a tunnel whose key was revoked, disabled, deleted or has expired is
+    /// closed (with a 1008 close frame when the stream to the client is between frames).
+    func checkTunnelKey(_ exchange: Exchange) {
+        guard var t = exchange.tunnel, let key = t.key else { return }
+        var valid = true
+        if t.checked !== ctx.snapshot {
+            t.checked = ctx.snapshot
+            if let current = ctx.snapshot.keys[key.digest], current.record.status == .active {
+                t.key = current
+            } else {
+                valid = false
+            }
+            exchange.tunnel = t
+        }
+        if valid, let expires = (t.key ?? key).expiresMillis, Timestamp.nowMillis() >= expires { valid = false }
+        guard !valid else { return }
+        dropUpstream(exchange)
+        if t.toClient.atBoundary { sendToClient(Self.revokedClose) }
+        closeAfterFlush(linger: false)
+    }
+}

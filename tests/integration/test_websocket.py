@@ -1,0 +1,197 @@
+"""WebSocket and streaming through the gate: the key checked at the upgrade and enforced for the
+tunnel's life; a WebSocket upstream and client written for the tests (RFC 6455)."""
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+from conftest import Gate, curl, read_response
+from upstream import Reader, ws_frame, ws_read_frame
+
+
+def ws_open(gate, path, key=None, extra=()):
+    """Sends a handshake; returns (socket, reader, status, headers)."""
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: gate", "Connection: Upgrade", "Upgrade: websocket", f"Sec-WebSocket-Key: {nonce}",
+             "Sec-WebSocket-Version: 13"]
+    if key:
+        lines.append(f"x-api-key: {key}")
+    lines += list(extra)
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    reader = Reader(s)
+    head = reader.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {}
+    for line in head[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    return s, reader, status, headers
+
+
+def metric(gate, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(name)
+
+
+def test_echo_text_and_binary_and_the_usage_event(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, headers = ws_open(gate, "/ws", k["key"])
+    assert status == 101 and headers["upgrade"].lower() == "websocket" and "sec-websocket-accept" in headers
+    s.sendall(ws_frame(0x1, b"hello", mask=True))
+    assert ws_read_frame(reader) == (0x1, b"hello")
+    big = os.urandom(150 * 1024)
+    s.sendall(ws_frame(0x2, big, mask=True))
+    assert ws_read_frame(reader) == (0x2, big)
+    assert metric(gate, "keygate_tunnels_open") == 1
+    s.sendall(ws_frame(0x8, b"\x03\xe8", mask=True))
+    assert ws_read_frame(reader)[0] == 0x8
+    s.close()
+    events = gate.wait_usage(1)
+    deadline = time.time() + 5
+    while time.time() < deadline and not [e for e in gate.usage_lines() if e["status"] == 101]:
+        time.sleep(0.05)
+    tunnel = [e for e in gate.usage_lines() if e["path"] == "/ws"]
+    assert len(tunnel) == 1, tunnel  # one event per tunnel, at its close
+    e = tunnel[0]
+    assert e["status"] == 101 and e["key_id"] == k["id"] and e["decision"] == "allow"
+    assert e["bytes_in"] > 150 * 1024 and e["bytes_out"] > 150 * 1024
+    # The upstream saw the handshake with its Connection/Upgrade and without the key.
+    seen = {n.lower(): v for n, v in upstream.requests[-1]["headers"]}
+    assert seen["upgrade"] == "websocket" and seen["connection"].lower() == "upgrade" and "x-api-key" not in seen
+    assert seen["x-keygate-key-id"] == k["id"]
+
+
+def test_refused_before_any_upgrade(gate, upstream):
+    k = gate.create_key("--scope", "suppliers.read")
+    gate.start()
+    for key, want in [(None, 401), ("kg_bad", 401), (k["key"], 403)]:
+        s, reader, status, _ = ws_open(gate, "/ws", key)
+        assert status == want
+        s.close()
+    assert [r for r in upstream.requests if r["target"] == "/ws"] == []
+
+
+def test_refused_upgrade_keeps_http_and_checks_the_next_request(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, headers = ws_open(gate, "/ws-refuse", k["key"])
+    assert status == 403
+    reader.exactly(int(headers["content-length"]))
+    # Same connection, no key: must be checked again, never tunnelled.
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: gate\r\n\r\n")
+    head = reader.until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401")
+    s.close()
+
+
+def test_h2c_and_other_upgrades_are_not_forwarded(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    status, _, body, _ = curl("-H", f"x-api-key: {k['key']}", "-H", "Connection: Upgrade, HTTP2-Settings", "-H", "Upgrade: h2c",
+                              "-H", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", gate.url("/echo"))
+    assert status == 200
+    seen = {n.lower() for n, _ in json.loads(body)["headers"]}
+    assert "upgrade" not in seen and "http2-settings" not in seen and "connection" not in seen
+    # A websocket upgrade on a POST or over HTTP/1.0 is no upgrade either.
+    s, reader, status, _ = ws_open(gate, "/ws", k["key"], extra=["Upgrade: websocket"])
+    assert status != 101
+    s.close()
+
+
+def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, _ = ws_open(gate, "/ws", k["key"])
+    assert status == 101
+    s.sendall(ws_frame(0x1, b"before", mask=True))
+    assert ws_read_frame(reader) == (0x1, b"before")
+    gate.cli("keys", "revoke", k["id"])
+    t = time.time()
+    opcode, payload = ws_read_frame(reader)
+    assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
+    s.settimeout(3)
+    assert s.recv(100) == b""
+    assert time.time() - t < 1.5
+    s.close()
+
+
+def test_query_key_is_stripped_and_never_logged(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="credentials: { headers: [x-api-key], bearer: true, query: [api_key] }\n")
+    try:
+        k = g.create_key()
+        g.start()
+        assert "credentials.query" in open(g.stderr_path).read()
+        s, reader, status, _ = ws_open(g, f"/ws?api_key={k['key']}&room=7")
+        assert status == 101
+        s.sendall(ws_frame(0x1, b"hi", mask=True))
+        assert ws_read_frame(reader) == (0x1, b"hi")
+        s.close()
+        assert upstream.requests[-1]["target"] == "/ws?room=7"
+        status, _, body, _ = curl(g.url(f"/echo?api_key={k['key']}"))
+        assert status == 200 and json.loads(body)["target"] == "/echo"
+        status, _, body, _ = curl(g.url("/echo?api_key=kg_wrong_secret&x=1"))
+        assert status == 401 and b"kg_wrong" not in body
+        time.sleep(0.5)
+        g.stop()
+        for name in os.listdir(tmp_path):
+            if name.endswith((".jsonl", ".err", ".json")) and name != "keys.jsonl" and name != "keys.audit.jsonl":
+                text = open(os.path.join(tmp_path, name), errors="replace").read()
+                assert k["key"] not in text and "kg_wrong_secret" not in text, name
+    finally:
+        g.stop()
+
+
+def test_server_sent_events_arrive_as_they_are_sent(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+    t = time.time()
+    s.sendall(f"GET /sse HTTP/1.1\r\nHost: gate\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+    got = b""
+    while b"data: 1" not in got:
+        got += s.recv(4096)
+    first = time.time() - t
+    while b"data: 2" not in got:
+        got += s.recv(4096)
+    second = time.time() - t
+    s.close()
+    assert first < 0.5, f"first event after {first:.3f}s"
+    assert 0.9 < second < 2.0
+
+
+def test_fifty_concurrent_tunnels(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    errors = []
+
+    def one(i):
+        try:
+            s, reader, status, _ = ws_open(gate, "/ws", k["key"])
+            assert status == 101
+            for j in range(20):
+                msg = f"{i}-{j}".encode() * 10
+                s.sendall(ws_frame(0x1, msg, mask=True))
+                assert ws_read_frame(reader) == (0x1, msg)
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    deadline = time.time() + 5
+    while time.time() < deadline and metric(gate, "keygate_tunnels_open") != 0:
+        time.sleep(0.05)
+    assert metric(gate, "keygate_tunnels_open") == 0
