@@ -177,6 +177,81 @@ http {{
 """
 
 
+NGINX_WS_GATE = """
+worker_processes 2;
+pid {dir}/wsgate.pid;
+error_log {dir}/wsgate.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  map_hash_bucket_size 128;
+  map_hash_max_size 262144;
+  map $http_x_api_key $key_id {{
+    default "";
+    include {dir}/nginx-keys.map;
+  }}
+  access_log off;
+  upstream app {{ server 127.0.0.1:{upstream}; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      if ($key_id = "") {{ return 401 '{{"error":"unknown_key"}}'; }}
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header x-api-key "";
+      proxy_set_header X-Key-Id $key_id;
+      proxy_read_timeout 1h;
+    }}
+  }}
+}}
+"""
+
+
+def websocket_bench(out, keygate, keys, args, procs):
+    """WebSocket echo through keygate and through nginx: one C echo server, one C client keeping
+    64 connections each bouncing a 64-byte message. Messages per second and CPU per message."""
+    binary = os.path.join(out, "wsbench")
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(ROOT, "bench/wsbench.c")], check=True)
+    ws_port, kg_port, ng_port = 18004, 18086, 18087
+    procs.append(subprocess.Popen([binary, "server", str(ws_port)]))
+    with open(os.path.join(out, "ws.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{ws_port}"\nadmin_listen: "127.0.0.1:18906"\n'
+                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: usage-ws.jsonl\n')
+    kg = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "ws.yaml")], stderr=open(os.path.join(out, "ws.err"), "w"))
+    procs.append(kg)
+    with open(os.path.join(out, "wsgate.conf"), "w") as f:
+        f.write(NGINX_WS_GATE.format(dir=out, port=ng_port, upstream=ws_port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    ng = subprocess.Popen([nginx, "-c", os.path.join(out, "wsgate.conf"), "-g", "daemon off;"])
+    procs.append(ng)
+    for port in (ws_port, kg_port, ng_port):
+        wait_port(port)
+    time.sleep(0.3)
+    key = keys[0][1]
+    targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(ng.pid))}
+    results = {}
+    print(f"WebSocket echo: 64 connections, 64-byte messages, {args.seconds}s, {args.rounds} rounds")
+    for rnd in range(args.rounds):
+        for name, (port, pids) in targets.items():
+            before = cpu_ticks(pids)
+            r = subprocess.run([binary, "client", str(port), "/ws", "64", str(args.seconds), key, "64"], capture_output=True, text=True)
+            after = cpu_ticks(pids)
+            m = re.search(r"(\d+) messages in ([\d.]+) s", r.stdout)
+            if not m:
+                print(f"  {name}: failed: {r.stderr.strip()}")
+                continue
+            count, secs = int(m.group(1)), float(m.group(2))
+            cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
+            results.setdefault(name, []).append((count / secs, cpu))
+            print(f"  round {rnd + 1} {name:8} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message", flush=True)
+    if len(results) == 2:
+        k = [statistics.median(x[i] for x in results["keygate"]) for i in (0, 1)]
+        n = [statistics.median(x[i] for x in results["nginx"]) for i in (0, 1)]
+        print(f"WebSocket: keygate {k[0]:.0f} msg/s, {k[1]:.2f} us/msg; nginx {n[0]:.0f} msg/s, {n[1]:.2f} us/msg; "
+              f"keygate/nginx throughput {k[0] / n[0]:.2f}, cpu/message {k[1] / n[1]:.2f}")
+
+
 def network_gate(out, up_port, keygate, procs):
     """A second keygate with 10,000 CIDRs in access.allow_ips and a GeoIP country filter."""
     import ipaddress
@@ -329,6 +404,7 @@ def main():
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
+    ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
     ap.add_argument("--baseline", default="", help="another keygate binary (say, a build of the previous commit) to run beside this one, same keys and policy")
@@ -442,6 +518,8 @@ def main():
                 print(f"{size}: keygate/baseline throughput {k['rps'] / b['rps']:.2f}, cpu/req {k['cpu_us'] / b['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / b['p99']:.2f}")
         print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
+        if args.websocket:
+            websocket_bench(out, keygate, keys, args, procs)
         if args.enforce:
             enforce(out, keygate, kg_port)
         if args.extras:

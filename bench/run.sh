@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 python3 bench/bench.py "$@"
 echo
 python3 bench/bench.py --buffering --no-extras --only keygate,keygate-nobuf,nginx
+echo
+python3 bench/bench.py --websocket --no-extras --only keygate,nginx --sizes none

@@ -45,6 +45,7 @@ extension ClientConnection {
         deadline = ctx.loop.now + timeouts.bodyIdle
         if shouldBuffer(exchange) {
             // The app sees nothing until the body is here: a slow client holds no upstream.
+            if case .contentLength(let n) = head.framing { forwarded.reserveCapacity(forwarded.count + Int(n)) }
             exchange.buffered = forwarded
         } else if !startUpstream(exchange, forwarded) {
             return
