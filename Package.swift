@@ -24,7 +24,9 @@ let package = Package(
         // The only module with sockets and Dispatch sources.
         // epoll and accept4, which Swift's Glibc module does not import.
         .target(name: "CKeygateSys"),
-        .target(name: "KeygateIO", dependencies: ["CKeygateSys"]),
+        // OpenSSL's server side: contexts, SNI, sessions on memory BIOs (macros Swift cannot import).
+        .target(name: "CKeygateTLS", dependencies: ["COpenSSL"]),
+        .target(name: "KeygateIO", dependencies: ["CKeygateSys", "CKeygateTLS"]),
         // Glue: sessions, upstream pool, server lifecycle.
         .target(
             name: "KeygateProxy",

@@ -68,6 +68,7 @@ extension ClientConnection {
         e.status = error.status
         e.client = peer
         e.bytesIn = UInt64(inbuf.count)
+        if let t = tls, t.handshakeDone { e.tls = t.version }
         ctx.record(e)
         inbuf = []
         closeAfterFlush(linger: true)

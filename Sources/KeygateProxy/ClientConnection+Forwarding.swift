@@ -32,7 +32,7 @@ extension ClientConnection {
 
         var forwarded: [UInt8] = []
         forwarded.reserveCapacity(head.bytes.count + 256)
-        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, to: &forwarded)
+        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, https: tls != nil, to: &forwarded)
         if exchange.bodyDone {
             // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
             // epoll_ctl is spent per request.
@@ -387,6 +387,8 @@ extension ClientConnection {
         guard !exchange.recorded else { return }
         exchange.recorded = true
         if exchange.bufferedAccounted > 0 { releaseBuffer(exchange) }
-        ctx.record(exchange.usageEvent(endMicros: Clock.micros()))
+        var e = exchange.usageEvent(endMicros: Clock.micros())
+        if let t = tls, t.handshakeDone { e.tls = t.version }
+        ctx.record(e)
     }
 }

@@ -61,11 +61,14 @@ final class ClientConnection: EventHandler {
     var writeFailed = false
     /// Loop time of the last write progress while output waits (`timeouts.send`).
     var lastWriteProgress: Int64 = 0
+    /// TLS on this connection (`tls:` in the policy); nil for plain HTTP.
+    let tls: TLSSession?
 
-    init(fd: Int32, ctx: LoopContext, peer: IPAddress) {
+    init(fd: Int32, ctx: LoopContext, peer: IPAddress, tls: TLSSession? = nil) {
         self.fd = fd
         self.ctx = ctx
         self.peer = peer
+        self.tls = tls
         scanner = HeadScanner(maxHeadBytes: ctx.snapshot.policy.limits.maxHeaderBytes)
         deadline = ctx.loop.now + ctx.snapshot.policy.timeouts.headerRead
     }
@@ -103,7 +106,8 @@ final class ClientConnection: EventHandler {
             case .done(0):
                 clientEOF()
             case .done(let n):
-                onBytes(UnsafeRawBufferPointer(rebasing: ctx.loop.readBuffer[0..<n]))
+                let bytes = UnsafeRawBufferPointer(rebasing: ctx.loop.readBuffer[0..<n])
+                if let t = tls { tlsReceive(t, bytes) } else { onBytes(bytes) }
             case .wouldBlock:
                 break
             }
@@ -226,6 +230,22 @@ final class ClientConnection: EventHandler {
 
     func sendToClient(_ parts: [UnsafeRawBufferPointer]) {
         if phase == .closed || writeFailed { return }
+        if let t = tls {
+            do {
+                try t.send(parts)
+            } catch {
+                writeFailed = true
+                return
+            }
+            flushTLSOutput(t)
+            return
+        }
+        sendRaw(parts)
+    }
+
+    /// Bytes for the socket as they are (ciphertext, when TLS is on).
+    func sendRaw(_ parts: [UnsafeRawBufferPointer]) {
+        if phase == .closed || writeFailed { return }
         let wasEmpty = out.isEmpty
         do {
             if try !out.send(fd, parts: parts, canWrite: true) {
@@ -262,6 +282,11 @@ final class ClientConnection: EventHandler {
     }
 
     func closeAfterFlush(linger: Bool) {
+        if let t = tls, t.handshakeDone {
+            // close_notify: the client can tell our end from a cut connection.
+            t.shutdown()
+            flushTLSOutput(t)
+        }
         lingerWhenFlushed = linger
         pauseReading(true)
         if out.isEmpty {
@@ -390,6 +415,31 @@ final class ClientConnection: EventHandler {
             abort()
         } else {
             ex?.keepClient = false
+        }
+    }
+}
+
+extension ClientConnection {
+    /// Ciphertext from the socket: the handshake goes on, or plaintext goes to `onBytes`.
+    func tlsReceive(_ t: TLSSession, _ cipher: UnsafeRawBufferPointer) {
+        do {
+            // The loop's read buffer already gave its bytes to OpenSSL: it takes the plaintext.
+            let progress = try t.receive(cipher, scratch: ctx.loop.readBuffer) { plain in
+                if phase != .closed { onBytes(plain) }
+            }
+            if case .established = progress { ctx.metrics.tlsHandshakes[0] += 1 }
+        } catch {
+            if !t.handshakeDone { ctx.metrics.tlsHandshakes[1] += 1 }
+            flushTLSOutput(t)  // the alert, if any
+            abort()
+            return
+        }
+        flushTLSOutput(t)
+    }
+
+    func flushTLSOutput(_ t: TLSSession) {
+        while let bytes = t.takeOutput() {
+            bytes.withUnsafeBytes { sendRaw([$0]) }
         }
     }
 }

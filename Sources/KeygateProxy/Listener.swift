@@ -40,7 +40,16 @@ final class Listener: EventHandler, @unchecked Sendable {
                 continue
             }
             Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            let client = ClientConnection(fd: conn, ctx: ctx, peer: peer)
+            var session: TLSSession? = nil
+            if let tls = ctx.tls {
+                guard let s = tls.session() else {
+                    Sys.close(conn)
+                    ctx.server.connectionClosed(from: peer)
+                    continue
+                }
+                session = s
+            }
+            let client = ClientConnection(fd: conn, ctx: ctx, peer: peer, tls: session)
             do {
                 try loop.register(conn, client, interest: Events.read)
             } catch {

@@ -12,6 +12,8 @@ struct LoopMetrics {
     var upstreamCount = 0
     var upstreamOpen = 0
     var tunnelsOpen = 0
+    /// TLS handshakes: [ok, failed].
+    var tlsHandshakes = [0, 0]
     /// Upstream connections carrying a request (open minus pooled); filled in when gathered.
     var upstreamInUse = 0
     var timeouts = [Int](repeating: 0, count: TimeoutKind.allCases.count)
@@ -58,6 +60,8 @@ final class LoopContext: @unchecked Sendable {
     let loop: EventLoop
     unowned let server: Server
     var snapshot: Snapshot
+    /// The certificates new connections get; replaced whole by a reload.
+    var tls: TLSServerContext?
     var clients: [ClientConnection] = []
     var pool: [UpstreamConnection] = []
     var usage = UsageBatch()

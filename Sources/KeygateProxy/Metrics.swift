@@ -35,6 +35,17 @@ enum Metrics {
         s += "keygate_request_buffer_full_total \(m.requestBufferFull)\n"
         s += "# HELP keygate_upstream_connections_in_use Upstream connections carrying a request (not idle in the pool).\n# TYPE keygate_upstream_connections_in_use gauge\nkeygate_upstream_connections_in_use \(m.upstreamInUse)\n"
         s += "# HELP keygate_tunnels_open Open WebSocket tunnels.\n# TYPE keygate_tunnels_open gauge\nkeygate_tunnels_open \(m.tunnelsOpen)\n"
+        if server.snapshot.policy.tls != nil {
+            s += "# HELP keygate_tls_handshakes_total TLS handshakes by result.\n# TYPE keygate_tls_handshakes_total counter\n"
+            s += "keygate_tls_handshakes_total{result=\"ok\"} \(m.tlsHandshakes[0])\nkeygate_tls_handshakes_total{result=\"failed\"} \(m.tlsHandshakes[1])\n"
+            s += "# HELP keygate_tls_certificate_expiry_timestamp_seconds When each certificate in use expires.\n# TYPE keygate_tls_certificate_expiry_timestamp_seconds gauge\n"
+            for c in server.tlsCertificates.withLock({ $0 }) {
+                s += "keygate_tls_certificate_expiry_timestamp_seconds{name=\"\(c.name.replacingOccurrences(of: "\"", with: ""))\"} \(c.notAfter)\n"
+            }
+            s += "# HELP keygate_tls_reloads_total Certificate reloads by result.\n# TYPE keygate_tls_reloads_total counter\n"
+            s += "keygate_tls_reloads_total{result=\"ok\"} \(server.tlsReloads.ok.load(ordering: .relaxed))\n"
+            s += "keygate_tls_reloads_total{result=\"failed\"} \(server.tlsReloads.failed.load(ordering: .relaxed))\n"
+        }
         s += "# HELP keygate_keys_loaded Keys in the live snapshot.\n# TYPE keygate_keys_loaded gauge\nkeygate_keys_loaded \(snapshot.keyCount)\n"
         s += "# HELP keygate_reloads_total Reloads of keys, policy and GeoIP.\n# TYPE keygate_reloads_total counter\n"
         s += "keygate_reloads_total{result=\"ok\"} \(server.reloads.ok.load(ordering: .relaxed))\n"

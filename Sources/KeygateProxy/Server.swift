@@ -53,6 +53,14 @@ public final class Server: @unchecked Sendable {
             throw ServeError("upstream \(policy.upstream) is not a numeric address")
         }
         upstreamAddress = upstream
+        if let t = policy.tls {
+            do {
+                tlsContext = try Self.buildTLS(t)
+            } catch {
+                throw ServeError("tls: \(error)")
+            }
+            tlsStamps = Self.stamps(t)
+        }
         maxConnections = policy.limits.maxConnections
         maxPerIP = policy.limits.maxConnectionsPerIP
         do {
@@ -67,6 +75,14 @@ public final class Server: @unchecked Sendable {
     private let published: Mutex<Snapshot>
     public var snapshot: Snapshot { published.withLock { $0 } }
     private let drainingState = Atomic<Bool>(false)
+    /// The certificates new TLS connections get; replaced whole when their files change.
+    private(set) var tlsContext: TLSServerContext?
+    /// File stamps of the certificates and keys last tried, so a bad file is reported once.
+    private var tlsStamps: [FileStamp?] = []
+    private var tlsWatch: DispatchSourceTimer?
+    let tlsReloads = Reloads()
+    /// The current certificates' names and expiry, for /metrics.
+    let tlsCertificates = Mutex<[TLSServerContext.Certificate]>([])
     var isDraining: Bool { drainingState.load(ordering: .relaxed) }
 
     /// Binds the sockets and starts the loops. Returns once the gate is accepting.
@@ -82,6 +98,7 @@ public final class Server: @unchecked Sendable {
         for i in 0..<policy.workerCount {
             let loop = try EventLoop(index: i)
             let ctx = LoopContext(loop: loop, server: self, snapshot: current, bootID: bootID)
+            ctx.tls = tlsContext
             loop.addTickHandler { _ in ctx.tick() }
             loops.append(loop)
             contexts.append(ctx)
@@ -107,6 +124,10 @@ public final class Server: @unchecked Sendable {
         stateFlusher = KeyStateFlusher(server: self)
         stateFlusher?.start()
         installSignals()
+        if let tls = tlsContext {
+            publishTLS(tls)
+            startTLSWatch()
+        }
         if !policy.credentialQuery.isEmpty {
             log.warning(
                 "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
@@ -186,6 +207,7 @@ public final class Server: @unchecked Sendable {
                     next = try SnapshotLoader.reloadKeys(current)
                 }
                 install(next)
+                if policyToo { reloadTLS(reason: reason, force: true) }
                 reloads.ok.add(1, ordering: .relaxed)
                 log.info("reload (\(reason)): \(next.keyCount) keys in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
             } catch {
@@ -205,6 +227,58 @@ public final class Server: @unchecked Sendable {
     }
 
     var currentSnapshotUnsafe: Snapshot { current }
+
+    // MARK: TLS certificates
+
+    static func buildTLS(_ t: Policy.TLS) throws(TLSError) -> TLSServerContext {
+        try TLSServerContext(pairs: t.certificates.map { ($0.cert, $0.key) }, minTLS13: t.minTLS13)
+    }
+
+    /// stat() follows symlinks, so a Kubernetes-style swap of the `..data` link changes these.
+    static func stamps(_ t: Policy.TLS) -> [FileStamp?] {
+        t.certificates.flatMap { [FileStamp.of($0.cert), FileStamp.of($0.key)] }
+    }
+
+    /// Checks the certificate files every second (off the loops) and reloads them when they
+    /// change. New connections get the new pair; open ones keep theirs.
+    private func startTLSWatch() {
+        let t = DispatchSource.makeTimerSource(queue: control)
+        t.schedule(deadline: .now() + .seconds(1), repeating: .seconds(1), leeway: .milliseconds(100))
+        t.setEventHandler { [weak self] in self?.reloadTLS(reason: "certificate files changed", force: false) }
+        t.resume()
+        tlsWatch = t
+    }
+
+    /// Must run on `control`. A pair that does not load (garbage, a key that does not match,
+    /// an expired certificate) keeps the last good one and is reported.
+    func reloadTLS(reason: String, force: Bool) {
+        guard let t = current.policy.tls else { return }
+        let now = Self.stamps(t)
+        if !force && now == tlsStamps { return }
+        tlsStamps = now
+        do {
+            let next = try Self.buildTLS(t)
+            if let expired = next.certificates.first(where: { $0.notAfter > 0 && $0.notAfter <= Timestamp.nowSeconds() }) {
+                throw TLSError("the certificate for \(expired.name) has expired")
+            }
+            tlsContext = next
+            for ctx in contexts { ctx.loop.execute { ctx.tls = next } }
+            publishTLS(next)
+            tlsReloads.ok.add(1, ordering: .relaxed)
+            log.info("tls (\(reason)): \(next.certificates.map(\.name).joined(separator: ", ")) loaded")
+        } catch {
+            tlsReloads.failed.add(1, ordering: .relaxed)
+            log.error("tls (\(reason)): \(error); keeping the certificates in use")
+        }
+    }
+
+    private func publishTLS(_ tls: TLSServerContext) {
+        tlsCertificates.withLock { $0 = tls.certificates }
+        let soon = Timestamp.nowSeconds() + 7 * 86400
+        for c in tls.certificates where c.notAfter > 0 && c.notAfter < soon {
+            log.warning("tls: the certificate for \(c.name) expires \(Timestamp.format(seconds: c.notAfter)), in under 7 days")
+        }
+    }
 
     // MARK: signals and drain
 
@@ -295,6 +369,8 @@ public final class Server: @unchecked Sendable {
             total.upstreamCount += m.upstreamCount
             total.upstreamOpen += m.upstreamOpen
             total.tunnelsOpen += m.tunnelsOpen
+            total.tlsHandshakes[0] += m.tlsHandshakes[0]
+            total.tlsHandshakes[1] += m.tlsHandshakes[1]
             for i in 0..<total.timeouts.count { total.timeouts[i] += m.timeouts[i] }
             total.requestBufferBytes += m.requestBufferBytes
             total.requestBufferFull += m.requestBufferFull
@@ -327,6 +403,7 @@ enum RestartSettings {
         if a.usageLog != b.usageLog { out.append("usage_log") }
         if a.limits.maxConnections != b.limits.maxConnections { out.append("limits.max_connections") }
         if a.limits.maxConnectionsPerIP != b.limits.maxConnectionsPerIP { out.append("limits.max_connections_per_ip") }
+        if (a.tls == nil) != (b.tls == nil) { out.append("tls (on or off)") }
         return out
     }
 }

@@ -29,7 +29,7 @@ public enum UpstreamHead {
     /// Upgrade` and `Upgrade: websocket` are sent on (for this case alone).
     public static func append(
         _ head: RequestHead, decision d: Decision, snapshot s: Snapshot, requestID: [UInt8], peer: IPAddress, upgrade: Bool = false,
-        to out: inout [UInt8]
+        https: Bool = false, to out: inout [UInt8]
     ) {
         let b = head.bytes
         out.append(contentsOf: b[head.method])
@@ -105,7 +105,13 @@ public enum UpstreamHead {
         }
         peer.append(to: &out)
         out.append("\r\nX-Forwarded-Proto: " as StaticString)
-        if let r = forwardedProto { out.append(contentsOf: b[r]) } else { out.append("http" as StaticString) }
+        if let r = forwardedProto {
+            out.append(contentsOf: b[r])
+        } else if https {
+            out.append("https" as StaticString)
+        } else {
+            out.append("http" as StaticString)
+        }
         out.append("\r\n\r\n" as StaticString)
     }
 

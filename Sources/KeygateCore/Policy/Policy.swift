@@ -60,6 +60,17 @@ public struct Policy: Sendable {
         public var send: Int64 = 60_000
     }
 
+    /// TLS on `listen` (`tls:`); nil = plain HTTP.
+    public struct TLS: Sendable, Equatable {
+        public struct Pair: Sendable, Equatable {
+            public var cert: String
+            public var key: String
+        }
+        /// The first is the default; the others are chosen by SNI from their names.
+        public var certificates: [Pair] = []
+        public var minTLS13 = false
+    }
+
     /// The policy file, absolute; every other path is relative to its folder.
     public var file: String
     public var listen = Endpoint(host: "0.0.0.0", port: 8080)
@@ -88,6 +99,7 @@ public struct Policy: Sendable {
     public var limits = Limits()
     public var timeouts = Timeouts()
     public var identityPrefix = "X-Keygate-"
+    public var tls: TLS?
 
     public init(file: String, keysFile: String, usageLog: String) {
         self.file = file

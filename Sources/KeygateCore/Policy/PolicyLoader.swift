@@ -214,13 +214,17 @@ struct Validator {
         var countriesNode: Node? = nil
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
             case "listen": if let e = v.endpoint(node, key) { p.listen = e }
             case "upstream":
                 guard let s = v.string(node, key) else { return }
+                if s.hasPrefix("https://") {
+                    v.fail(node, "upstream: TLS to the upstream (https://) is not available in this version; use http://host:port")
+                    return
+                }
                 guard s.hasPrefix("http://"), let e = Validator.parseEndpoint(String(s.dropFirst(7)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))) else {
                     v.fail(node, "upstream: \"\(s)\" must be http://host:port")
                     return
@@ -288,6 +292,44 @@ struct Validator {
                     }
                 }
             case "public_routes": p.publicRoutes = v.routes(node, key)
+            case "tls":
+                var t = Policy.TLS()
+                v.fields(node, key, known: ["certificates", "min_version", "client_certificates"]) { v, k, n in
+                    switch k {
+                    case "certificates":
+                        guard case .sequence(let items) = n, !items.isEmpty else {
+                            v.fail(n, "tls.certificates must be a list of {cert, key}")
+                            return
+                        }
+                        for (i, item) in items.enumerated() {
+                            var pair = Policy.TLS.Pair(cert: "", key: "")
+                            v.fields(item, "tls.certificates[\(i)]", known: ["cert", "key"]) { v, ck, cn in
+                                guard let path = v.string(cn, "tls.certificates[\(i)].\(ck)") else { return }
+                                let full = v.resolve(path)
+                                if !FileManager.default.isReadableFile(atPath: full) { v.fail(cn, "tls.certificates[\(i)].\(ck): cannot read \(full)") }
+                                if ck == "cert" { pair.cert = full } else { pair.key = full }
+                            }
+                            if pair.cert.isEmpty || pair.key.isEmpty {
+                                v.fail(item, "tls.certificates[\(i)] needs both cert and key")
+                            }
+                            t.certificates.append(pair)
+                        }
+                    case "min_version":
+                        switch n.scalar?.string {
+                        case "1.2": t.minTLS13 = false
+                        case "1.3": t.minTLS13 = true
+                        default: v.fail(n, "tls.min_version must be \"1.2\" or \"1.3\"")
+                        }
+                    default:
+                        v.fields(n, "tls.client_certificates", known: ["ca", "mode"]) { v, ck, cn in
+                            if ck == "mode", let mode = v.string(cn, "tls.client_certificates.mode"), mode != "off" {
+                                v.fail(cn, "tls.client_certificates.mode: only off is available in this version")
+                            }
+                        }
+                    }
+                }
+                if t.certificates.isEmpty { v.fail(node, "tls needs at least one entry in certificates") }
+                p.tls = t
             case "paths":
                 v.fields(node, key, known: ["escaped_slashes"]) { v, _, n in
                     guard let s = v.string(n, "paths.escaped_slashes") else { return }

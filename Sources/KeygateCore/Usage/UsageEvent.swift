@@ -18,6 +18,8 @@ public struct UsageEvent {
     public var durationMicros: Int64 = 0
     /// nil when the request never reached the upstream.
     public var upstreamMicros: Int64? = nil
+    /// 12 or 13 for a request over TLS 1.2 or 1.3; 0 for plain HTTP.
+    public var tls: Int = 0
 
     public init() {}
 
@@ -69,6 +71,11 @@ public struct UsageEvent {
         JSONBytes.appendMillis(micros: durationMicros, to: &out)
         out.append(#","upstream_ms":"# as StaticString)
         if let u = upstreamMicros { JSONBytes.appendMillis(micros: u, to: &out) } else { out.append("null" as StaticString) }
+        if tls == 13 {
+            out.append(#","tls":"1.3""# as StaticString)
+        } else if tls == 12 {
+            out.append(#","tls":"1.2""# as StaticString)
+        }
         out.append("}\n" as StaticString)
     }
 }

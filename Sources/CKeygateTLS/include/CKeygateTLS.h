@@ -1,0 +1,43 @@
+#ifndef KEYGATE_TLS_H
+#define KEYGATE_TLS_H
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stddef.h>
+
+// OpenSSL's server side as keygate uses it, in C because most of it is macros, stacks and
+// callbacks Swift cannot import: contexts with Mozilla's "intermediate" settings, SNI choice
+// among several certificates, and sessions on memory BIOs so the event loops own the sockets.
+
+/// A server context for one certificate chain and key (PEM files); NULL on failure, with the
+/// reason in `err` (OpenSSL's error queue drained). min_tls13: refuse TLS 1.2.
+SSL_CTX *kg_tls_server_ctx(const char *cert, const char *key, int min_tls13, char *err, size_t errlen);
+
+/// SNI: `count` contexts, the first the default; the others are chosen by the names of their
+/// certificates (SAN DNS entries, `*.example.com` wildcards). Installs the callback on every
+/// context; `table` must outlive them (kg_tls_sni_free).
+void *kg_tls_sni_new(SSL_CTX **ctxs, int count);
+void kg_tls_sni_free(void *table);
+
+/// notAfter of a context's certificate, Unix seconds (0 when unknown), and its first name.
+long long kg_tls_not_after(SSL_CTX *ctx);
+int kg_tls_first_name(SSL_CTX *ctx, char *out, size_t outlen);
+
+/// A server session on memory BIOs: ciphertext goes in with kg_tls_feed, comes out with
+/// kg_tls_take.
+SSL *kg_tls_session(SSL_CTX *ctx);
+int kg_tls_feed(SSL *ssl, const void *buf, int len);
+size_t kg_tls_pending(SSL *ssl);
+int kg_tls_take(SSL *ssl, void *buf, int len);
+/// 1 handshake done, 0 wants more input, -1 failed.
+int kg_tls_handshake(SSL *ssl);
+/// >0 plaintext bytes, 0 wants more input, -1 closed or failed.
+int kg_tls_read(SSL *ssl, void *buf, int len);
+/// Bytes accepted (all of them on memory BIOs), -1 on failure.
+int kg_tls_write(SSL *ssl, const void *buf, int len);
+/// 12 or 13.
+int kg_tls_version(SSL *ssl);
+/// The last error on this thread, drained, as text.
+void kg_tls_error(char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,153 @@
+import CKeygateTLS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct TLSError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+
+    /// OpenSSL's error queue, drained at the failing call.
+    static func drained(_ what: String) -> TLSError {
+        var buf = [CChar](repeating: 0, count: 256)
+        kg_tls_error(&buf, buf.count)
+        return TLSError("\(what): \(String(cString: buf))")
+    }
+}
+
+/// The server's certificates as OpenSSL contexts: the first is the default, the others are
+/// chosen by SNI. Immutable; a reload builds a new one, and sessions already open keep theirs
+/// (OpenSSL counts the references).
+public final class TLSServerContext: @unchecked Sendable {
+    public struct Certificate: Sendable {
+        /// The certificate's first DNS name (or common name).
+        public let name: String
+        /// Unix seconds.
+        public let notAfter: Int64
+    }
+
+    let contexts: [OpaquePointer]
+    let sni: UnsafeMutableRawPointer?
+    public let certificates: [Certificate]
+
+    /// `pairs`: (certificate chain, private key) PEM paths.
+    public init(pairs: [(cert: String, key: String)], minTLS13: Bool) throws(TLSError) {
+        var built: [OpaquePointer] = []
+        var certs: [Certificate] = []
+        for (cert, key) in pairs {
+            var err = [CChar](repeating: 0, count: 256)
+            guard let ctx = kg_tls_server_ctx(cert, key, minTLS13 ? 1 : 0, &err, err.count) else {
+                for c in built { SSL_CTX_free(c) }
+                throw TLSError("\(cert): \(String(cString: err))")
+            }
+            var name = [CChar](repeating: 0, count: 256)
+            kg_tls_first_name(ctx, &name, name.count)
+            let notAfter = Int64(kg_tls_not_after(ctx))
+            built.append(ctx)
+            certs.append(Certificate(name: String(cString: name), notAfter: notAfter))
+        }
+        contexts = built
+        certificates = certs
+        var table: [OpaquePointer?] = built
+        sni = table.withUnsafeMutableBufferPointer { kg_tls_sni_new($0.baseAddress, Int32($0.count)) }
+    }
+
+    deinit {
+        kg_tls_sni_free(sni)
+        for c in contexts { SSL_CTX_free(c) }
+    }
+
+    /// A session for one new connection.
+    public func session() -> TLSSession? {
+        guard let first = contexts.first, let ssl = kg_tls_session(first) else { return nil }
+        return TLSSession(ssl: ssl, context: self)
+    }
+}
+
+/// One TLS connection's state, on memory BIOs: the loop reads ciphertext from the socket and
+/// feeds it in; plaintext comes out; what OpenSSL wants to send is taken out and written by the
+/// connection's own output buffer, so the socket stays the loop's alone.
+public final class TLSSession {
+    let ssl: OpaquePointer
+    /// Keeps the contexts (and the SNI table they point at) alive while the session lives.
+    let context: TLSServerContext
+    public private(set) var handshakeDone = false
+
+    init(ssl: OpaquePointer, context: TLSServerContext) {
+        self.ssl = ssl
+        self.context = context
+    }
+
+    deinit { SSL_free(ssl) }
+
+    public enum Progress {
+        /// Nothing new for the application (the handshake goes on, or a record is partial).
+        case waiting
+        /// The handshake finished during this call.
+        case established
+    }
+
+    /// Feeds ciphertext; hands decrypted bytes to `plaintext` (in `scratch`).
+    public func receive(_ cipher: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer, plaintext: (UnsafeRawBufferPointer) -> Void)
+        throws(TLSError) -> Progress
+    {
+        var offset = 0
+        while offset < cipher.count {
+            let n = kg_tls_feed(ssl, cipher.baseAddress! + offset, Int32(cipher.count - offset))
+            if n <= 0 { throw TLSError.drained("feeding TLS input") }
+            offset += Int(n)
+        }
+        var progress = Progress.waiting
+        if !handshakeDone {
+            switch kg_tls_handshake(ssl) {
+            case 1:
+                handshakeDone = true
+                progress = .established
+            case 0:
+                return .waiting
+            default:
+                throw TLSError.drained("handshake")
+            }
+        }
+        while true {
+            let n = kg_tls_read(ssl, scratch.baseAddress!, Int32(scratch.count))
+            if n > 0 {
+                plaintext(UnsafeRawBufferPointer(rebasing: scratch[0..<Int(n)]))
+                continue
+            }
+            if n == 0 { return progress }
+            throw TLSError.drained("read")
+        }
+    }
+
+    /// Encrypts `parts`; the records are then in `takeOutput`.
+    public func send(_ parts: [UnsafeRawBufferPointer]) throws(TLSError) {
+        for p in parts where !p.isEmpty {
+            var offset = 0
+            while offset < p.count {
+                let n = kg_tls_write(ssl, p.baseAddress! + offset, Int32(min(p.count - offset, 1 << 30)))
+                if n <= 0 { throw TLSError.drained("write") }
+                offset += Int(n)
+            }
+        }
+    }
+
+    /// A close_notify alert, to send before closing.
+    public func shutdown() {
+        _ = SSL_shutdown(ssl)
+    }
+
+    /// Ciphertext waiting to be written to the socket (handshake records, alerts, data).
+    public func takeOutput() -> [UInt8]? {
+        let pending = kg_tls_pending(ssl)
+        guard pending > 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: pending)
+        let n = out.withUnsafeMutableBytes { kg_tls_take(ssl, $0.baseAddress!, Int32($0.count)) }
+        if n <= 0 { return nil }
+        if Int(n) < out.count { out.removeLast(out.count - Int(n)) }
+        return out
+    }
+
+    /// 12 or 13, once established.
+    public var version: Int { Int(kg_tls_version(ssl)) }
+}
