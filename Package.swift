@@ -34,7 +34,7 @@ let package = Package(
         .executableTarget(
             name: "keygate",
             dependencies: [
-                "KeygateProxy", "KeygateCore",
+                "KeygateProxy", "KeygateCore", "KeygateIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // libFuzzer target for the parser: `make fuzz` builds it with -sanitize=fuzzer,address.

@@ -230,7 +230,7 @@ public final class Server: @unchecked Sendable {
 
     // MARK: TLS certificates
 
-    static func buildTLS(_ t: Policy.TLS) throws(TLSError) -> TLSServerContext {
+    public static func buildTLS(_ t: Policy.TLS) throws(TLSError) -> TLSServerContext {
         try TLSServerContext(pairs: t.certificates.map { ($0.cert, $0.key) }, minTLS13: t.minTLS13)
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeygateCore
+import KeygateIO
 
 struct Keygate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -70,11 +71,20 @@ struct Check: ParsableCommand {
             throw CLIFailure("\(error)")
         }
         let p = snapshot.policy
+        var certificates: [TLSServerContext.Certificate] = []
+        if let t = p.tls {
+            do {
+                certificates = try Server.buildTLS(t).certificates
+            } catch {
+                throw CLIFailure("tls: \(error)")
+            }
+        }
         print("\(path): ok")
         print("  listen \(p.listen) → upstream http://\(p.upstream), \(p.workerCount) loops")
         print("  \(snapshot.keyCount) keys in \(p.keysFile)")
         print("  usage log \(p.usageLog)")
         if let geo = snapshot.geoip { print("  GeoIP \(geo.path) (\(geo.databaseType))") }
+        for c in certificates { print("  TLS certificate \(c.name), valid until \(Timestamp.format(seconds: c.notAfter))") }
     }
 }
 

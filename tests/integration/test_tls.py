@@ -1,0 +1,212 @@
+"""TLS on the gate: certificates made here with the openssl CLI, a real gate, curl and
+openssl s_client as clients."""
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import Gate, curl
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+
+
+def make_cert(folder, name, names, kind="ec", days=30):
+    key, cert = os.path.join(folder, f"{name}.key"), os.path.join(folder, f"{name}.pem")
+    algo = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ec" else ["-newkey", "rsa:2048"]
+    san = ",".join(f"DNS:{n}" for n in names)
+    subprocess.run(["openssl", "req", "-x509", *algo, "-nodes", "-keyout", key, "-out", cert, "-days", str(days), "-subj", f"/CN={names[0]}",
+                    "-addext", f"subjectAltName={san}"], check=True, capture_output=True)
+    return cert, key
+
+
+def serial(pem):
+    return subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", pem], capture_output=True, text=True).stdout.strip()
+
+
+def served_serial(port, host):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname=host) as t:
+            der = t.getpeercert(binary_form=True)
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    return subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True).stdout.strip()
+
+
+def metric(gate, prefix):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
+    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix)}
+
+
+def tls_gate(tmp_path, upstream, extra=""):
+    folder = str(tmp_path)
+    make_cert(folder, "api", ["api.test", "*.api.test"], "ec")
+    make_cert(folder, "other", ["other.test"], "rsa")
+    with open(os.path.join(folder, "ca.pem"), "w") as f:
+        f.write(open(os.path.join(folder, "api.pem")).read() + open(os.path.join(folder, "other.pem")).read())
+    g = Gate(folder, upstream.port, extra="tls:\n  certificates:\n    - { cert: api.pem, key: api.key }\n    - { cert: other.pem, key: other.key }\n" + extra)
+    return g
+
+
+def https(g, host, path, *args):
+    return curl("--cacert", os.path.join(g.dir, "ca.pem"), "--resolve", f"{host}:{g.port}:127.0.0.1", *args, f"https://{host}:{g.port}{path}")
+
+
+def test_sni_ecdsa_and_rsa_identity_and_usage(tmp_path, upstream):
+    g = tls_gate(tmp_path, upstream)
+    try:
+        k = g.create_key()
+        g.start()
+        for host in ("api.test", "x.api.test", "other.test"):
+            status, _, body, rc = https(g, host, "/echo", "-H", f"x-api-key: {k['key']}")
+            assert rc == 0 and status == 200, host
+            seen = {n.lower(): v for n, v in json.loads(body)["headers"]}
+            assert seen["x-forwarded-proto"] == "https"
+        assert served_serial(g.port, "other.test") == serial(os.path.join(g.dir, "other.pem"))
+        assert served_serial(g.port, "unknown.test") == serial(os.path.join(g.dir, "api.pem"))  # the default
+        event = g.wait_usage(3)[-1]
+        assert event["tls"] in ("1.2", "1.3")
+        m = metric(g, "keygate_tls_")
+        assert m['keygate_tls_handshakes_total{result="ok"}'] >= 5
+        assert m['keygate_tls_certificate_expiry_timestamp_seconds{name="api.test"}'] > time.time()
+        # TLS 1.2 works by default, and its sessions resume.
+        sess = os.path.join(g.dir, "sess")
+        first = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{g.port}", "-tls1_2", "-sess_out", sess],
+                               input="", capture_output=True, text=True, timeout=10)
+        again = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{g.port}", "-tls1_2", "-sess_in", sess],
+                               input="", capture_output=True, text=True, timeout=10)
+        assert "New, TLSv1.2" in first.stdout and "Reused, TLSv1.2" in again.stdout
+    finally:
+        g.stop()
+
+
+def test_min_version_13_refuses_12(tmp_path, upstream):
+    g = tls_gate(tmp_path, upstream, extra='  min_version: "1.3"\n')
+    try:
+        g.start()
+        _, _, _, rc = https(g, "api.test", "/echo", "--tls-max", "1.2")
+        assert rc != 0
+        status, _, _, rc = https(g, "api.test", "/echo")
+        assert rc == 0 and status == 401
+        assert metric(g, "keygate_tls_handshakes_total")['keygate_tls_handshakes_total{result="failed"}'] >= 1
+    finally:
+        g.stop()
+
+
+def test_plain_http_garbage_and_stalled_handshakes_never_hurt(tmp_path, upstream):
+    g = tls_gate(tmp_path, upstream, extra="timeouts: { header_read: 1s }\n")
+    try:
+        k = g.create_key()
+        g.start()
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096)[:1] in (b"", b"\x15")  # closed, perhaps after an alert
+        s.close()
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(os.urandom(3000))
+        s.close()
+        stalled = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        half = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+        t = time.time()
+        assert stalled.recv(10) == b"" and time.time() - t < 3  # the header timeout covers the handshake
+        half.close()
+        status, _, _, rc = https(g, "api.test", "/echo", "-H", f"x-api-key: {k['key']}")
+        assert rc == 0 and status == 200
+        assert g.proc.poll() is None
+    finally:
+        g.stop()
+
+
+def test_certificate_hot_reload_symlink_swap_and_bad_replacements(tmp_path, upstream):
+    folder = str(tmp_path)
+    # Kubernetes-style: tls/api.pem → ..data/api.pem, ..data → a dated folder swapped atomically.
+    tls = os.path.join(folder, "tls")
+    v1, v2 = os.path.join(tls, "v1"), os.path.join(tls, "v2")
+    os.makedirs(v1)
+    os.makedirs(v2)
+    make_cert(v1, "api", ["api.test"])
+    make_cert(v2, "api", ["api.test"])
+    os.symlink("v1", os.path.join(tls, "..data"))
+    for n in ("api.pem", "api.key"):
+        os.symlink(os.path.join("..data", n), os.path.join(tls, n))
+    g = Gate(folder, upstream.port, extra="tls:\n  certificates:\n    - { cert: tls/api.pem, key: tls/api.key }\n")
+    try:
+        g.start()
+        assert served_serial(g.port, "api.test") == serial(os.path.join(v1, "api.pem"))
+        # An open connection keeps its session across the swap.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        open_conn = ctx.wrap_socket(socket.create_connection(("127.0.0.1", g.port), timeout=5), server_hostname="api.test")
+        tmp_link = os.path.join(tls, "..data_tmp")
+        os.symlink("v2", tmp_link)
+        os.rename(tmp_link, os.path.join(tls, "..data"))
+        deadline = time.time() + 3
+        while time.time() < deadline and served_serial(g.port, "api.test") != serial(os.path.join(v2, "api.pem")):
+            time.sleep(0.1)
+        assert served_serial(g.port, "api.test") == serial(os.path.join(v2, "api.pem"))
+        assert time.time() - (deadline - 3) < 2.0
+        open_conn.sendall(b"GET /echo HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        assert open_conn.recv(100).startswith(b"HTTP/1.1 401")
+        open_conn.close()
+        good = serial(os.path.join(v2, "api.pem"))
+        # Garbage, a key that does not match, and an expired certificate: each kept out.
+        make_cert(v1, "other", ["api.test"])
+        expired = os.path.join(tls, "v3")
+        os.makedirs(expired)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                        os.path.join(expired, "api.key"), "-out", os.path.join(expired, "api.pem"), "-days", "1", "-subj", "/CN=api.test",
+                        "-not_after", "20200101000000Z"], capture_output=True)
+        for broken in ("garbage", "mismatch", "expired"):
+            v = os.path.join(tls, broken + "-dir")
+            os.makedirs(v)
+            if broken == "garbage":
+                open(os.path.join(v, "api.pem"), "w").write("not a certificate\n")
+                shutil.copy(os.path.join(v2, "api.key"), os.path.join(v, "api.key"))
+            elif broken == "mismatch":
+                shutil.copy(os.path.join(v2, "api.pem"), os.path.join(v, "api.pem"))
+                shutil.copy(os.path.join(v1, "other.key"), os.path.join(v, "api.key"))
+            else:
+                if not os.path.exists(os.path.join(expired, "api.pem")):
+                    continue  # this openssl cannot backdate; the other two still run
+                shutil.copy(os.path.join(expired, "api.pem"), os.path.join(v, "api.pem"))
+                shutil.copy(os.path.join(expired, "api.key"), os.path.join(v, "api.key"))
+            os.symlink(broken + "-dir", tmp_link)
+            os.rename(tmp_link, os.path.join(tls, "..data"))
+            time.sleep(1.5)
+            assert served_serial(g.port, "api.test") == good, broken
+        assert metric(g, "keygate_tls_reloads_total")['keygate_tls_reloads_total{result="failed"}'] >= 2
+        assert "keeping the certificates in use" in open(g.stderr_path).read()
+        # SIGHUP re-reads them too: back to a good pair.
+        os.symlink("v1", tmp_link)
+        os.rename(tmp_link, os.path.join(tls, "..data"))
+        g.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert served_serial(g.port, "api.test") == serial(os.path.join(v1, "api.pem"))
+    finally:
+        g.stop()
+
+
+def test_bad_tls_policy_refuses_to_start(tmp_path, upstream):
+    folder = str(tmp_path)
+    make_cert(folder, "a", ["a.test"])
+    make_cert(folder, "b", ["b.test"])
+    g = Gate(folder, upstream.port, extra="tls:\n  certificates:\n    - { cert: a.pem, key: b.key }\n")
+    from conftest import KEYGATE
+    for command in ("check", "serve"):
+        r = subprocess.run([KEYGATE, command, "--config", g.config], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1, command
+        assert len(r.stderr.strip().splitlines()) == 1 and "tls:" in r.stderr, r.stderr
+    with open(g.config, "a") as f:
+        f.write("upstream_tls: {}\n")
+    r = subprocess.run([KEYGATE, "check", "--config", g.config], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "keygate.yaml:" in r.stderr
