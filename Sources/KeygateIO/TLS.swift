@@ -30,8 +30,16 @@ public final class TLSServerContext: @unchecked Sendable {
     let sni: UnsafeMutableRawPointer?
     public let certificates: [Certificate]
 
+    public enum ClientCertificates: Sendable, Equatable {
+        case off
+        /// A certificate that verifies against `ca` may be used; others are ignored.
+        case optional(ca: String)
+        /// The handshake fails without a certificate that verifies against `ca`.
+        case require(ca: String)
+    }
+
     /// `pairs`: (certificate chain, private key) PEM paths.
-    public init(pairs: [(cert: String, key: String)], minTLS13: Bool) throws(TLSError) {
+    public init(pairs: [(cert: String, key: String)], minTLS13: Bool, clientCertificates: ClientCertificates = .off) throws(TLSError) {
         var built: [OpaquePointer] = []
         var certs: [Certificate] = []
         for (cert, key) in pairs {
@@ -39,6 +47,15 @@ public final class TLSServerContext: @unchecked Sendable {
             guard let ctx = kg_tls_server_ctx(cert, key, minTLS13 ? 1 : 0, &err, err.count) else {
                 for c in built { SSL_CTX_free(c) }
                 throw TLSError("\(cert): \(String(cString: err))")
+            }
+            switch clientCertificates {
+            case .off: break
+            case .optional(let ca), .require(let ca):
+                if kg_tls_client_ca(ctx, ca, clientCertificates == .require(ca: ca) ? 2 : 1, &err, err.count) == 0 {
+                    SSL_CTX_free(ctx)
+                    for c in built { SSL_CTX_free(c) }
+                    throw TLSError("\(ca): \(String(cString: err))")
+                }
             }
             var name = [CChar](repeating: 0, count: 256)
             kg_tls_first_name(ctx, &name, name.count)
@@ -72,6 +89,8 @@ public final class TLSSession {
     /// Keeps the contexts (and the SNI table they point at) alive while the session lives.
     let context: TLSServerContext
     public private(set) var handshakeDone = false
+    /// The verified client certificate's SHA-256, set when the handshake completes.
+    public private(set) var peerSHA256: [UInt8]?
 
     init(ssl: OpaquePointer, context: TLSServerContext) {
         self.ssl = ssl
@@ -103,6 +122,9 @@ public final class TLSSession {
             case 1:
                 handshakeDone = true
                 progress = .established
+                // Read before any request on this connection is: the first one may share the
+                // handshake's last read.
+                peerSHA256 = peerFingerprint()
             case 0:
                 return .waiting
             default:
@@ -146,6 +168,18 @@ public final class TLSSession {
         if n <= 0 { return nil }
         if Int(n) < out.count { out.removeLast(out.count - Int(n)) }
         return out
+    }
+
+    /// The SHA-256 of the client's certificate, when one was presented and verified.
+    public func peerFingerprint() -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: 32)
+        return kg_tls_peer_fingerprint(ssl, &out) == 1 ? out : nil
+    }
+
+    /// The SHA-256 of the first certificate in a PEM file (`keys create --client-cert`).
+    public static func fingerprint(ofCertificateFile path: String) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: 32)
+        return kg_cert_file_fingerprint(path, &out) == 1 ? out : nil
     }
 
     /// 12 or 13, once established.

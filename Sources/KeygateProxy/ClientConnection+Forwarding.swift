@@ -13,7 +13,7 @@ extension ClientConnection {
         let startMicros = Clock.micros()
         let wallMillis = Timestamp.nowMillis()
         let requestID = UpstreamHead.clientRequestID(head) ?? ctx.nextRequestID()
-        var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis)
+        var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis, clientCertificate: tls == nil ? nil : clientCertificate)
         let verdict = Admission.admit(head, decision: &decision, snapshot: snapshot, nowNanos: startMicros * 1000, wallMillis: wallMillis)
         let exchange = Exchange(
             head: head, decision: decision, requestID: requestID, startMicros: startMicros, startWallMillis: wallMillis, headBytes: headBytes)

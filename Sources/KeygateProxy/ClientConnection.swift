@@ -63,6 +63,8 @@ final class ClientConnection: EventHandler {
     var lastWriteProgress: Int64 = 0
     /// TLS on this connection (`tls:` in the policy); nil for plain HTTP.
     let tls: TLSSession?
+    /// The verified client certificate's fingerprint, when there is one.
+    var clientCertificate: KeyDigest? { tls?.peerSHA256.flatMap { KeyDigest(digest: $0) } }
 
     init(fd: Int32, ctx: LoopContext, peer: IPAddress, tls: TLSSession? = nil) {
         self.fd = fd

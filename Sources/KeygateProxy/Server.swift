@@ -231,12 +231,18 @@ public final class Server: @unchecked Sendable {
     // MARK: TLS certificates
 
     public static func buildTLS(_ t: Policy.TLS) throws(TLSError) -> TLSServerContext {
-        try TLSServerContext(pairs: t.certificates.map { ($0.cert, $0.key) }, minTLS13: t.minTLS13)
+        let clients: TLSServerContext.ClientCertificates
+        switch (t.clientCertificateMode, t.clientCA) {
+        case ("optional", let ca?): clients = .optional(ca: ca)
+        case ("require", let ca?): clients = .require(ca: ca)
+        default: clients = .off
+        }
+        return try TLSServerContext(pairs: t.certificates.map { ($0.cert, $0.key) }, minTLS13: t.minTLS13, clientCertificates: clients)
     }
 
     /// stat() follows symlinks, so a Kubernetes-style swap of the `..data` link changes these.
     static func stamps(_ t: Policy.TLS) -> [FileStamp?] {
-        t.certificates.flatMap { [FileStamp.of($0.cert), FileStamp.of($0.key)] }
+        t.certificates.flatMap { [FileStamp.of($0.cert), FileStamp.of($0.key)] } + [t.clientCA.flatMap(FileStamp.of)]
     }
 
     /// Checks the certificate files every second (off the loops) and reloads them when they

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeygateCore
+import KeygateIO
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,10 +27,20 @@ struct KeyFlags: ParsableArguments {
     @Option(parsing: .unconditional, help: "Rate limit, like 100/s or 6000/m.") var rate: String?
     @Option(parsing: .unconditional, help: "Burst size for the rate limit.") var burst: Int?
     @Option(parsing: .unconditional, help: "Quota, like 100000/day or 1000000/month.") var quota: String?
+    @Option(name: .customLong("client-cert"), help: "A PEM client certificate that authenticates as this key over TLS (repeatable).")
+    var clientCerts: [String] = []
     @Option(help: "Who makes the change (default: the OS user).") var actor: String?
 
-    func settings(updating: Bool) -> KeySettings {
+    func settings(updating: Bool) throws -> KeySettings {
         var s = KeySettings()
+        if !clientCerts.isEmpty {
+            s.clientCerts = try clientCerts.map { path in
+                guard let f = TLSSession.fingerprint(ofCertificateFile: path), let d = KeyDigest(digest: f) else {
+                    throw CLIFailure("--client-cert \(path): not a readable PEM certificate")
+                }
+                return d.stored
+            }
+        }
         s.name = name
         s.owner = owner
         s.description = description
@@ -77,7 +88,8 @@ struct KeysCreate: ParsableCommand {
 
     func run() throws {
         let m = try manager(options, actor: flags.actor)
-        let (record, key) = try attempt { () throws(KeyError) in try m.create(flags.settings(updating: false)) }
+        let settings = try flags.settings(updating: false)
+        let (record, key) = try attempt { () throws(KeyError) in try m.create(settings) }
         if json {
             Output.printJSON(Output.recordJSON(record, state: record.effectiveState(nowMillis: Timestamp.nowMillis()), extra: ["key": key]))
         } else {
@@ -163,7 +175,7 @@ struct KeysUpdate: ParsableCommand {
 
     func run() throws {
         let m = try manager(options, actor: flags.actor)
-        var settings = flags.settings(updating: true)
+        var settings = try flags.settings(updating: true)
         settings.clear = Set(clear.compactMap(KeySettings.Clearable.init))
         let r = try attempt { () throws(KeyError) in try m.update(id, settings) }
         print("Updated key \(r.id) (\(r.name))")
@@ -295,14 +307,14 @@ struct KeysImport: ParsableCommand {
                 if l.isEmpty || l.hasPrefix("#") { continue }
                 let parts = l.split(separator: "\t", maxSplits: 1)
                 guard parts.count == 2 else { throw CLIFailure("\(from):\(i + 1): expected SECRET<TAB>NAME") }
-                var s = flags.settings(updating: false)
+                var s = try flags.settings(updating: false)
                 s.name = String(parts[1])
                 items.append((String(parts[0]), s))
             }
         } else {
             let data = FileHandle.standardInput.readDataToEndOfFile()
             let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            items.append((secret, flags.settings(updating: false)))
+            items.append((secret, try flags.settings(updating: false)))
         }
         let records = try attempt { () throws(KeyError) in try m.importKeys(items) }
         if json {

@@ -106,3 +106,34 @@ final class EdgeTrustTests: XCTestCase {
         XCTAssertThrowsError(try Fixtures.policy("paths: {escaped_slashes: decode}\n"))
     }
 }
+
+final class ClientCertificateTests: XCTestCase {
+    func testABoundCertificateAuthenticatesWithoutAHeader() throws {
+        let key = KeyFormat.generate(prefix: "kg", id: "EEEEEEEE").key
+        let fingerprint = KeyDigest(hashing: "a client certificate")
+        let other = KeyDigest(hashing: "another certificate")
+        let s = Snapshot(policy: try Fixtures.policy(), records: [Fixtures.record(key, id: "EEEEEEEE") { $0.client_certs = [fingerprint.stored] }], geoip: nil)
+        let now = Timestamp.nowMillis()
+        let peer = IPAddress("192.0.2.9")!
+        let d = Gate.decide(Fixtures.get("/x"), peer: peer, snapshot: s, nowMillis: now, clientCertificate: fingerprint)
+        XCTAssertNil(d.denial)
+        XCTAssertEqual(d.key?.record.id, "EEEEEEEE")
+        XCTAssertEqual(Gate.decide(Fixtures.get("/x"), peer: peer, snapshot: s, nowMillis: now, clientCertificate: other).denial, .missing_key)
+        XCTAssertEqual(Gate.decide(Fixtures.get("/x"), peer: peer, snapshot: s, nowMillis: now).denial, .missing_key)
+        // A header credential is what counts when both are there.
+        XCTAssertEqual(
+            Gate.decide(Fixtures.get("/x", ["x-api-key": "kg_wrong"]), peer: peer, snapshot: s, nowMillis: now, clientCertificate: fingerprint).denial,
+            .malformed_key)
+    }
+
+    func testFingerprintsRoundTripInTheStore() throws {
+        var r = KeyRecord(id: "AAAAAAAA", name: "n", hash: KeyDigest(hashing: "k").stored, createdAt: "2026-01-01T00:00:00Z")
+        r.client_certs = [KeyDigest(hashing: "c").stored]
+        var line: [UInt8] = []
+        KeyRecordCodec.encode(r, to: &line)
+        let back = try line.withUnsafeBufferPointer { try KeyRecordCodec.decode(UnsafeBufferPointer(rebasing: $0[0..<($0.count - 1)])) }
+        XCTAssertEqual(back, r)
+        let bad = Array(String(decoding: line, as: UTF8.self).replacingOccurrences(of: "sha256:", with: "md5:").utf8.dropLast())
+        XCTAssertThrowsError(try bad.withUnsafeBufferPointer { try KeyRecordCodec.decode($0) })
+    }
+}

@@ -210,3 +210,57 @@ def test_bad_tls_policy_refuses_to_start(tmp_path, upstream):
         f.write("upstream_tls: {}\n")
     r = subprocess.run([KEYGATE, "check", "--config", g.config], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "keygate.yaml:" in r.stderr
+
+
+def make_ca(folder, name):
+    key, cert = os.path.join(folder, f"{name}.key"), os.path.join(folder, f"{name}.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", f"/CN={name}"], check=True, capture_output=True)
+    return cert, key
+
+
+def make_client(folder, name, ca):
+    key, csr, cert = (os.path.join(folder, f"{name}.{x}") for x in ("key", "csr", "pem"))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert, "-days", "30"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("mode", ["require", "optional"])
+def test_client_certificates_as_credentials(tmp_path, upstream, mode):
+    folder = str(tmp_path)
+    ca = make_ca(folder, "clients-ca")
+    rogue = make_ca(folder, "rogue-ca")
+    bound = make_client(folder, "erp", ca)
+    unbound = make_client(folder, "partner", ca)
+    untrusted = make_client(folder, "mallory", rogue)
+    g = tls_gate(tmp_path, upstream, extra=f"  client_certificates: {{ ca: clients-ca.pem, mode: {mode} }}\n")
+    try:
+        k = g.create_key("--client-cert", bound[0])
+        rec = json.loads(g.cli("keys", "show", k["id"], "--json").stdout)
+        fp = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", bound[0]], capture_output=True, text=True).stdout
+        assert rec["client_certs"] == ["sha256:" + fp.split("=")[1].strip().replace(":", "").lower()]
+        g.start()
+
+        def call(cert=None, *args):
+            extra = ["--cert", cert[0], "--key", cert[1]] if cert else []
+            return https(g, "api.test", "/echo", *extra, *args)
+
+        status, _, body, rc = call(bound)
+        assert rc == 0 and status == 200
+        assert {n.lower(): v for n, v in json.loads(body)["headers"]}["x-keygate-key-id"] == k["id"]
+        status, _, _, rc = call(unbound)
+        assert rc == 0 and status == 401  # verified, but bound to no key
+        status, _, _, rc = call(untrusted)
+        if mode == "require":
+            assert rc != 0  # the handshake fails
+            _, _, _, rc = call(None)
+            assert rc != 0
+        else:
+            assert rc == 0 and status == 401  # ignored: it does not verify
+            status, _, _, rc = call(None, "-H", f"x-api-key: {k['key']}")
+            assert rc == 0 and status == 200
+    finally:
+        g.stop()

@@ -13,6 +13,14 @@
 /// reason in `err` (OpenSSL's error queue drained). min_tls13: refuse TLS 1.2.
 SSL_CTX *kg_tls_server_ctx(const char *cert, const char *key, int min_tls13, char *err, size_t errlen);
 
+/// Client certificates: mode 1 optional (a certificate that does not verify is ignored),
+/// 2 required (the handshake fails without a valid one). 0 on failure, with the reason in err.
+int kg_tls_client_ca(SSL_CTX *ctx, const char *ca, int mode, char *err, size_t errlen);
+/// SHA-256 of the client's certificate when it verified against the CA; 1 when out was filled.
+int kg_tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
+/// SHA-256 of the first certificate in a PEM file; 1 when out was filled.
+int kg_cert_file_fingerprint(const char *path, unsigned char out[32]);
+
 /// SNI: `count` contexts, the first the default; the others are chosen by the names of their
 /// certificates (SAN DNS entries, `*.example.com` wildcards). Installs the callback on every
 /// context; `table` must outlive them (kg_tls_sni_free).

@@ -26,15 +26,17 @@ public struct Decision: Sendable {
 /// The policy check as a pure function of a request head, the peer address, a snapshot and
 /// the time: identify client → global access → credential → authenticate → authorize.
 public enum Gate {
-    public static func decide(_ head: RequestHead, peer: IPAddress, snapshot s: Snapshot, nowMillis: Int64) -> Decision {
+    /// `clientCertificate`: the fingerprint of a verified TLS client certificate, when the
+    /// connection has one; bound to a key, it authenticates as that key without a header.
+    public static func decide(_ head: RequestHead, peer: IPAddress, snapshot s: Snapshot, nowMillis: Int64, clientCertificate: KeyDigest? = nil) -> Decision {
         var d = Decision(denial: nil, key: nil, client: peer, country: 0, credentialField: nil, viaTrustedProxy: false)
         head.bytes.withUnsafeBufferPointer { p in
-            decide(head, p, &d, s, nowMillis)
+            decide(head, p, &d, s, nowMillis, clientCertificate)
         }
         return d
     }
 
-    static func decide(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64) {
+    static func decide(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64, _ cert: KeyDigest?) {
         // 1. Identify the client.
         if let trusted = s.trustedProxies, trusted.contains(d.client) {
             d.viaTrustedProxy = true
@@ -79,7 +81,7 @@ public enum Gate {
                 // No key needed. One that is presented and valid lends its identity; anything
                 // else about it is ignored (the credential is removed before forwarding either way).
                 d.isPublic = true
-                authenticate(head, p, &d, s, now, method, path)
+                authenticate(head, p, &d, s, now, cert, method, path)
                 if d.denial != nil {
                     d.denial = nil
                     d.key = nil
@@ -87,12 +89,12 @@ public enum Gate {
                 return
             }
         }
-        authenticate(head, p, &d, s, now, method, path())
+        authenticate(head, p, &d, s, now, cert, method, path())
     }
 
     /// Credential → checksum → lookup → the key's state, addresses, countries and scopes.
     static func authenticate(
-        _ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64,
+        _ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64, _ cert: KeyDigest?,
         _ method: UnsafeBufferPointer<UInt8>, _ path: @autoclosure () -> [UInt8]
     ) {
         // 3. Extract the credential.
@@ -125,6 +127,9 @@ public enum Gate {
                 return
             }
             q.withUnsafeBytes { authenticateKey($0, &d, s) }
+        } else if credential == nil, let cert, let key = s.keysByCertificate[cert] {
+            // A verified client certificate bound to a key: that key, without a header.
+            d.key = key
         } else {
             guard let cred = credential, !cred.isEmpty else {
                 d.denial = .missing_key

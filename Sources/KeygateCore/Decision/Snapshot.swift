@@ -3,6 +3,8 @@
 public final class Snapshot: Sendable {
     public let policy: Policy
     public let keys: [KeyDigest: KeyEntry]
+    /// Keys by the fingerprints of the client certificates bound to them.
+    public let keysByCertificate: [KeyDigest: KeyEntry]
     public let geoip: GeoIPDatabase?
     public let allowIPs: CIDRSet?
     public let trustedProxies: CIDRSet?
@@ -38,6 +40,13 @@ public final class Snapshot: Sendable {
         self.geoipStamp = geoipStamp
         self.policy = policy
         self.keys = keys
+        var byCert: [KeyDigest: KeyEntry] = [:]
+        for entry in keys.values where !entry.record.client_certs.isEmpty {
+            for f in entry.record.client_certs {
+                if let d = KeyDigest(stored: f) { byCert[d] = entry }
+            }
+        }
+        keysByCertificate = byCert
         self.entriesByLine = entriesByLine
         self.geoip = geoip
         allowIPs = policy.access.allowIPs.isEmpty ? nil : CIDRSet(policy.access.allowIPs)

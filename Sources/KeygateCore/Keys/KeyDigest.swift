@@ -13,6 +13,16 @@ public struct KeyDigest: Hashable, Sendable {
         (w0, w1, w2, w3) = out
     }
 
+    /// A digest computed elsewhere (a certificate's SHA-256 fingerprint), 32 bytes.
+    public init?(digest bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &out) { raw in
+            for i in 0..<32 { raw[i] = bytes[i] }
+        }
+        (w0, w1, w2, w3) = out
+    }
+
     public init(hashing key: String) {
         var s = key
         self = s.withUTF8 { KeyDigest(hashing: UnsafeRawBufferPointer($0)) }

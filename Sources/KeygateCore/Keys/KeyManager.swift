@@ -21,6 +21,8 @@ public struct KeySettings {
     public var rate: String?
     public var burst: Int?
     public var quota: String?
+    /// Fingerprints (`sha256:` + hex) of client certificates to bind (added to those bound).
+    public var clientCerts: [String]?
     /// Settings to remove (update only); applied before the values given alongside.
     public var clear: Set<Clearable> = []
 
@@ -30,6 +32,7 @@ public struct KeySettings {
         case countries
         case notBefore = "not-before"
         case expires, rate, burst, quota
+        case clientCerts = "client-certs"
     }
 
     public init() {}
@@ -51,6 +54,7 @@ public struct KeySettings {
                 r.burst = nil
             case .burst: r.burst = nil
             case .quota: r.quota = nil
+            case .clientCerts: r.client_certs = []
             }
         }
         if let name {
@@ -101,6 +105,10 @@ public struct KeySettings {
             guard burst > 0, burst <= Bounds.burst else { throw KeyError("--burst must be a whole number from 1 to \(Bounds.burst)") }
             guard r.rate != nil else { throw KeyError("--burst needs --rate") }
             r.burst = burst
+        }
+        if let clientCerts {
+            for f in clientCerts where KeyDigest(stored: f) == nil { throw KeyError("client certificate fingerprint \"\(f)\" is not sha256:<64 hex>") }
+            r.client_certs = Array(Set(r.client_certs + clientCerts)).sorted()
         }
         if let quota {
             guard QuotaText.parse(quota) != nil else { throw KeyError("--quota \"\(quota)\" is not a quota (like 100000/day, 1000000/month; at most \(Bounds.quotaCount))") }

@@ -20,6 +20,9 @@ public struct KeyRecord: Codable, Sendable, Equatable {
     public var hash: String
     public var scopes: [String]
     public var allow_ips: [String]
+    /// SHA-256 fingerprints (`sha256:` + hex) of client certificates that authenticate as
+    /// this key.
+    public var client_certs: [String] = []
     public var countries: Countries
     public var not_before: String?
     public var expires_at: String?

@@ -22,6 +22,7 @@ public enum KeyRecordCodec {
                 case "owner": r.owner = try p.optionalString()
                 case "scopes": r.scopes = try p.stringArray(key)
                 case "allow_ips": r.allow_ips = try p.stringArray(key)
+                case "client_certs": r.client_certs = try p.stringArray(key)
                 case "countries":
                     try p.members { (p, k) throws(Failure) in
                         switch k {
@@ -69,6 +70,9 @@ public enum KeyRecordCodec {
         if let rate = r.rate, RateText.parse(rate) == nil { throw Failure("rate \"\(rate)\" is not a rate (like 100/s; at most \(Bounds.rateCount) per unit)") }
         if let b = r.burst, !(1...Bounds.burst).contains(b) { throw Failure("burst must be from 1 to \(Bounds.burst)") }
         if let q = r.quota, QuotaText.parse(q) == nil { throw Failure("quota \"\(q)\" is not a quota (like 100000/day; at most \(Bounds.quotaCount))") }
+        for f in r.client_certs where KeyDigest(stored: f) == nil {
+            throw Failure("client_certs: \"\(f)\" is not sha256: and 64 lowercase hex digits")
+        }
         for c in r.countries.allow + r.countries.deny where !CountryCode.isValid(c) {
             throw Failure("country \"\(c)\" is not an ISO 3166-1 alpha-2 code")
         }
@@ -346,6 +350,10 @@ public enum KeyRecordCodec {
         if let b = r.burst {
             key("burst")
             JSONBytes.appendInt(b, to: &out)
+        }
+        if !r.client_certs.isEmpty {
+            key("client_certs")
+            list(r.client_certs)
         }
         key("countries")
         out.append(contentsOf: #"{"allow":"#.utf8)

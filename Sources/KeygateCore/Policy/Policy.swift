@@ -69,6 +69,9 @@ public struct Policy: Sendable {
         /// The first is the default; the others are chosen by SNI from their names.
         public var certificates: [Pair] = []
         public var minTLS13 = false
+        /// `off`, `optional` or `require`; with a CA file unless off.
+        public var clientCertificateMode = "off"
+        public var clientCA: String?
     }
 
     /// The policy file, absolute; every other path is relative to its folder.

@@ -322,9 +322,21 @@ struct Validator {
                         }
                     default:
                         v.fields(n, "tls.client_certificates", known: ["ca", "mode"]) { v, ck, cn in
-                            if ck == "mode", let mode = v.string(cn, "tls.client_certificates.mode"), mode != "off" {
-                                v.fail(cn, "tls.client_certificates.mode: only off is available in this version")
+                            guard let value = v.string(cn, "tls.client_certificates.\(ck)") else { return }
+                            if ck == "mode" {
+                                if ["off", "optional", "require"].contains(value) {
+                                    t.clientCertificateMode = value
+                                } else {
+                                    v.fail(cn, "tls.client_certificates.mode must be off, optional or require")
+                                }
+                            } else {
+                                let full = v.resolve(value)
+                                if !FileManager.default.isReadableFile(atPath: full) { v.fail(cn, "tls.client_certificates.ca: cannot read \(full)") }
+                                t.clientCA = full
                             }
+                        }
+                        if t.clientCertificateMode != "off" && t.clientCA == nil {
+                            v.fail(n, "tls.client_certificates: mode \(t.clientCertificateMode) needs ca")
                         }
                     }
                 }
