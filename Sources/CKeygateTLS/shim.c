@@ -1,5 +1,6 @@
 #include "CKeygateTLS.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -243,4 +244,65 @@ int kg_cert_file_fingerprint(const char *path, unsigned char out[32]) {
     int ok = X509_digest(x, EVP_sha256(), out, &n) == 1 && n == 32;
     X509_free(x);
     return ok;
+}
+
+SSL_CTX *kg_tls_client_ctx(const char *ca, int verify, char *err, size_t errlen) {
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        kg_tls_error(err, errlen);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11);
+    if (verify) {
+        int ok = ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            kg_tls_error(err, errlen);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+SSL *kg_tls_client_session(SSL_CTX *ctx, const char *server_name, int verify) {
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    BIO *rbio = BIO_new(BIO_s_mem());
+    BIO *wbio = BIO_new(BIO_s_mem());
+    if (!rbio || !wbio) {
+        BIO_free(rbio);
+        BIO_free(wbio);
+        SSL_free(ssl);
+        return NULL;
+    }
+    BIO_set_mem_eof_return(rbio, -1);
+    SSL_set_bio(ssl, rbio, wbio);
+    if (server_name && server_name[0]) {
+        unsigned char ip[16];
+        int is_ip = inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
+        // SNI carries names only; an address is checked against the certificate's IP entries.
+        if (!is_ip) SSL_set_tlsext_host_name(ssl, server_name);
+        if (verify) {
+            if (is_ip) {
+                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server_name);
+            } else {
+                SSL_set1_host(ssl, server_name);
+            }
+        }
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+const char *kg_tls_verify_error(SSL *ssl) {
+    long r = SSL_get_verify_result(ssl);
+    return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
 }

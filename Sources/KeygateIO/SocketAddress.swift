@@ -29,6 +29,32 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         storage = s
     }
 
+    /// The first address a name resolves to (getaddrinfo; blocking, so only at start).
+    public static func resolve(host: String, port: UInt16) -> SocketAddress? {
+        if let numeric = SocketAddress(host: host, port: port) { return numeric }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return nil }
+        defer { freeaddrinfo(result) }
+        var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = p {
+            if ai.pointee.ai_family == AF_INET {
+                var sin = ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+                inet_ntop(AF_INET, &sin.sin_addr, &buf, socklen_t(buf.count))
+                return SocketAddress(host: String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+            }
+            if ai.pointee.ai_family == AF_INET6 {
+                var sin6 = ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
+                inet_ntop(AF_INET6, &sin6.sin6_addr, &buf, socklen_t(buf.count))
+                return SocketAddress(host: String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+            }
+            p = ai.pointee.ai_next
+        }
+        return nil
+    }
+
     var family: Int32 { Int32(storage.ss_family) }
 
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {

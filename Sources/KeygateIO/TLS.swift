@@ -77,7 +77,31 @@ public final class TLSServerContext: @unchecked Sendable {
     /// A session for one new connection.
     public func session() -> TLSSession? {
         guard let first = contexts.first, let ssl = kg_tls_session(first) else { return nil }
-        return TLSSession(ssl: ssl, context: self)
+        return TLSSession(ssl: ssl, owner: self)
+    }
+}
+
+/// TLS to the upstream: the CA to verify against (or the system's), and the name to ask for.
+public final class TLSClientContext: @unchecked Sendable {
+    let ctx: OpaquePointer
+    public let serverName: String
+    public let verify: Bool
+
+    public init(ca: String?, serverName: String, verify: Bool) throws(TLSError) {
+        var err = [CChar](repeating: 0, count: 256)
+        guard let c = kg_tls_client_ctx(ca, verify ? 1 : 0, &err, err.count) else {
+            throw TLSError("\(ca ?? "system CA store"): \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        ctx = c
+        self.serverName = serverName
+        self.verify = verify
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+
+    public func session() -> TLSSession? {
+        guard let ssl = kg_tls_client_session(ctx, serverName, verify ? 1 : 0) else { return nil }
+        return TLSSession(ssl: ssl, owner: self)
     }
 }
 
@@ -87,14 +111,14 @@ public final class TLSServerContext: @unchecked Sendable {
 public final class TLSSession {
     let ssl: OpaquePointer
     /// Keeps the contexts (and the SNI table they point at) alive while the session lives.
-    let context: TLSServerContext
+    let owner: AnyObject
     public private(set) var handshakeDone = false
     /// The verified client certificate's SHA-256, set when the handshake completes.
     public private(set) var peerSHA256: [UInt8]?
 
-    init(ssl: OpaquePointer, context: TLSServerContext) {
+    init(ssl: OpaquePointer, owner: AnyObject) {
         self.ssl = ssl
-        self.context = context
+        self.owner = owner
     }
 
     deinit { SSL_free(ssl) }
@@ -128,6 +152,7 @@ public final class TLSSession {
             case 0:
                 return .waiting
             default:
+                if let why = kg_tls_verify_error(ssl) { throw TLSError("certificate verification failed: \(String(cString: why))") }
                 throw TLSError.drained("handshake")
             }
         }
@@ -151,6 +176,22 @@ public final class TLSSession {
                 if n <= 0 { throw TLSError.drained("write") }
                 offset += Int(n)
             }
+        }
+    }
+
+    /// Starts a client handshake (the ClientHello is then in `takeOutput`), or goes on with it.
+    /// True once it is done.
+    public func continueHandshake() throws(TLSError) -> Bool {
+        if handshakeDone { return true }
+        switch kg_tls_handshake(ssl) {
+        case 1:
+            handshakeDone = true
+            return true
+        case 0:
+            return false
+        default:
+            if let why = kg_tls_verify_error(ssl) { throw TLSError("certificate verification failed: \(String(cString: why))") }
+            throw TLSError.drained("handshake")
         }
     }
 

@@ -49,10 +49,20 @@ public final class Server: @unchecked Sendable {
         startedWith = snapshot
         published = Mutex(snapshot)
         let policy = snapshot.policy
-        guard let upstream = SocketAddress(host: policy.upstream.host, port: policy.upstream.port) else {
-            throw ServeError("upstream \(policy.upstream) is not a numeric address")
+        guard let upstream = SocketAddress.resolve(host: policy.upstream.host, port: policy.upstream.port) else {
+            throw ServeError("upstream \(policy.upstream): cannot resolve \(policy.upstream.host)")
         }
         upstreamAddress = upstream
+        if let u = policy.upstreamTLS {
+            do {
+                upstreamTLS = try TLSClientContext(ca: u.ca, serverName: u.serverName, verify: u.verify)
+            } catch {
+                throw ServeError("upstream_tls: \(error)")
+            }
+            if !u.verify {
+                log.warning("upstream_tls.verify is false: the upstream's certificate is not checked, so anyone on the path can stand in for it")
+            }
+        }
         if let t = policy.tls {
             do {
                 tlsContext = try Self.buildTLS(t)
@@ -75,6 +85,8 @@ public final class Server: @unchecked Sendable {
     private let published: Mutex<Snapshot>
     public var snapshot: Snapshot { published.withLock { $0 } }
     private let drainingState = Atomic<Bool>(false)
+    /// TLS to the upstream, when `upstream` is https://.
+    private(set) var upstreamTLS: TLSClientContext?
     /// The certificates new TLS connections get; replaced whole when their files change.
     private(set) var tlsContext: TLSServerContext?
     /// File stamps of the certificates and keys last tried, so a bad file is reported once.

@@ -18,16 +18,26 @@ final class UpstreamConnection: EventHandler {
     /// Whether this connection already served a request (so a failure may just be staleness).
     var reused = false
     var bytesWritten = 0
+    /// TLS to the upstream (`upstream: https://…`); nil for plain HTTP.
+    let tls: TLSSession?
+    /// Plaintext handed over before the TLS handshake finished; encrypted once it has.
+    private var beforeHandshake: [UInt8] = []
 
-    init(fd: Int32, ctx: LoopContext, connecting: Bool) {
+    init(fd: Int32, ctx: LoopContext, connecting: Bool, tls: TLSSession?) {
         self.fd = fd
         self.ctx = ctx
         self.connecting = connecting
+        self.tls = tls
     }
 
     static func open(ctx: LoopContext) throws(IOError) -> UpstreamConnection {
+        var session: TLSSession? = nil
+        if let client = ctx.server.upstreamTLS {
+            guard let s = client.session() else { throw IOError("TLS session", ENOMEM) }
+            session = s
+        }
         let (fd, inProgress) = try Sockets.connect(ctx.server.upstreamAddress)
-        let u = UpstreamConnection(fd: fd, ctx: ctx, connecting: inProgress)
+        let u = UpstreamConnection(fd: fd, ctx: ctx, connecting: inProgress, tls: session)
         do {
             try ctx.loop.register(fd, u, interest: inProgress ? Events.write : Events.read)
         } catch {
@@ -35,7 +45,33 @@ final class UpstreamConnection: EventHandler {
             throw error
         }
         ctx.metrics.upstreamOpen += 1
+        if !inProgress, let t = session {
+            do {
+                try u.startTLS(t)
+            } catch {
+                u.close()
+                throw IOError("TLS: \(error)", 0)
+            }
+        }
         return u
+    }
+
+    /// Sends the ClientHello (or what the handshake needs next).
+    private func startTLS(_ t: TLSSession) throws(TLSError) {
+        _ = try t.continueHandshake()
+        try flushTLS(t)
+    }
+
+    /// Moves what OpenSSL produced to the socket.
+    private func flushTLS(_ t: TLSSession) throws(TLSError) {
+        while let bytes = t.takeOutput() {
+            do {
+                _ = try bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: !connecting) }
+            } catch {
+                throw TLSError("\(error)")
+            }
+        }
+        updateInterest()
     }
 
     func parkInPool(now: Int64) {
@@ -64,6 +100,14 @@ final class UpstreamConnection: EventHandler {
                 return
             }
             updateInterest()
+            if let t = tls {
+                do {
+                    try startTLS(t)
+                } catch {
+                    tlsFailed(client, error)
+                    return
+                }
+            }
             client.upstreamConnected(self)
             if closed { return }
         }
@@ -91,7 +135,8 @@ final class UpstreamConnection: EventHandler {
             case .done(0):
                 client.upstreamEOF(self)
             case .done(let n):
-                client.upstreamBytes(self, UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                let bytes = UnsafeRawBufferPointer(rebasing: buf[0..<n])
+                if let t = tls { tlsReceive(t, client, bytes) } else { client.upstreamBytes(self, bytes) }
             case .wouldBlock:
                 break
             }
@@ -100,13 +145,55 @@ final class UpstreamConnection: EventHandler {
         }
     }
 
+    /// Ciphertext from the upstream: the handshake goes on, or plaintext goes to the client.
+    private func tlsReceive(_ t: TLSSession, _ client: ClientConnection, _ cipher: UnsafeRawBufferPointer) {
+        do throws(TLSError) {
+            let wasDone = t.handshakeDone
+            // The read buffer's bytes are OpenSSL's once fed: it takes the plaintext.
+            _ = try t.receive(cipher, scratch: ctx.loop.readBuffer) { plain in
+                if !closed, self.client === client { client.upstreamBytes(self, plain) }
+            }
+            if !wasDone && t.handshakeDone && !beforeHandshake.isEmpty {
+                let pending = beforeHandshake
+                beforeHandshake = []
+                var failure: TLSError?
+                pending.withUnsafeBytes { raw in
+                    do throws(TLSError) { try t.send([raw]) } catch { failure = error }
+                }
+                if let failure { throw failure }
+            }
+            if !closed { try flushTLS(t) }
+        } catch {
+            tlsFailed(client, error)
+        }
+    }
+
+    private func tlsFailed(_ client: ClientConnection, _ error: TLSError) {
+        ctx.server.log.warning("upstream TLS: \(error)")
+        client.upstreamFailed(self, IOError("TLS: \(error)", 0), wroteNothing: !(tls?.handshakeDone ?? false))
+    }
+
     /// Sends bytes (or queues them while connecting). Returns false on a write error, which
     /// `sendFailure` then describes; the caller decides what follows, so a send never runs the
     /// client's failure handling from inside the client's own call.
     func send(_ parts: [UnsafeRawBufferPointer]) -> Bool {
         let before = bytesWritten
+        for p in parts { bytesWritten += p.count }
+        if let t = tls {
+            if !t.handshakeDone {
+                for p in parts { beforeHandshake.append(contentsOf: p) }
+                return true
+            }
+            do {
+                try t.send(parts)
+                try flushTLS(t)
+                return true
+            } catch {
+                sendFailure = (IOError("TLS: \(error)", 0), before == 0)
+                return false
+            }
+        }
         do {
-            for p in parts { bytesWritten += p.count }
             _ = try out.send(fd, parts: parts, canWrite: !connecting)
             updateInterest()
             return true

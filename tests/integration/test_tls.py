@@ -264,3 +264,77 @@ def test_client_certificates_as_credentials(tmp_path, upstream, mode):
             assert rc == 0 and status == 200
     finally:
         g.stop()
+
+
+class TLSUpstream:
+    """The test upstream behind TLS (Python's ssl), with a certificate for app.test."""
+
+    def __init__(self, cert, key):
+        from upstream import Upstream
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+
+        class Wrapped(Upstream):
+            def get_request(self):
+                sock, addr = self.socket.accept()
+                return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+            def handle_error(self, request, client_address):
+                pass  # handshakes the gate refused, and the readiness probe's bare connects
+
+        self.server = Wrapped()
+        self.port = self.server.port
+
+    def stop(self):
+        self.server.stop()
+
+
+def test_https_upstream_verified_pooled_and_refused_with_the_wrong_ca(tmp_path):
+    folder = str(tmp_path)
+    ca = make_ca(folder, "app-ca")
+    key, csr, cert = (os.path.join(folder, f"app.{x}") for x in ("key", "csr", "pem"))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", "/CN=app.test"], check=True, capture_output=True)
+    ext = os.path.join(folder, "ext")
+    open(ext, "w").write("subjectAltName=DNS:app.test\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert, "-days", "30",
+                    "-extfile", ext], check=True, capture_output=True)
+    wrong = make_ca(folder, "wrong-ca")
+    up = TLSUpstream(cert, key)
+    try:
+        for name, extra, expect in [
+            ("right", "upstream_tls: { ca: app-ca.pem, server_name: app.test }\n", 200),
+            ("wrong", "upstream_tls: { ca: wrong-ca.pem, server_name: app.test }\n", 502),
+            ("other-name", "upstream_tls: { ca: app-ca.pem, server_name: other.test }\n", 502),
+            ("unverified", "upstream_tls: { verify: false }\n", 200),
+        ]:
+            sub = os.path.join(folder, name)
+            os.makedirs(sub)
+            for f in ("app-ca.pem", "wrong-ca.pem"):
+                shutil.copy(os.path.join(folder, f), sub)
+            g = Gate(sub, up.port, extra=extra)
+            with open(g.config) as f:
+                text = f.read().replace(f'upstream: "http://127.0.0.1:{up.port}"', f'upstream: "https://127.0.0.1:{up.port}"')
+            with open(g.config, "w") as f:
+                f.write(text)
+            try:
+                k = g.create_key()
+                g.start()
+                for _ in range(5):
+                    status, _, body, _ = curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))
+                    assert status == expect, (name, body[:200])
+                if expect == 200:
+                    seen = json.loads(body)
+                    assert seen["target"] == "/echo"
+                    # Keep-alive to the upstream: five requests, one TLS connection per loop at most.
+                    assert metric(g, "keygate_upstream_connections_open")["keygate_upstream_connections_open"] <= 2
+                else:
+                    assert json.loads(body)["error"] == "upstream_unavailable"
+                    assert "certificate verification failed" in open(g.stderr_path).read()
+                if name == "unverified":
+                    assert "upstream_tls.verify is false" in open(g.stderr_path).read()
+            finally:
+                g.stop()
+    finally:
+        up.stop()

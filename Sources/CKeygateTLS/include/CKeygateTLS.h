@@ -21,6 +21,15 @@ int kg_tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
 /// SHA-256 of the first certificate in a PEM file; 1 when out was filled.
 int kg_cert_file_fingerprint(const char *path, unsigned char out[32]);
 
+/// A client context for TLS to the upstream: verify against `ca` (NULL = the system's store)
+/// unless verify is 0. NULL on failure, with the reason in err.
+SSL_CTX *kg_tls_client_ctx(const char *ca, int verify, char *err, size_t errlen);
+/// A client session on memory BIOs, sending `server_name` as SNI and, when verifying,
+/// checking the certificate is for that name (or IP address).
+SSL *kg_tls_client_session(SSL_CTX *ctx, const char *server_name, int verify);
+/// Why the peer's certificate did not verify, or NULL.
+const char *kg_tls_verify_error(SSL *ssl);
+
 /// SNI: `count` contexts, the first the default; the others are chosen by the names of their
 /// certificates (SAN DNS entries, `*.example.com` wildcards). Installs the callback on every
 /// context; `table` must outlive them (kg_tls_sni_free).

@@ -103,6 +103,16 @@ public struct Policy: Sendable {
     public var timeouts = Timeouts()
     public var identityPrefix = "X-Keygate-"
     public var tls: TLS?
+    /// TLS to the upstream (`upstream: https://…`); nil = plain HTTP.
+    public var upstreamTLS: UpstreamTLS?
+
+    public struct UpstreamTLS: Sendable, Equatable {
+        /// PEM CA bundle; nil = the system's store.
+        public var ca: String?
+        /// Sent as SNI and checked against the certificate; default: the upstream's host.
+        public var serverName: String
+        public var verify = true
+    }
 
     public init(file: String, keysFile: String, usageLog: String) {
         self.file = file

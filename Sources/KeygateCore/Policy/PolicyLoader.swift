@@ -157,7 +157,8 @@ struct Validator {
         return e
     }
 
-    static func parseEndpoint(_ s: String) -> Policy.Endpoint? {
+    /// `names`: a DNS name may stand for the address (resolved when the gate starts).
+    static func parseEndpoint(_ s: String, names: Bool = false) -> Policy.Endpoint? {
         var host: Substring
         var port: Substring
         if s.hasPrefix("[") {
@@ -173,7 +174,8 @@ struct Validator {
         }
         guard !host.isEmpty, let p = UInt16(port), p > 0 else { return nil }
         if host == "localhost" { host = "127.0.0.1" }
-        guard IPAddress(String(host)) != nil else { return nil }
+        let isName = names && host.utf8.allSatisfy { Base62.isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") } && host.contains(where: \.isLetter)
+        guard isName || IPAddress(String(host)) != nil else { return nil }
         return Policy.Endpoint(host: String(host), port: p)
     }
 
@@ -212,24 +214,29 @@ struct Validator {
             return p
         }
         var countriesNode: Node? = nil
+        var upstreamHTTPS = false
+        var upstreamTLSNode: Node? = nil
+        var upstreamCA: String? = nil
+        var upstreamServerName: String? = nil
+        var upstreamVerify = true
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
             case "listen": if let e = v.endpoint(node, key) { p.listen = e }
             case "upstream":
                 guard let s = v.string(node, key) else { return }
-                if s.hasPrefix("https://") {
-                    v.fail(node, "upstream: TLS to the upstream (https://) is not available in this version; use http://host:port")
-                    return
-                }
-                guard s.hasPrefix("http://"), let e = Validator.parseEndpoint(String(s.dropFirst(7)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))) else {
-                    v.fail(node, "upstream: \"\(s)\" must be http://host:port")
+                let https = s.hasPrefix("https://")
+                guard https || s.hasPrefix("http://"),
+                    let e = Validator.parseEndpoint(String(s.dropFirst(https ? 8 : 7)).trimmingCharacters(in: CharacterSet(charactersIn: "/")), names: true)
+                else {
+                    v.fail(node, "upstream: \"\(s)\" must be http://host:port or https://host:port")
                     return
                 }
                 p.upstream = e
+                upstreamHTTPS = https
             case "admin_listen":
                 if node.scalar?.string == "" || node.scalar?.string == "off" { p.adminListen = nil } else if let e = v.endpoint(node, key) { p.adminListen = e }
             case "workers":
@@ -292,6 +299,22 @@ struct Validator {
                     }
                 }
             case "public_routes": p.publicRoutes = v.routes(node, key)
+            case "upstream_tls":
+                upstreamTLSNode = node
+                v.fields(node, key, known: ["ca", "server_name", "verify"]) { v, k, n in
+                    switch k {
+                    case "ca":
+                        if let path = v.string(n, "upstream_tls.ca") {
+                            let full = v.resolve(path)
+                            if !FileManager.default.isReadableFile(atPath: full) { v.fail(n, "upstream_tls.ca: cannot read \(full)") }
+                            upstreamCA = full
+                        }
+                    case "server_name":
+                        if let name = v.string(n, "upstream_tls.server_name"), !name.isEmpty { upstreamServerName = name }
+                    default:
+                        if let b = v.bool(n, "upstream_tls.verify") { upstreamVerify = b }
+                    }
+                }
             case "tls":
                 var t = Policy.TLS()
                 v.fields(node, key, known: ["certificates", "min_version", "client_certificates"]) { v, k, n in
@@ -413,6 +436,11 @@ struct Validator {
                 }
             default: break
             }
+        }
+        if upstreamHTTPS {
+            p.upstreamTLS = Policy.UpstreamTLS(ca: upstreamCA, serverName: upstreamServerName ?? p.upstream.host, verify: upstreamVerify)
+        } else if upstreamTLSNode != nil {
+            fail(upstreamTLSNode, "upstream_tls needs an https:// upstream")
         }
         let overlap = p.access.countries.allow.intersection(p.access.countries.deny)
         if !overlap.isEmpty {
