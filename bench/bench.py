@@ -114,8 +114,8 @@ def parse_wrk(text):
     return {"rps": rps, "requests": total, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
 
 
-def run_wrk(url, keys_file, path, seconds, connections, pids, body=0):
-    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path, BENCH_BODY=str(body))
+def run_wrk(url, keys_file, path, seconds, connections, pids, body=0, close=False):
+    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path, BENCH_BODY=str(body), BENCH_CLOSE="1" if close else "0")
     before = cpu_ticks(pids)
     r = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench/rotate.lua"), url],
                        capture_output=True, text=True, env=env)
@@ -250,6 +250,77 @@ def websocket_bench(out, keygate, keys, args, procs):
         n = [statistics.median(x[i] for x in results["nginx"]) for i in (0, 1)]
         print(f"WebSocket: keygate {k[0]:.0f} msg/s, {k[1]:.2f} us/msg; nginx {n[0]:.0f} msg/s, {n[1]:.2f} us/msg; "
               f"keygate/nginx throughput {k[0] / n[0]:.2f}, cpu/message {k[1] / n[1]:.2f}")
+
+
+def idle_tls_rss(port, pids, count):
+    """RSS of `pids` before and after `count` idle TLS connections are opened (KiB)."""
+    import resource
+    import ssl
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    before = sum(rss_kib(p) for p in pids)
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(ctx.wrap_socket(s, server_hostname="bench.test"))
+        time.sleep(1.0)
+        after = sum(rss_kib(p) for p in pids)
+    finally:
+        for s in socks:
+            s.close()
+    return before, after
+
+
+def tls_bench(out, keygate, up_port, args, procs):
+    """keygate and nginx as TLS gates with the same ECDSA P-256 certificate: keep-alive req/s,
+    new handshakes/s (one request per connection), CPU per request, memory of idle TLS clients."""
+    cert, key = os.path.join(out, "tls.pem"), os.path.join(out, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test"], check=True, capture_output=True)
+    os.chmod(key, 0o644)
+    kg_port, ng_port = 18088, 18089
+    with open(os.path.join(out, "tls.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18908"\n'
+                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: usage-tls.jsonl\ntls:\n  certificates: [{{ cert: tls.pem, key: tls.key }}]\n')
+    kg = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "tls.yaml")], stderr=open(os.path.join(out, "tls.err"), "w"))
+    procs.append(kg)
+    conf = NGINX_GATE.format(dir=out, port=ng_port, upstream=up_port).replace(
+        f"listen 127.0.0.1:{ng_port} backlog=4096;",
+        f"listen 127.0.0.1:{ng_port} ssl backlog=4096; ssl_certificate {cert}; ssl_certificate_key {key}; "
+        "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;").replace("gate.pid", "tlsgate.pid").replace(
+        "nginx-usage.jsonl", "nginx-tls-usage.jsonl").replace("worker_connections 4096", "worker_connections 8192")
+    with open(os.path.join(out, "tlsgate.conf"), "w") as f:
+        f.write(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    ng = subprocess.Popen([nginx, "-c", os.path.join(out, "tlsgate.conf"), "-g", "daemon off;"])
+    procs.append(ng)
+    for port in (kg_port, ng_port):
+        wait_port(port)
+    time.sleep(0.5)
+    targets = {"keygate": (f"https://127.0.0.1:{kg_port}", [kg.pid]), "nginx": (f"https://127.0.0.1:{ng_port}", children(ng.pid))}
+    keys_file = os.path.join(out, "keys.txt")
+    results = {}
+    print(f"TLS (ECDSA P-256): wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds")
+    for scenario, close in (("keepalive", False), ("handshake", True)):
+        for rnd in range(args.rounds):
+            for name, (url, pids) in targets.items():
+                r = run_wrk(url, keys_file, "/", args.seconds, args.connections, pids, close=close)
+                results.setdefault((scenario, name), []).append(r)
+                print(f"  {scenario:9} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p99 {r['p99']:6.2f} ms  cpu {r['cpu_us']:6.1f} us/req  "
+                      f"non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
+    for scenario in ("keepalive", "handshake"):
+        k = {m: statistics.median(x[m] for x in results[(scenario, "keygate")]) for m in ("rps", "cpu_us", "p99")}
+        n = {m: statistics.median(x[m] for x in results[(scenario, "nginx")]) for m in ("rps", "cpu_us", "p99")}
+        print(f"TLS {scenario}: keygate {k['rps']:.0f} req/s {k['cpu_us']:.1f} us/req p99 {k['p99']:.2f} ms; nginx {n['rps']:.0f} req/s "
+              f"{n['cpu_us']:.1f} us/req p99 {n['p99']:.2f} ms; throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}")
+    for name, (url, pids) in targets.items():
+        port = int(url.rsplit(":", 1)[1])
+        before, after = idle_tls_rss(port, pids if name == "keygate" else children(ng.pid), 5000)
+        print(f"5,000 idle TLS connections: {name} RSS {before // 1024} MiB → {after // 1024} MiB")
 
 
 def network_gate(out, up_port, keygate, procs):
@@ -404,6 +475,7 @@ def main():
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
+    ap.add_argument("--tls", action="store_true", help="keygate and nginx as TLS gates (same ECDSA certificate)")
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
@@ -520,6 +592,8 @@ def main():
         print(f"keygate RSS after run: {rss_kib(kg.pid) // 1024} MiB")
         if args.websocket:
             websocket_bench(out, keygate, keys, args, procs)
+        if args.tls:
+            tls_bench(out, keygate, up_port, args, procs)
         if args.enforce:
             enforce(out, keygate, kg_port)
         if args.extras:

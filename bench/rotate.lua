@@ -5,12 +5,17 @@ local path = os.getenv("BENCH_PATH") or "/"
 -- BENCH_BODY bytes: POST a body of that size instead of a GET.
 local size = tonumber(os.getenv("BENCH_BODY") or "0")
 local body = size > 0 and string.rep("x", size) or nil
+-- BENCH_CLOSE=1: one request per connection (new handshakes, for TLS).
+local close = os.getenv("BENCH_CLOSE") == "1"
 for line in io.lines(os.getenv("BENCH_KEYS")) do keys[#keys + 1] = line end
 
 request = function()
   i = i % #keys + 1
   if body then
     return wrk.format("POST", path, { ["x-api-key"] = keys[i], ["Content-Type"] = "application/octet-stream" }, body)
+  end
+  if close then
+    return wrk.format("GET", path, { ["x-api-key"] = keys[i], ["Connection"] = "close" })
   end
   return wrk.format("GET", path, { ["x-api-key"] = keys[i] })
 end

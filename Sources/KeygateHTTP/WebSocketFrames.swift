@@ -20,6 +20,12 @@ public struct WebSocketFrames: Sendable {
                 i += take
                 continue
             }
+            if header.isEmpty, let (length, size) = Self.wholeHeader(buf, at: i) {
+                // The common case: a whole header in this read, read in place.
+                remaining = length
+                i += size
+                continue
+            }
             header.append(buf[i])
             i += 1
             if let length = Self.payloadLength(header) {
@@ -27,6 +33,20 @@ public struct WebSocketFrames: Sendable {
                 header.removeAll(keepingCapacity: true)
             }
         }
+    }
+
+    /// The payload length and header size of a header that starts at `i` and is whole in `buf`.
+    static func wholeHeader(_ buf: UnsafeRawBufferPointer, at i: Int) -> (UInt64, Int)? {
+        guard buf.count - i >= 2 else { return nil }
+        let b1 = buf[i + 1]
+        let short = UInt64(b1 & 0x7F)
+        let extended = short == 126 ? 2 : short == 127 ? 8 : 0
+        let size = 2 + extended + (b1 & 0x80 != 0 ? 4 : 0)
+        guard buf.count - i >= size else { return nil }
+        if extended == 0 { return (short, size) }
+        var length: UInt64 = 0
+        for k in (i + 2)..<(i + 2 + extended) { length = length << 8 | UInt64(buf[k]) }
+        return (length, size)
     }
 
     /// The payload length once `h` holds the whole header, nil while it needs more bytes.

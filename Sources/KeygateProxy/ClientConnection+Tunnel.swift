@@ -29,7 +29,7 @@ extension ClientConnection {
         guard let exchange = ex, let u = exchange.upstream else { return }
         exchange.tunnel?.bytesIn += UInt64(buf.count)
         deadline = ctx.loop.now + timeouts.tunnelIdle
-        guard u.send([buf]) else {
+        guard u.send(one: buf) else {
             abort()
             return
         }
@@ -40,7 +40,7 @@ extension ClientConnection {
         exchange.tunnel?.bytesOut += UInt64(buf.count)
         exchange.tunnel?.toClient.advance(buf)
         deadline = ctx.loop.now + timeouts.tunnelIdle
-        sendToClient([buf])
+        sendToClient(one: buf)
         if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
     }
 

@@ -245,6 +245,24 @@ final class ClientConnection: EventHandler {
         sendRaw(parts)
     }
 
+    /// One buffer for the client, without a parts array on the plain path.
+    func sendToClient(one part: UnsafeRawBufferPointer) {
+        guard tls == nil else {
+            sendToClient([part])
+            return
+        }
+        if phase == .closed || writeFailed { return }
+        let wasEmpty = out.isEmpty
+        do {
+            if try !out.send(fd, one: part, canWrite: true) {
+                if wasEmpty { lastWriteProgress = ctx.loop.now }
+                setInterest()
+            }
+        } catch {
+            writeFailed = true
+        }
+    }
+
     /// Bytes for the socket as they are (ciphertext, when TLS is on).
     func sendRaw(_ parts: [UnsafeRawBufferPointer]) {
         if phase == .closed || writeFailed { return }

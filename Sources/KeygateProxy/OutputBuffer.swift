@@ -56,6 +56,20 @@ struct OutputBuffer {
         return false
     }
 
+    /// One buffer, without building a parts array (tunnels send one buffer per read).
+    mutating func send(_ fd: Int32, one part: UnsafeRawBufferPointer, canWrite: Bool) throws(IOError) -> Bool {
+        if !isEmpty || !canWrite {
+            pending.append(contentsOf: part)
+            return canWrite ? try flush(fd) : false
+        }
+        if part.isEmpty { return true }
+        var written = 0
+        if case .done(let n) = try Sys.write(fd, part) { written = n }
+        if written == part.count { return true }
+        pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[written...]))
+        return false
+    }
+
     /// Writes what is pending. Returns true when nothing is left.
     mutating func flush(_ fd: Int32) throws(IOError) -> Bool {
         while offset < pending.count {

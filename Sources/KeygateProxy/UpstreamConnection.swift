@@ -203,6 +203,20 @@ final class UpstreamConnection: EventHandler {
         }
     }
 
+    /// One buffer of a tunnel, without a parts array on the plain path.
+    func send(one part: UnsafeRawBufferPointer) -> Bool {
+        guard tls == nil else { return send([part]) }
+        bytesWritten += part.count
+        do {
+            _ = try out.send(fd, one: part, canWrite: !connecting)
+            updateInterest()
+            return true
+        } catch {
+            sendFailure = (error, false)
+            return false
+        }
+    }
+
     /// The last failed send, and whether nothing had been written on this connection before it.
     var sendFailure: (error: IOError, wroteNothing: Bool)?
 

@@ -338,3 +338,58 @@ def test_https_upstream_verified_pooled_and_refused_with_the_wrong_ca(tmp_path):
                 g.stop()
     finally:
         up.stop()
+
+
+def test_records_split_across_reads_and_large_bodies(tmp_path, upstream):
+    g = tls_gate(tmp_path, upstream)
+    try:
+        k = g.create_key()
+        g.start()
+        # A client that dribbles every TLS byte in its own write: each record reaches the gate in
+        # pieces, handshake included.
+        ctx = ssl.create_default_context(cafile=os.path.join(g.dir, "ca.pem"))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="api.test")
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def dribble():
+            data = outgoing.read()
+            for i in range(0, len(data), 7):
+                s.sendall(data[i:i + 7])
+                time.sleep(0.001)
+
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                dribble()
+                incoming.write(s.recv(65536))
+        dribble()
+        obj.write(f"GET /bytes/300000 HTTP/1.1\r\nHost: api.test\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+        dribble()
+        got = b""
+        while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 300000:
+            try:
+                got += obj.read(65536)
+            except ssl.SSLWantReadError:
+                chunk = s.recv(65536)
+                assert chunk, "closed early"
+                incoming.write(chunk)
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == 300000
+        from upstream import pattern_bytes
+        assert body == pattern_bytes(300000)
+        s.close()
+        # 20 MiB down and 5 MiB up through TLS, intact.
+        import hashlib
+        status, _, down, rc = https(g, "api.test", f"/bytes/{20 << 20}", "-H", f"x-api-key: {k['key']}")
+        assert rc == 0 and status == 200 and down == pattern_bytes(20 << 20)
+        up = os.urandom(5 << 20)
+        path = os.path.join(g.dir, "up.bin")
+        open(path, "wb").write(up)
+        status, _, out, rc = https(g, "api.test", "/echo", "-H", f"x-api-key: {k['key']}", "--data-binary", f"@{path}")
+        assert rc == 0 and json.loads(out)["body_sha256"] == hashlib.sha256(up).hexdigest()
+    finally:
+        g.stop()
