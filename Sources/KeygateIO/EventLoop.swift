@@ -45,6 +45,9 @@ public final class EventLoop: @unchecked Sendable {
     private var retired: [EventHandler] = []
     /// A scratch buffer for reads, shared by every connection of the loop.
     public let readBuffer: UnsafeMutableRawBufferPointer
+    /// A second scratch buffer, for ciphertext on its way out (the read buffer may hold the
+    /// plaintext being encrypted).
+    public let outputScratch: UnsafeMutableRawBufferPointer
     /// Monotonic milliseconds, refreshed at each wake-up.
     public private(set) var now: Int64 = 0
     /// Called on every timer tick (every `tickMillis`); touched only on `queue`.
@@ -59,6 +62,7 @@ public final class EventLoop: @unchecked Sendable {
         tags = .allocate(capacity: Int(maxEvents))
         readyEvents = .allocate(capacity: Int(maxEvents))
         readBuffer = .allocate(byteCount: readBufferSize, alignment: 16)
+        outputScratch = .allocate(byteCount: 65536, alignment: 16)
         slots = Array(repeating: Slot(), count: 1024)
         now = Self.monotonicMillis()
     }

@@ -200,6 +200,12 @@ public final class TLSSession {
         _ = SSL_shutdown(ssl)
     }
 
+    /// Moves ciphertext waiting for the socket into `buffer`; returns how many bytes (0 = none).
+    public func takeOutput(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let n = kg_tls_take(ssl, buffer.baseAddress!, Int32(buffer.count))
+        return n > 0 ? Int(n) : 0
+    }
+
     /// Ciphertext waiting to be written to the socket (handshake records, alerts, data).
     public func takeOutput() -> [UInt8]? {
         let pending = kg_tls_pending(ssl)

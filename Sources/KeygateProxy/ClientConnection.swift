@@ -251,6 +251,11 @@ final class ClientConnection: EventHandler {
             sendToClient([part])
             return
         }
+        sendRaw(one: part)
+    }
+
+    /// One buffer for the socket as it is.
+    func sendRaw(one part: UnsafeRawBufferPointer) {
         if phase == .closed || writeFailed { return }
         let wasEmpty = out.isEmpty
         do {
@@ -458,8 +463,11 @@ extension ClientConnection {
     }
 
     func flushTLSOutput(_ t: TLSSession) {
-        while let bytes = t.takeOutput() {
-            bytes.withUnsafeBytes { sendRaw([$0]) }
+        let scratch = ctx.loop.outputScratch
+        while true {
+            let n = t.takeOutput(into: scratch)
+            if n == 0 { return }
+            sendRaw(one: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
         }
     }
 }

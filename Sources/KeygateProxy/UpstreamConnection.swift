@@ -64,9 +64,12 @@ final class UpstreamConnection: EventHandler {
 
     /// Moves what OpenSSL produced to the socket.
     private func flushTLS(_ t: TLSSession) throws(TLSError) {
-        while let bytes = t.takeOutput() {
+        let scratch = ctx.loop.outputScratch
+        while true {
+            let n = t.takeOutput(into: scratch)
+            if n == 0 { break }
             do {
-                _ = try bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: !connecting) }
+                _ = try out.send(fd, one: UnsafeRawBufferPointer(rebasing: scratch[0..<n]), canWrite: !connecting)
             } catch {
                 throw TLSError("\(error)")
             }

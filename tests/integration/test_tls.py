@@ -262,6 +262,12 @@ def test_client_certificates_as_credentials(tmp_path, upstream, mode):
             assert rc == 0 and status == 401  # ignored: it does not verify
             status, _, _, rc = call(None, "-H", f"x-api-key: {k['key']}")
             assert rc == 0 and status == 200
+        # Revoking the key refuses its certificate within a second.
+        g.cli("keys", "revoke", k["id"])
+        t = time.time()
+        while time.time() - t < 3 and call(bound)[0] != 401:
+            time.sleep(0.05)
+        assert call(bound)[0] == 401 and time.time() - t < 1.5
     finally:
         g.stop()
 
