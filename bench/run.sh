@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # make bench: keygate against an equivalent nginx gate, same upstream, same keys, same load;
-# then POSTed bodies with keygate's request buffering on and off.
+# then POSTed bodies with keygate's request buffering on and off, WebSocket echo and TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 bench/bench.py "$@"
 echo
 python3 bench/bench.py --buffering --no-extras --only keygate,keygate-nobuf,nginx
 echo
-python3 bench/bench.py --websocket --no-extras --only keygate,nginx --sizes none
-echo
-python3 bench/bench.py --tls --no-extras --only keygate,nginx --sizes none
+python3 bench/bench.py --websocket --tls --no-extras --only keygate,nginx --sizes none
