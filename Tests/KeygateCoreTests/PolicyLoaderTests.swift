@@ -57,6 +57,8 @@ final class PolicyLoaderTests: XCTestCase {
     }
 
     func testBadUpstream() {
-        XCTAssertEqual(problems("upstream: \"https://x\"\n"), ["keygate.yaml:1: upstream: \"https://x\" must be http://host:port"])
+        XCTAssertEqual(problems("upstream: \"https://x\"\n"), ["keygate.yaml:1: upstream: \"https://x\" must be http://host:port or https://host:port"])
+        XCTAssertEqual(problems("upstream: \"ftp://1.2.3.4:21\"\n"), ["keygate.yaml:1: upstream: \"ftp://1.2.3.4:21\" must be http://host:port or https://host:port"])
+        XCTAssertEqual(problems("upstream: \"http://127.0.0.1:9000\"\nupstream_tls: { verify: false }\n"), ["keygate.yaml:2: upstream_tls needs an https:// upstream"])
     }
 }
