@@ -100,12 +100,13 @@ public final class UsageLog: Sendable {
 struct UsageBatch {
     var bytes: [UInt8] = []
     var events = 0
+    var clock = Timestamp.SecondCache()
     static let flushBytes = 64 << 10
 
     init() { bytes.reserveCapacity(Self.flushBytes + 4096) }
 
     mutating func add(_ event: UsageEvent, to log: UsageLog) {
-        event.append(to: &bytes)
+        event.append(to: &bytes, clock: &clock)
         events += 1
         if bytes.count >= Self.flushBytes { flush(to: log) }
     }

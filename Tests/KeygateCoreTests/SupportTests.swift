@@ -52,4 +52,13 @@ final class SupportTests: XCTestCase {
             #"{"ts":"2026-11-23T18:00:00.123Z","request_id":"r1","decision":"deny","reason":"unknown_key","status":401,"key_id":null,"key_name":null,"owner":null,"client_ip":"81.2.69.142","country":"GB","method":"GET","path":"/a\"b","bytes_in":0,"bytes_out":0,"duration_ms":1.23,"upstream_ms":null}"#
                 + "\n")
     }
+
+    func testSecondCacheFormatsLikeTimestamp() {
+        var cache = Timestamp.SecondCache()
+        for ms: Int64 in [0, 999, 1000, 1_764_504_000_123, 1_764_504_000_999, 1_764_504_001_000, 1_764_504_001_007, 253_402_300_799_999, -1, -1001] {
+            var out: [UInt8] = []
+            cache.append(millis: ms, to: &out)
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), Timestamp.format(millis: ms), "\(ms)")
+        }
+    }
 }

@@ -4,11 +4,11 @@ import COpenSSL
 public struct KeyDigest: Hashable, Sendable {
     let w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
 
-    /// Hashes raw key bytes with libcrypto's one-shot SHA-256.
+    /// Hashes raw key bytes with libcrypto's SHA-256.
     public init(hashing key: UnsafeRawBufferPointer) {
         var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         withUnsafeMutableBytes(of: &out) { o in
-            _ = SHA256(key.baseAddress?.assumingMemoryBound(to: UInt8.self), key.count, o.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            kg_sha256(key.baseAddress, key.count, o.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
         (w0, w1, w2, w3) = out
     }

@@ -36,6 +36,32 @@ public enum Timestamp {
         out.append(UInt8(ascii: "Z"))
     }
 
+    /// Formats many timestamps of the same second cheaply: the date and time are worked out
+    /// once per second, only the milliseconds per call. One per thread (a loop's usage batch).
+    public struct SecondCache {
+        var second: Int64 = .min
+        var prefix: [UInt8] = []
+
+        public init() {}
+
+        public mutating func append(millis: Int64, to out: inout [UInt8]) {
+            let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
+            if secs != second {
+                prefix.removeAll(keepingCapacity: true)
+                Timestamp.append(millis: secs * 1000, fraction: false, to: &prefix)
+                prefix.removeLast()  // the "Z"
+                second = secs
+            }
+            out.append(contentsOf: prefix)
+            let ms = Int(millis - secs * 1000)
+            out.append(UInt8(ascii: "."))
+            out.append(UInt8(0x30 + ms / 100))
+            out.append(UInt8(0x30 + (ms / 10) % 10))
+            out.append(UInt8(0x30 + ms % 10))
+            out.append(UInt8(ascii: "Z"))
+        }
+    }
+
     public static func format(seconds: Int64) -> String {
         var out: [UInt8] = []
         append(millis: seconds * 1000, fraction: false, to: &out)

@@ -25,8 +25,14 @@ public struct UsageEvent {
 
     /// Appends the JSON line (with its newline) to `out`.
     public func append(to out: inout [UInt8]) {
+        var clock = Timestamp.SecondCache()
+        append(to: &out, clock: &clock)
+    }
+
+    /// As above, with the loop's timestamp cache.
+    public func append(to out: inout [UInt8], clock: inout Timestamp.SecondCache) {
         out.append(#"{"ts":""# as StaticString)
-        Timestamp.append(millis: tsMillis, to: &out)
+        clock.append(millis: tsMillis, to: &out)
         out.append(#"","request_id":"# as StaticString)
         JSONBytes.appendString(requestID, to: &out)
         out.append(contentsOf: (allowed ? #","decision":"allow","reason":"# : #","decision":"deny","reason":"#).utf8)
