@@ -1,7 +1,7 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
 APT_PACKAGES := libssl-dev libmaxminddb-dev pkg-config curl python3 openssl ca-certificates
-BENCH_PACKAGES := nginx wrk slowhttptest
+BENCH_PACKAGES := nginx wrk slowhttptest valgrind
 PYTEST := python3 -m pytest
 
 .PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean

@@ -8,3 +8,5 @@ echo
 python3 bench/bench.py --buffering --no-extras --only keygate,keygate-nobuf,nginx
 echo
 python3 bench/bench.py --websocket --tls --no-extras --only keygate,nginx --sizes none
+echo
+python3 bench/instructions.py
