@@ -74,6 +74,7 @@ def measure(name, pid, port, keys, requests, folder):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--keygate", default=os.path.join(ROOT, ".build/release/keygate"), help="the keygate binary to measure")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed (apt-get install valgrind): no instruction counts")
@@ -84,7 +85,7 @@ def main():
     # Valgrind's reader does not know the DWARF 5 the Swift toolchain writes: a copy without
     # debug information still has every symbol.
     keygate = os.path.join(folder, "keygate")
-    subprocess.run(["objcopy", "--strip-debug", os.path.join(ROOT, ".build/release/keygate"), keygate], check=True)
+    subprocess.run(["objcopy", "--strip-debug", args.keygate, keygate], check=True)
     keys = bench.write_keys(folder, 1000)
     with open(os.path.join(folder, "nginx-keys.map"), "w") as f:
         for kid, key in keys:
