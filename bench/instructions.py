@@ -73,7 +73,7 @@ def measure(name, pid, port, keys, requests, folder):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--keygate", default=os.path.join(ROOT, ".build/release/keygate"), help="the keygate binary to measure")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
