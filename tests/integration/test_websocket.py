@@ -3,6 +3,7 @@ tunnel's life; a WebSocket upstream and client written for the tests (RFC 6455).
 import base64
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -195,3 +196,36 @@ def test_fifty_concurrent_tunnels(gate, upstream):
     while time.time() < deadline and metric(gate, "keygate_tunnels_open") != 0:
         time.sleep(0.05)
     assert metric(gate, "keygate_tunnels_open") == 0
+
+
+def test_idle_tunnel_times_out_and_sigterm_closes_tunnels_after_the_grace(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="timeouts: { tunnel_idle: 1s, shutdown_grace: 2s }\n")
+    try:
+        k = g.create_key()
+        g.start()
+        s, reader, status, _ = ws_open(g, "/ws", k["key"])
+        assert status == 101
+        t = time.time()
+        s.settimeout(5)
+        assert s.recv(100) == b"" and 0.8 < time.time() - t < 3  # idle for tunnel_idle: closed
+        s.close()
+        # A busy tunnel lives through SIGTERM until shutdown_grace, then is closed.
+        s, reader, status, _ = ws_open(g, "/ws", k["key"])
+        assert status == 101
+        g.proc.send_signal(signal.SIGTERM)
+        t = time.time()
+        alive_until = t
+        try:
+            while time.time() - t < 5:
+                s.sendall(ws_frame(0x1, b"ping", mask=True))
+                assert ws_read_frame(reader) == (0x1, b"ping")
+                alive_until = time.time()
+                time.sleep(0.2)
+        except (OSError, EOFError, ConnectionError):
+            pass
+        assert 1.5 < alive_until - t < 3.5
+        assert g.proc.wait(timeout=10) == 0
+        tunnel = [e for e in g.usage_lines() if e["path"] == "/ws"]
+        assert len(tunnel) == 2 and all(e["status"] == 101 for e in tunnel)
+    finally:
+        g.stop()
