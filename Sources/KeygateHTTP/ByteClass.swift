@@ -108,3 +108,11 @@ extension Array where Element == UInt8 {
         append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }
+
+extension Array where Element == UInt8 {
+    /// Appends `source[range]` through a buffer pointer: one copy, not the generic slice path.
+    @inlinable
+    public mutating func append(_ source: [UInt8], _ range: Range<Int>) {
+        source.withUnsafeBufferPointer { append(contentsOf: UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+}

@@ -24,7 +24,7 @@ struct LoopMetrics {
 
     mutating func record(_ e: UsageEvent) {
         if let r = e.reason {
-            requests[DenyReason.allCases.firstIndex(of: r)!] += 1
+            requests[r.index] += 1
         } else {
             requests[requests.count - 1] += 1
         }

@@ -62,3 +62,28 @@ final class SupportTests: XCTestCase {
         }
     }
 }
+
+final class ErrorResponseTests: XCTestCase {
+    func testTemplatesWriteWhatTheGeneralPathWrites() {
+        XCTAssertEqual(DenyReason.allCases.map(\.index), Array(0..<DenyReason.allCases.count))
+        for reason in DenyReason.allCases where reason.status != 429 {
+            for close in [false, true] {
+                for headOnly in [false, true] {
+                    let id = Array("abc-1-2f".utf8)
+                    var fast: [UInt8] = []
+                    let fastSize = ErrorResponse.appendDenial(reason, requestID: id, close: close, headOnly: headOnly, to: &fast)
+                    var extra = ""
+                    if reason.status == 401 {
+                        extra = reason == .missing_key ? "WWW-Authenticate: Bearer realm=\"keygate\"\r\n" : "WWW-Authenticate: Bearer realm=\"keygate\", error=\"invalid_token\"\r\n"
+                    }
+                    var slow: [UInt8] = []
+                    let slowSize = ErrorResponse.append(
+                        status: reason.status, error: reason.rawValue, message: reason.message, requestID: id, close: close, extraHeaders: extra,
+                        headOnly: headOnly, to: &slow)
+                    XCTAssertEqual(String(decoding: fast, as: UTF8.self), String(decoding: slow, as: UTF8.self), "\(reason)")
+                    XCTAssertEqual(fastSize, slowSize)
+                }
+            }
+        }
+    }
+}

@@ -6,6 +6,27 @@ public enum DenyReason: String, Sendable, CaseIterable {
     case rate_limited, quota_exceeded
     case bad_request, upstream_unavailable, upstream_timeout
 
+    /// Position in `allCases`, for tables indexed by reason.
+    public var index: Int {
+        switch self {
+        case .missing_key: return 0
+        case .malformed_key: return 1
+        case .unknown_key: return 2
+        case .revoked: return 3
+        case .disabled: return 4
+        case .expired: return 5
+        case .not_yet_valid: return 6
+        case .ip_not_allowed: return 7
+        case .country_not_allowed: return 8
+        case .scope_denied: return 9
+        case .rate_limited: return 10
+        case .quota_exceeded: return 11
+        case .bad_request: return 12
+        case .upstream_unavailable: return 13
+        case .upstream_timeout: return 14
+        }
+    }
+
     public var status: Int {
         switch self {
         case .missing_key, .malformed_key, .unknown_key, .revoked, .disabled, .expired, .not_yet_valid: return 401

@@ -31,7 +31,7 @@ public enum DownstreamHead {
         var chunk = false
         out.reserveCapacity(out.count + r.bytes.count + 128)
         out.append("HTTP/1.1 " as StaticString)
-        out.append(contentsOf: r.bytes[9..<r.statusLine.upperBound])
+        out.append(r.bytes, 9..<r.statusLine.upperBound)
         out.append("\r\n" as StaticString)
         // Answers to HEAD, and 304s, describe a body they do not carry: their length stays.
         let keepLength = request.isHead || r.status == 304
@@ -43,9 +43,9 @@ public enum DownstreamHead {
                 if p.equalsLowercased(n, "content-length") && !keepLength { continue }
                 if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
                 if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.append(contentsOf: r.bytes[n])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
                 out.append(": " as StaticString)
-                out.append(contentsOf: r.bytes[f.value])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
                 out.append("\r\n" as StaticString)
             }
         }
@@ -99,7 +99,7 @@ public enum DownstreamHead {
     /// fields included) less hop-by-hop ones, then keygate's `Connection`/`Upgrade`.
     public static func appendSwitch(_ r: ResponseHead, requestID: [UInt8], to out: inout [UInt8]) {
         out.append("HTTP/1.1 " as StaticString)
-        out.append(contentsOf: r.bytes[9..<r.statusLine.upperBound])
+        out.append(r.bytes, 9..<r.statusLine.upperBound)
         out.append("\r\n" as StaticString)
         var hasRequestID = false
         r.bytes.withUnsafeBufferPointer { p in
@@ -109,9 +109,9 @@ public enum DownstreamHead {
                 if p.equalsLowercased(n, "content-length") { continue }
                 if r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
                 if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.append(contentsOf: r.bytes[n])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
                 out.append(": " as StaticString)
-                out.append(contentsOf: r.bytes[f.value])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
                 out.append("\r\n" as StaticString)
             }
         }

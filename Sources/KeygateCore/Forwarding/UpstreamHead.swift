@@ -32,13 +32,13 @@ public enum UpstreamHead {
         https: Bool = false, to out: inout [UInt8]
     ) {
         let b = head.bytes
-        out.append(contentsOf: b[head.method])
+        out.append(b, head.method)
         out.append(0x20)
         if let path = d.forwardPath {
             // The normal form the rules matched.
             out.append(contentsOf: path)
         } else {
-            out.append(contentsOf: b[head.path])
+            out.append(b, head.path)
         }
         appendQuery(head, s, to: &out)
         out.append(" HTTP/1.1\r\n" as StaticString)
@@ -68,9 +68,9 @@ public enum UpstreamHead {
                     }
                 }
                 if !head.connectionOptions.isEmpty && head.isConnectionOption(n) { continue }
-                out.append(contentsOf: b[n])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
                 out.append(": " as StaticString)
-                out.append(contentsOf: b[f.value])
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
                 out.append(0x0D)
                 out.append(0x0A)
             }
@@ -100,13 +100,13 @@ public enum UpstreamHead {
         out.append(contentsOf: requestID)
         out.append("\r\nX-Forwarded-For: " as StaticString)
         for r in forwardedFor {
-            out.append(contentsOf: b[r])
+            out.append(b, r)
             out.append(", " as StaticString)
         }
         peer.append(to: &out)
         out.append("\r\nX-Forwarded-Proto: " as StaticString)
         if let r = forwardedProto {
-            out.append(contentsOf: b[r])
+            out.append(b, r)
         } else if https {
             out.append("https" as StaticString)
         } else {
@@ -120,7 +120,7 @@ public enum UpstreamHead {
         let q = head.query
         guard head.path.upperBound < head.target.upperBound else { return }
         if s.credentialQuery.isEmpty {
-            out.append(contentsOf: head.bytes[head.path.upperBound..<head.target.upperBound])
+            out.append(head.bytes, head.path.upperBound..<head.target.upperBound)
             return
         }
         var first = true
