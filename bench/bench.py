@@ -470,7 +470,7 @@ def main():
     ap.add_argument("--keys", type=int, default=int(os.environ.get("BENCH_KEYS_COUNT", "1000")))
     ap.add_argument("--usage-log", default="file", choices=["file", "off"], help="off sends keygate's usage log to /dev/null")
     ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx,baseline,keygate-nobuf")
-    ap.add_argument("--sizes", default="small,big")
+    ap.add_argument("--sizes", default="small,big,denied")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
     ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
@@ -546,20 +546,25 @@ def main():
         print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
               f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
         keys_file = os.path.join(out, "keys.txt")
+        bad_keys_file = os.path.join(out, "bad-keys.txt")
+        with open(bad_keys_file, "w") as f:
+            f.write("\n".join(make_key()[1] for _ in range(1000)) + "\n")
         results = {}
-        scenarios = [("small", "/", 0), ("big", "/big", 0)]
+        scenarios = [("small", "/", 0), ("big", "/big", 0), ("denied", "/", 0)]
         if args.buffering:
             scenarios = [("post100", "/", 100), ("post64k", "/", 65536)]
         for size, path, body in scenarios:
             if size not in args.sizes.split(",") and not args.buffering:
                 continue
+            # "denied": keys of the right shape that are in no store (401 from keygate and nginx).
+            kf = bad_keys_file if size == "denied" else keys_file
             for name in only:
                 url, pids = targets[name]
-                run_wrk(url, keys_file, path, 2, args.connections, pids, body)  # warm-up
+                run_wrk(url, kf, path, 2, args.connections, pids, body)  # warm-up
             for rnd in range(args.rounds):
                 for name in only:
                     url, pids = targets[name]
-                    r = run_wrk(url, keys_file, path, args.seconds, args.connections, pids, body)
+                    r = run_wrk(url, kf, path, args.seconds, args.connections, pids, body)
                     results.setdefault((size, name), []).append(r)
                     print(f"  {size:7} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
                           f"cpu {r['cpu_us']:6.1f} us/req  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
@@ -570,7 +575,7 @@ def main():
             s = {k: statistics.median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us")}
             summary[(size, name)] = s
             print(f"{size:8}{name:14}{s['rps']:10.0f}{s['p50']:9.2f}{s['p99']:9.2f}{s['cpu_us']:12.1f}")
-        for size in ("small", "big"):
+        for size in ("small", "big", "denied"):
             k, n = summary.get((size, "keygate")), summary.get((size, "nginx"))
             if k and n:
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
@@ -584,7 +589,7 @@ def main():
             if k and n:
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / n['p99']:.2f}")
-        for size in ("small", "big"):
+        for size in ("small", "big", "denied"):
             k, b = summary.get((size, "keygate")), summary.get((size, "baseline"))
             if k and b:
                 print(f"{size}: keygate/baseline throughput {k['rps'] / b['rps']:.2f}, cpu/req {k['cpu_us'] / b['cpu_us']:.2f}, "
