@@ -154,7 +154,8 @@ int kg_tls_first_name(SSL_CTX *ctx, char *out, size_t outlen) {
     return (int)strlen(out);
 }
 
-SSL *kg_tls_session(SSL_CTX *ctx) {
+// A session on a pair of memory BIOs: the event loop moves the bytes between them and the socket.
+static SSL *session_on_memory(SSL_CTX *ctx) {
     SSL *ssl = SSL_new(ctx);
     if (!ssl) return NULL;
     BIO *rbio = BIO_new(BIO_s_mem());
@@ -168,7 +169,12 @@ SSL *kg_tls_session(SSL_CTX *ctx) {
     // An empty memory BIO means "wait for the socket", not end of file.
     BIO_set_mem_eof_return(rbio, -1);
     SSL_set_bio(ssl, rbio, wbio);
-    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+SSL *kg_tls_session(SSL_CTX *ctx) {
+    SSL *ssl = session_on_memory(ctx);
+    if (ssl) SSL_set_accept_state(ssl);
     return ssl;
 }
 
@@ -273,18 +279,8 @@ SSL_CTX *kg_tls_client_ctx(const char *ca, int verify, char *err, size_t errlen)
 }
 
 SSL *kg_tls_client_session(SSL_CTX *ctx, const char *server_name, int verify) {
-    SSL *ssl = SSL_new(ctx);
+    SSL *ssl = session_on_memory(ctx);
     if (!ssl) return NULL;
-    BIO *rbio = BIO_new(BIO_s_mem());
-    BIO *wbio = BIO_new(BIO_s_mem());
-    if (!rbio || !wbio) {
-        BIO_free(rbio);
-        BIO_free(wbio);
-        SSL_free(ssl);
-        return NULL;
-    }
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl, rbio, wbio);
     if (server_name && server_name[0]) {
         unsigned char ip[16];
         int is_ip = inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;

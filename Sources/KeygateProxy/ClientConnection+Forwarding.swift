@@ -286,17 +286,24 @@ extension ClientConnection {
         u.pauseReading(paused)
     }
 
-    func upstreamEOF(_ u: UpstreamConnection) {
+    /// What the upstream's end and its failure share: the exchange it served, unless that is
+    /// over already or was a tunnel (closed here).
+    private func endingUpstream(_ u: UpstreamConnection) -> Exchange? {
         guard let exchange = ex, exchange.upstream === u else {
             u.close()
-            return
+            return nil
         }
-        defer { settle() }
         exchange.upstreamReusable = false
         if phase == .tunnel {
             tunnelEnded(byUpstream: true)
-            return
+            return nil
         }
+        return exchange
+    }
+
+    func upstreamEOF(_ u: UpstreamConnection) {
+        defer { settle() }
+        guard let exchange = endingUpstream(u) else { return }
         if !exchange.relay.headDone {
             if !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: false) { return }
             upstreamBroken(exchange, "upstream closed the connection before answering")
@@ -312,16 +319,8 @@ extension ClientConnection {
     }
 
     func upstreamFailed(_ u: UpstreamConnection, _ error: IOError, wroteNothing: Bool) {
-        guard let exchange = ex, exchange.upstream === u else {
-            u.close()
-            return
-        }
         defer { settle() }
-        exchange.upstreamReusable = false
-        if phase == .tunnel {
-            tunnelEnded(byUpstream: true)
-            return
-        }
+        guard let exchange = endingUpstream(u) else { return }
         if !exchange.relay.headDone && !exchange.relay.hasPartialHead && retry(exchange, u, wroteNothing: wroteNothing) { return }
         upstreamBroken(exchange, "\(error)")
     }
@@ -351,6 +350,7 @@ extension ClientConnection {
     /// The upstream failed before a complete answer: 502 if the client has heard nothing,
     /// otherwise the connection is closed and the exchange logged as failed.
     func upstreamBroken(_ exchange: Exchange, _ why: String) {
+        ctx.warnUpstream(why)
         dropUpstream(exchange)
         if exchange.relay.headDone {
             exchange.failure = .upstream_unavailable

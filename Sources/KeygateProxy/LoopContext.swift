@@ -140,6 +140,22 @@ final class LoopContext: @unchecked Sendable {
         }
     }
 
+    private var upstreamWarnedAt: Int64 = 0
+    private var upstreamWarningsHeld = 0
+
+    /// Why an upstream exchange failed, in the operational log at most once a second per loop
+    /// (a dead upstream must not flood the log); the lines held back are counted.
+    func warnUpstream(_ why: String) {
+        if loop.now - upstreamWarnedAt < 1000 {
+            upstreamWarningsHeld += 1
+            return
+        }
+        let held = upstreamWarningsHeld
+        upstreamWarnedAt = loop.now
+        upstreamWarningsHeld = 0
+        server.log.warning("upstream: \(why)" + (held > 0 ? " (and \(held) more in the last second)" : ""))
+    }
+
     func releaseToPool(_ u: UpstreamConnection) {
         if draining || pool.count >= Server.maxPoolPerLoop {
             u.close()

@@ -143,6 +143,16 @@ def curl(*args, timeout=60):
     return status, headers, body, r.returncode
 
 
+def metric(gate, name):
+    """One value from the gate's /metrics (the line whose name, labels included, is `name`)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def read_response(f):
     """Reads one Content-Length-framed answer from a keep-alive socket file.
     Returns (status, headers with lower-case names, body)."""

@@ -6,15 +6,9 @@ import threading
 import time
 import urllib.request
 
-from conftest import Gate, curl
+from conftest import Gate, curl, metric
 
 
-def metric(gate, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def trickle(gate, key, length, interval, stop_after):

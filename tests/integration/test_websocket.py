@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import Gate, curl, read_response
+from conftest import Gate, curl, metric, read_response
 from upstream import Reader, ws_frame, ws_read_frame
 
 
@@ -34,12 +34,6 @@ def ws_open(gate, path, key=None, extra=()):
     return s, reader, status, headers
 
 
-def metric(gate, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(name)
 
 
 def test_echo_text_and_binary_and_the_usage_event(gate, upstream):

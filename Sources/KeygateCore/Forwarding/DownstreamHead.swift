@@ -35,20 +35,7 @@ public enum DownstreamHead {
         out.append("\r\n" as StaticString)
         // Answers to HEAD, and 304s, describe a body they do not carry: their length stays.
         let keepLength = request.isHead || r.status == 304
-        var hasRequestID = false
-        r.bytes.withUnsafeBufferPointer { p in
-            for f in r.fields {
-                let n = f.name
-                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
-                if p.equalsLowercased(n, "content-length") && !keepLength { continue }
-                if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
-                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
-                out.append(": " as StaticString)
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
-                out.append("\r\n" as StaticString)
-            }
-        }
+        let hasRequestID = appendEndToEndFields(r, keepLength: keepLength, to: &out)
         switch r.framing {
         case .contentLength(let n):
             if !keepLength {
@@ -101,20 +88,7 @@ public enum DownstreamHead {
         out.append("HTTP/1.1 " as StaticString)
         out.append(r.bytes, 9..<r.statusLine.upperBound)
         out.append("\r\n" as StaticString)
-        var hasRequestID = false
-        r.bytes.withUnsafeBufferPointer { p in
-            for f in r.fields {
-                let n = f.name
-                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
-                if p.equalsLowercased(n, "content-length") { continue }
-                if r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
-                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
-                out.append(": " as StaticString)
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
-                out.append("\r\n" as StaticString)
-            }
-        }
+        let hasRequestID = appendEndToEndFields(r, keepLength: false, to: &out)
         out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString)
         if !hasRequestID {
             out.append("X-Request-Id: " as StaticString)
@@ -122,6 +96,26 @@ public enum DownstreamHead {
             out.append("\r\n" as StaticString)
         }
         out.append("\r\n" as StaticString)
+    }
+
+    /// Copies the fields that are not hop-by-hop (nor named in `Connection`); the upstream's
+    /// `Content-Length` only when `keepLength`. Returns whether it sent an `X-Request-Id`.
+    static func appendEndToEndFields(_ r: ResponseHead, keepLength: Bool, to out: inout [UInt8]) -> Bool {
+        var hasRequestID = false
+        r.bytes.withUnsafeBufferPointer { p in
+            for f in r.fields {
+                let n = f.name
+                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+                if p.equalsLowercased(n, "content-length") && !keepLength { continue }
+                if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
+                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
+                out.append(": " as StaticString)
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
+                out.append("\r\n" as StaticString)
+            }
+        }
+        return hasRequestID
     }
 
     static func sameName(_ p: UnsafeBufferPointer<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {

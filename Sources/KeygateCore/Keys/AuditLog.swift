@@ -83,20 +83,7 @@ public enum AuditLog {
         defer { close(fd) }
         let folder = (path as NSString).deletingLastPathComponent
         KeyStoreFile.keepOwner(of: folder.isEmpty ? "." : folder, folder: ".", on: fd)
-        var failure: Int32 = 0
-        data.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                off += n
-            }
-        }
-        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        let failure = KeyStoreFile.writeAndSync(fd, data)
         if failure != 0 { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(failure)))") }
     }
 

@@ -108,35 +108,22 @@ public enum KeyStoreFile {
         let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw KeyStoreError(path: path, line: nil, message: "cannot write: \(String(cString: strerror(errno)))") }
-        var ok = true
-        data.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    ok = false
-                    break
-                }
-                off += n
-            }
-        }
-        if ok && fsync(fd) != 0 { ok = false }
+        var failure = writeAndSync(fd, data)
         fchmod(fd, mode)
         keepOwner(of: path, folder: dir.isEmpty ? "." : dir, on: fd)
         close(fd)
-        if ok {
+        if failure == 0 {
             do {
                 try beforeRename()
             } catch {
                 unlink(tmp)
                 throw error
             }
+            if rename(tmp, path) != 0 { failure = errno }
         }
-        guard ok, rename(tmp, path) == 0 else {
-            let reason = String(cString: strerror(errno))
+        guard failure == 0 else {
             unlink(tmp)
-            throw KeyStoreError(path: path, line: nil, message: "cannot write: \(reason)")
+            throw KeyStoreError(path: path, line: nil, message: "cannot write: \(String(cString: strerror(failure)))")
         }
         let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
@@ -147,6 +134,25 @@ public enum KeyStoreFile {
 }
 
 extension KeyStoreFile {
+    /// Writes all of `data` and fsyncs; 0, or the errno that stopped it.
+    static func writeAndSync(_ fd: Int32, _ data: [UInt8]) -> Int32 {
+        var failure: Int32 = 0
+        data.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    return
+                }
+                off += n
+            }
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        return failure
+    }
+
     /// A file replaced by root (say, `sudo keygate keys …`) keeps the owner it had, or takes
     /// its folder's, so the gate's own user can still read it. Without root this is a no-op.
     static func keepOwner(of path: String, folder: String, on fd: Int32) {
