@@ -116,3 +116,25 @@ extension Array where Element == UInt8 {
         source.withUnsafeBufferPointer { append(contentsOf: UnsafeBufferPointer(rebasing: $0[range])) }
     }
 }
+
+extension Array where Element == UInt8 {
+    /// Appends `name: value` CRLF for a parsed field of `p`. A line already written that way
+    /// (the usual case) is copied in one piece; any other spacing is normalised.
+    @inlinable
+    public mutating func appendFieldLine(_ p: UnsafeBufferPointer<UInt8>, _ f: HeaderField) {
+        let n = f.name
+        let v = f.value
+        if v.lowerBound == n.upperBound + 2 && p[n.upperBound] == UInt8(ascii: ":") && p[n.upperBound + 1] == 0x20 && v.upperBound + 2 <= p.count
+            && p[v.upperBound] == 0x0D && p[v.upperBound + 1] == 0x0A
+        {
+            append(contentsOf: UnsafeBufferPointer(rebasing: p[n.lowerBound..<(v.upperBound + 2)]))
+            return
+        }
+        append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
+        append(UInt8(ascii: ":"))
+        append(0x20)
+        append(contentsOf: UnsafeBufferPointer(rebasing: p[v]))
+        append(0x0D)
+        append(0x0A)
+    }
+}

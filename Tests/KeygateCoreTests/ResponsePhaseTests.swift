@@ -134,3 +134,14 @@ final class ResponsePhaseTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(retry, 1)
     }
 }
+
+final class FieldLineTests: XCTestCase {
+    func testFieldLinesAreCopiedOrNormalised() {
+        let head = Fixtures.head("GET / HTTP/1.1\r\nHost: g\r\nX-A:1\r\nX-B:   two  \r\nX-C: three\r\nX-Empty:\r\n\r\n")
+        var out: [UInt8] = []
+        head.bytes.withUnsafeBufferPointer { p in
+            for f in head.fields { out.appendFieldLine(p, f) }
+        }
+        XCTAssertEqual(String(decoding: out, as: UTF8.self), "Host: g\r\nX-A: 1\r\nX-B: two\r\nX-C: three\r\nX-Empty: \r\n")
+    }
+}

@@ -109,10 +109,7 @@ public enum DownstreamHead {
                 if p.equalsLowercased(n, "content-length") && !keepLength { continue }
                 if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
                 if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
-                out.append(": " as StaticString)
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
-                out.append("\r\n" as StaticString)
+                out.appendFieldLine(p, f)
             }
         }
         return hasRequestID

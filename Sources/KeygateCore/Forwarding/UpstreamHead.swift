@@ -68,11 +68,7 @@ public enum UpstreamHead {
                     }
                 }
                 if !head.connectionOptions.isEmpty && head.isConnectionOption(n) { continue }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[n]))
-                out.append(": " as StaticString)
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: p[f.value]))
-                out.append(0x0D)
-                out.append(0x0A)
+                out.appendFieldLine(p, f)
             }
         }
         switch head.framing {
