@@ -32,6 +32,16 @@ public enum ResponseParser {
         return out!
     }
 
+    /// Parses in place: the ranges of the result point into `p`, and its `bytes` stay empty.
+    /// For a caller that uses the head while `p` is still valid, this saves the copy.
+    public static func parseInPlace(_ p: UnsafeBufferPointer<UInt8>, requestWasHead: Bool, maxFields: Int = 200) throws(HTTPParseError) -> ResponseHead {
+        do {
+            return try parse(p, requestWasHead: requestWasHead, maxFields: maxFields)
+        } catch {
+            throw HTTPParseError(502, "upstream sent a malformed response: \(error.reason)")
+        }
+    }
+
     static func parse(_ p: UnsafeBufferPointer<UInt8>, requestWasHead: Bool, maxFields: Int) throws(HTTPParseError) -> ResponseHead {
         let count = p.count
         var eol = 0

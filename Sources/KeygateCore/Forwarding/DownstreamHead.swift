@@ -27,15 +27,23 @@ public enum DownstreamHead {
     public static func append(
         _ r: ResponseHead, request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], to out: inout [UInt8]
     ) -> Plan {
+        r.bytes.withUnsafeBufferPointer { append(r, bytes: $0, request: request, keepAlive: keepAlive, rateHeaders: rateHeaders, requestID: requestID, to: &out) }
+    }
+
+    /// As above, for a head parsed in place (`ResponseParser.parseInPlace`): its ranges point into `p`.
+    public static func append(
+        _ r: ResponseHead, bytes p: UnsafeBufferPointer<UInt8>, request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8],
+        to out: inout [UInt8]
+    ) -> Plan {
         var keep = keepAlive
         var chunk = false
-        out.reserveCapacity(out.count + r.bytes.count + 128)
+        out.reserveCapacity(out.count + p.count + 128)
         out.append("HTTP/1.1 " as StaticString)
-        out.append(r.bytes, 9..<r.statusLine.upperBound)
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: p[9..<r.statusLine.upperBound]))
         out.append("\r\n" as StaticString)
         // Answers to HEAD, and 304s, describe a body they do not carry: their length stays.
         let keepLength = request.isHead || r.status == 304
-        let hasRequestID = appendEndToEndFields(r, keepLength: keepLength, to: &out)
+        let hasRequestID = appendEndToEndFields(r, p, keepLength: keepLength, to: &out)
         switch r.framing {
         case .contentLength(let n):
             if !keepLength {
@@ -71,24 +79,22 @@ public enum DownstreamHead {
     }
 
     /// Whether a 101 answer switches to WebSocket (`Upgrade: websocket`, `Connection: upgrade`).
-    public static func acceptsWebSocket(_ r: ResponseHead) -> Bool {
-        r.bytes.withUnsafeBufferPointer { p in
-            var upgrade = false
-            for f in r.fields where p.equalsLowercased(f.name, "upgrade") {
-                if !p.equalsLowercased(f.value, "websocket") { return false }
-                upgrade = true
-            }
-            return upgrade && r.connectionOptions.contains { p.equalsLowercased($0, "upgrade") }
+    public static func acceptsWebSocket(_ r: ResponseHead, bytes p: UnsafeBufferPointer<UInt8>) -> Bool {
+        var upgrade = false
+        for f in r.fields where p.equalsLowercased(f.name, "upgrade") {
+            if !p.equalsLowercased(f.value, "websocket") { return false }
+            upgrade = true
         }
+        return upgrade && r.connectionOptions.contains { p.equalsLowercased($0, "upgrade") }
     }
 
     /// The client's head for a 101 switch to WebSocket: the upstream's fields (handshake
     /// fields included) less hop-by-hop ones, then keygate's `Connection`/`Upgrade`.
-    public static func appendSwitch(_ r: ResponseHead, requestID: [UInt8], to out: inout [UInt8]) {
+    public static func appendSwitch(_ r: ResponseHead, bytes p: UnsafeBufferPointer<UInt8>, requestID: [UInt8], to out: inout [UInt8]) {
         out.append("HTTP/1.1 " as StaticString)
-        out.append(r.bytes, 9..<r.statusLine.upperBound)
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: p[9..<r.statusLine.upperBound]))
         out.append("\r\n" as StaticString)
-        let hasRequestID = appendEndToEndFields(r, keepLength: false, to: &out)
+        let hasRequestID = appendEndToEndFields(r, p, keepLength: false, to: &out)
         out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString)
         if !hasRequestID {
             out.append("X-Request-Id: " as StaticString)
@@ -100,17 +106,15 @@ public enum DownstreamHead {
 
     /// Copies the fields that are not hop-by-hop (nor named in `Connection`); the upstream's
     /// `Content-Length` only when `keepLength`. Returns whether it sent an `X-Request-Id`.
-    static func appendEndToEndFields(_ r: ResponseHead, keepLength: Bool, to out: inout [UInt8]) -> Bool {
+    static func appendEndToEndFields(_ r: ResponseHead, _ p: UnsafeBufferPointer<UInt8>, keepLength: Bool, to out: inout [UInt8]) -> Bool {
         var hasRequestID = false
-        r.bytes.withUnsafeBufferPointer { p in
-            for f in r.fields {
-                let n = f.name
-                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
-                if p.equalsLowercased(n, "content-length") && !keepLength { continue }
-                if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
-                if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
-                out.appendFieldLine(p, f)
-            }
+        for f in r.fields {
+            let n = f.name
+            if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+            if p.equalsLowercased(n, "content-length") && !keepLength { continue }
+            if !r.connectionOptions.isEmpty && r.connectionOptions.contains(where: { sameName(p, $0, n) }) { continue }
+            if p.equalsLowercased(n, "x-request-id") { hasRequestID = true }
+            out.appendFieldLine(p, f)
         }
         return hasRequestID
     }

@@ -142,9 +142,11 @@ public struct ResponseRelay {
             }
             guard let end else { return offset }
             let start = scanner.start
+            // Parsed where it lies: the head is used before this buffer is, so no copy of it.
+            let headBytes = UnsafeRawBufferPointer(rebasing: rest[start..<end]).assumingMemoryBound(to: UInt8.self)
             let r: ResponseHead
             do {
-                r = try ResponseParser.parse(UnsafeRawBufferPointer(rebasing: rest[start..<end]), requestWasHead: requestWasHead)
+                r = try ResponseParser.parseInPlace(headBytes, requestWasHead: requestWasHead)
             } catch {
                 throw Failure(error.reason)
             }
@@ -153,9 +155,9 @@ public struct ResponseRelay {
             if r.status == 101 {
                 // Only the WebSocket upgrade the client asked for, and the gate let through.
                 let c = context()
-                guard c.upgrade, DownstreamHead.acceptsWebSocket(r) else { throw Failure("unexpected protocol switch") }
+                guard c.upgrade, DownstreamHead.acceptsWebSocket(r, bytes: headBytes) else { throw Failure("unexpected protocol switch") }
                 var out: [UInt8] = []
-                DownstreamHead.appendSwitch(r, requestID: c.requestID, to: &out)
+                DownstreamHead.appendSwitch(r, bytes: headBytes, requestID: c.requestID, to: &out)
                 status = 101
                 switched = true
                 tunnelLeftover = Array(buf[(offset)...])
@@ -169,7 +171,8 @@ public struct ResponseRelay {
             }
             let c = context()
             var out: [UInt8] = []
-            plan = DownstreamHead.append(r, request: c.request, keepAlive: c.keepAlive, rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
+            plan = DownstreamHead.append(
+                r, bytes: headBytes, request: c.request, keepAlive: c.keepAlive, rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
             status = r.status
             upstreamKeepAlive = r.keepAlive
             body = BodyReframer(r.framing, chunkOutput: plan.chunkToClient)
