@@ -40,7 +40,9 @@ final class ClientConnection: EventHandler {
     static let continueBytes: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
     let fd: Int32
-    unowned let ctx: LoopContext
+    // unowned(unsafe): the loop context lives as long as the server, longer than any connection;
+    // a checked unowned reference costs a retain and release on every use.
+    unowned(unsafe) let ctx: LoopContext
     let peer: IPAddress
     var slot = -1
     var phase = Phase.head

@@ -10,7 +10,9 @@ import Glibc
 /// handed between threads.
 final class Listener: EventHandler, @unchecked Sendable {
     let fd: Int32
-    unowned let ctx: LoopContext
+    // unowned(unsafe): the loop context lives as long as the server, longer than any connection;
+    // a checked unowned reference costs a retain and release on every use.
+    unowned(unsafe) let ctx: LoopContext
     var paused = false
 
     init(fd: Int32, ctx: LoopContext) {

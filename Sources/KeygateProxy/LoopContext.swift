@@ -58,7 +58,9 @@ enum TimeoutKind: String, CaseIterable {
 /// Everything one loop owns: its snapshot, its upstream pool, its connections, its usage batch.
 final class LoopContext: @unchecked Sendable {
     let loop: EventLoop
-    unowned let server: Server
+    // unowned(unsafe): the server outlives its loops; a checked reference costs a retain and
+    // release on every use, and this one is used on every request.
+    unowned(unsafe) let server: Server
     var snapshot: Snapshot
     /// The certificates new connections get; replaced whole by a reload.
     var tls: TLSServerContext?

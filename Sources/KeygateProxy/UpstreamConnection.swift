@@ -7,7 +7,9 @@ import Glibc
 /// it serves lives in its `ClientConnection`.
 final class UpstreamConnection: EventHandler {
     let fd: Int32
-    unowned let ctx: LoopContext
+    // unowned(unsafe): the loop context lives as long as the server, longer than any connection;
+    // a checked unowned reference costs a retain and release on every use.
+    unowned(unsafe) let ctx: LoopContext
     var connecting: Bool
     var out = OutputBuffer()
     /// The client whose request this connection is carrying; nil while pooled.
