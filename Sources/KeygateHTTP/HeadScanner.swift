@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Finds where a message head ends, incrementally, while enforcing the line rules that do not
 /// need the whole head: CRLF only, bounded line length, bounded total size.
 ///
@@ -25,29 +29,34 @@ public struct HeadScanner: Sendable {
     /// Returns the index just past the head's final CRLF, or nil when more bytes are needed.
     public mutating func scan(_ buf: UnsafeRawBufferPointer) throws(HTTPParseError) -> Int? {
         let n = buf.count
+        guard let base = buf.baseAddress else { return nil }
         while position < n {
-            let b = buf[position]
-            if b == 0x0A {
-                guard position > lineStart, buf[position - 1] == 0x0D else { throw .bareLF }
-                let length = position - 1 - lineStart
-                position += 1
-                if length == 0 {
-                    if lines == 0 {
-                        // One empty line before the request line is tolerated (RFC 9112 §2.2).
-                        if lineStart != 0 { throw .bad("more than one empty line before the request line") }
-                        start = position
-                        lineStart = position
-                        continue
-                    }
-                    return position
-                }
-                lines += 1
-                lineStart = position
-                if position - start > maxHeadBytes { throw .headerTooLarge }
-                continue
+            // Line by line with memchr rather than byte by byte: a CR anywhere but right before
+            // the LF is a bare CR.
+            guard let lf = memchr(base + position, 0x0A, n - position) else {
+                if n - position > 1, memchr(base + position, 0x0D, n - position - 1) != nil { throw .bareCR }
+                position = n
+                break
             }
-            if b == 0x0D, position + 1 < n, buf[position + 1] != 0x0A { throw .bareCR }
+            let at = base.distance(to: UnsafeRawPointer(lf))
+            if at - position > 1, memchr(base + position, 0x0D, at - position - 1) != nil { throw .bareCR }
+            position = at
+            guard position > lineStart, buf[position - 1] == 0x0D else { throw .bareLF }
+            let length = position - 1 - lineStart
             position += 1
+            if length == 0 {
+                if lines == 0 {
+                    // One empty line before the request line is tolerated (RFC 9112 §2.2).
+                    if lineStart != 0 { throw .bad("more than one empty line before the request line") }
+                    start = position
+                    lineStart = position
+                    continue
+                }
+                return position
+            }
+            lines += 1
+            lineStart = position
+            if position - start > maxHeadBytes { throw .headerTooLarge }
         }
         // No end yet: refuse early rather than buffer an endless line.
         let pending = position - lineStart
