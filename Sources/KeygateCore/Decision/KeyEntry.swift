@@ -19,6 +19,9 @@ public final class KeyEntry: Sendable {
     public let scopesBytes: [UInt8]
     /// The usage event's key fields, already JSON: `,"key_id":…,"key_name":…,"owner":…`.
     public let usageJSON: [UInt8]
+    /// The four identity header lines for the upstream, with `identityPrefix`, built once.
+    public let identityHeaders: [UInt8]
+    public let identityPrefix: String
     /// Rate and quota state; nil = unlimited.
     public let limiter: KeyLimiter?
     /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
@@ -30,7 +33,10 @@ public final class KeyEntry: Sendable {
         if lastUsed.load(ordering: .relaxed) != seconds { lastUsed.store(seconds, ordering: .relaxed) }
     }
 
-    public init(record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), previous: KeyEntry? = nil) {
+    public init(
+        record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), previous: KeyEntry? = nil,
+        identityPrefix: String = "X-Keygate-"
+    ) {
         self.lastUsed = Atomic(lastUsed)
         limiter = KeyLimiter.make(record: record, limits: limits, previous: previous?.limiter)
         digest = KeyDigest(stored: record.hash) ?? KeyDigest(hashing: record.hash)
@@ -59,6 +65,16 @@ public final class KeyEntry: Sendable {
         json.append(#","owner":"# as StaticString)
         if let owner = record.owner { JSONBytes.appendString(owner, to: &json) } else { json.append("null" as StaticString) }
         usageJSON = json
+        self.identityPrefix = identityPrefix
+        var headers: [UInt8] = []
+        for (name, value) in [("Key-Id", idBytes), ("Key-Name", nameBytes), ("Owner", ownerBytes), ("Scopes", scopesBytes)] {
+            headers.append(contentsOf: identityPrefix.utf8)
+            headers.append(contentsOf: name.utf8)
+            headers.append(contentsOf: ": ".utf8)
+            headers.append(contentsOf: value)
+            headers.append(contentsOf: "\r\n".utf8)
+        }
+        identityHeaders = headers
     }
 
     /// Field values cannot carry controls; anything else (UTF-8 included) passes as obs-text.

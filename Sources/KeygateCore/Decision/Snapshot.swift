@@ -27,7 +27,7 @@ public final class Snapshot: Sendable {
     public convenience init(policy: Policy, records: [KeyRecord], geoip: GeoIPDatabase?) {
         var keys: [KeyDigest: KeyEntry] = [:]
         for r in records {
-            if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes) }
+            if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes, identityPrefix: policy.identityPrefix) }
         }
         self.init(policy: policy, keys: keys, entriesByLine: [:], geoip: geoip, keysStamp: nil, geoipStamp: nil)
     }

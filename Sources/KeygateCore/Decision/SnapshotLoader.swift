@@ -72,6 +72,7 @@ public enum SnapshotLoader {
         let sameContext = previous.map {
             $0.policy.scopes == policy.scopes && $0.policy.limits.defaultRate == policy.limits.defaultRate
                 && $0.policy.limits.defaultBurst == policy.limits.defaultBurst && $0.policy.limits.replicas == policy.limits.replicas
+                && $0.policy.identityPrefix == policy.identityPrefix
         } ?? false
         let reusable = sameContext ? previous!.entriesByLine : [:]
         var keys: [KeyDigest: KeyEntry] = [:]
@@ -102,7 +103,8 @@ public enum SnapshotLoader {
                         // Last use and limiter state live on across changes to the key's line.
                         let old = previous?.keys[digest]
                         let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
-                        entry = KeyEntry(record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old)
+                        entry = KeyEntry(
+                            record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old, identityPrefix: policy.identityPrefix)
                     } catch {
                         failure = LoadError("\(path):\(number): \(error)")
                         return false

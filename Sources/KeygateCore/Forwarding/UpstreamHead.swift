@@ -83,10 +83,14 @@ public enum UpstreamHead {
             if !bodylessMethod(head) { out.append("Content-Length: 0\r\n" as StaticString) }
         }
         if let key = d.key {
-            field(s.identityPrefix, "Key-Id", key.idBytes, &out)
-            field(s.identityPrefix, "Key-Name", key.nameBytes, &out)
-            field(s.identityPrefix, "Owner", key.ownerBytes, &out)
-            field(s.identityPrefix, "Scopes", key.scopesBytes, &out)
+            if key.identityPrefix == s.policy.identityPrefix {
+                out.append(contentsOf: key.identityHeaders)  // built once per key
+            } else {
+                field(s.identityPrefix, "Key-Id", key.idBytes, &out)
+                field(s.identityPrefix, "Key-Name", key.nameBytes, &out)
+                field(s.identityPrefix, "Owner", key.ownerBytes, &out)
+                field(s.identityPrefix, "Scopes", key.scopesBytes, &out)
+            }
         }
         if d.country != 0 {
             field(s.identityPrefix, "Country", [UInt8(d.country >> 8), UInt8(d.country & 0xFF)], &out)
