@@ -240,3 +240,31 @@ def test_cli_as_root_keeps_the_service_users_ownership(gate):
     for name in ("keys.jsonl", "keys.audit.jsonl", "keys.jsonl.lock"):
         st = os.stat(os.path.join(gate.dir, name))
         assert (st.st_uid, st.st_gid) == (service, service), name
+
+
+def test_state_dir_keeps_what_the_gate_writes_away_from_the_store(tmp_path, upstream):
+    state = tmp_path / "state"
+    state.mkdir()
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    g = Gate(str(folder), upstream.port, extra=f"state_dir: {state}\n")
+    try:
+        k = g.create_key("--quota", "100/day")
+        g.start()
+        for _ in range(3):
+            assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+        g.stop()
+        assert (state / "keys.state.json").exists()
+        assert not (folder / "keys.state.json").exists(), "the gate wrote beside the key store"
+        shown = json.loads(g.cli("keys", "show", k["id"], "--json").stdout)
+        assert shown["quota_used"] == 3 and shown["last_used"] is not None
+        g.start()  # the count survives a restart
+        assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+        g.stop()
+        assert json.loads(g.cli("keys", "show", k["id"], "--json").stdout)["quota_used"] == 4
+    finally:
+        g.stop()
+    (tmp_path / "bad").mkdir()
+    bad = Gate(str(tmp_path / "bad"), upstream.port, extra=f"state_dir: {tmp_path}/missing\n")
+    r = bad.cli("keys", "list", check=False)
+    assert r.returncode == 1 and "state_dir" in r.stderr

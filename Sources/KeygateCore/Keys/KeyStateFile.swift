@@ -26,8 +26,10 @@ public enum KeyStateFile {
         public init() {}
     }
 
+    /// In `state_dir`: beside the key store unless the policy names another folder (so the
+    /// store can be mounted read-only).
     public static func path(for policy: Policy) -> String {
-        ((policy.keysFile as NSString).deletingLastPathComponent as NSString).appendingPathComponent("keys.state.json")
+        (policy.stateDir as NSString).appendingPathComponent("keys.state.json")
     }
 
     /// The file's state; a file that is missing reads as empty.

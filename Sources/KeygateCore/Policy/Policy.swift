@@ -1,3 +1,5 @@
+import Foundation
+
 /// The validated policy file: plain values with defaults, built only by `PolicyLoader`.
 public struct Policy: Sendable {
     public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
@@ -103,6 +105,9 @@ public struct Policy: Sendable {
     public var timeouts = Timeouts()
     public var identityPrefix = "X-Keygate-"
     public var tls: TLS?
+    /// Where the gate writes what it learns (last use, quota counts); nil = beside the store.
+    public var stateDirectory: String?
+    public var stateDir: String { stateDirectory ?? (keysFile as NSString).deletingLastPathComponent }
     /// TLS to the upstream (`upstream: https://…`); nil = plain HTTP.
     public var upstreamTLS: UpstreamTLS?
 

@@ -221,7 +221,7 @@ struct Validator {
         var upstreamVerify = true
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls", "state_dir",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
@@ -299,6 +299,17 @@ struct Validator {
                     }
                 }
             case "public_routes": p.publicRoutes = v.routes(node, key)
+            case "state_dir":
+                if let dir = v.string(node, key) {
+                    let full = v.resolve(dir)
+                    var isDir: ObjCBool = false
+                    if !FileManager.default.fileExists(atPath: full, isDirectory: &isDir) || !isDir.boolValue {
+                        v.fail(node, "state_dir: \(full) is not a folder")
+                    } else if access(full, W_OK) != 0 {
+                        v.fail(node, "state_dir: \(full) is not writable")
+                    }
+                    p.stateDirectory = full
+                }
             case "upstream_tls":
                 upstreamTLSNode = node
                 v.fields(node, key, known: ["ca", "server_name", "verify"]) { v, k, n in
