@@ -113,6 +113,8 @@ public final class TLSSession {
     /// Keeps the contexts (and the SNI table they point at) alive while the session lives.
     let owner: AnyObject
     public private(set) var handshakeDone = false
+    /// Pieces up to this size together are encrypted as one record.
+    static let coalesceLimit = 16384
     /// The verified client certificate's SHA-256, set when the handshake completes.
     public private(set) var peerSHA256: [UInt8]?
 
@@ -169,6 +171,23 @@ public final class TLSSession {
 
     /// Encrypts `parts`; the records are then in `takeOutput`.
     public func send(_ parts: [UnsafeRawBufferPointer]) throws(TLSError) {
+        var total = 0
+        for p in parts { total += p.count }
+        if parts.count > 1 && total > 0 && total <= Self.coalesceLimit {
+            // Small pieces (a head and its body) go out as one record, as nginx's ssl_buffer
+            // does: one encryption and one record header instead of one per piece.
+            var failure: TLSError?
+            withUnsafeTemporaryAllocation(byteCount: total, alignment: 1) { buf in
+                var at = 0
+                for p in parts where !p.isEmpty {
+                    UnsafeMutableRawBufferPointer(rebasing: buf[at..<(at + p.count)]).copyMemory(from: p)
+                    at += p.count
+                }
+                if kg_tls_write(ssl, buf.baseAddress!, Int32(total)) != Int32(total) { failure = TLSError.drained("write") }
+            }
+            if let failure { throw failure }
+            return
+        }
         for p in parts where !p.isEmpty {
             var offset = 0
             while offset < p.count {
