@@ -11,7 +11,8 @@ extension ClientConnection {
     func enterTunnel(_ exchange: Exchange) {
         phase = .tunnel
         exchange.keepClient = false
-        exchange.tunnel = TunnelState(startMicros: Clock.micros(), checked: ctx.snapshot, key: exchange.decision.isPublic ? nil : exchange.decision.key)
+        exchange.tunnel = TunnelState(
+            startMicros: Clock.micros(), idleMillis: timeouts.tunnelIdle, checked: ctx.snapshot, key: exchange.decision.isPublic ? nil : exchange.decision.key)
         ctx.metrics.tunnelsOpen += 1
         deadline = ctx.loop.now + timeouts.tunnelIdle
         // Pipelined bytes sent after the handshake belong to the tunnel.
@@ -26,9 +27,9 @@ extension ClientConnection {
     }
 
     func tunnelFromClient(_ buf: UnsafeRawBufferPointer) {
-        guard let exchange = ex, let u = exchange.upstream else { return }
-        exchange.tunnel?.bytesIn += UInt64(buf.count)
-        deadline = ctx.loop.now + timeouts.tunnelIdle
+        guard let exchange = ex, let u = exchange.upstream, let t = exchange.tunnel else { return }
+        t.bytesIn += UInt64(buf.count)
+        deadline = ctx.loop.now + t.idleMillis
         guard u.send(one: buf) else {
             abort()
             return
@@ -37,9 +38,10 @@ extension ClientConnection {
     }
 
     func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
-        exchange.tunnel?.bytesOut += UInt64(buf.count)
-        exchange.tunnel?.toClient.advance(buf)
-        deadline = ctx.loop.now + timeouts.tunnelIdle
+        guard let t = exchange.tunnel else { return }
+        t.bytesOut += UInt64(buf.count)
+        t.toClient.advance(buf)
+        deadline = ctx.loop.now + t.idleMillis
         sendToClient(one: buf)
         if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
     }
@@ -63,7 +65,7 @@ extension ClientConnection {
     /// Runs on every tick: a tunnel whose key was revoked, disabled, deleted or has expired is
     /// closed (with a 1008 close frame when the stream to the client is between frames).
     func checkTunnelKey(_ exchange: Exchange) {
-        guard var t = exchange.tunnel, let key = t.key else { return }
+        guard let t = exchange.tunnel, let key = t.key else { return }
         var valid = true
         if t.checked !== ctx.snapshot {
             t.checked = ctx.snapshot
@@ -72,7 +74,6 @@ extension ClientConnection {
             } else {
                 valid = false
             }
-            exchange.tunnel = t
         }
         if valid, let expires = (t.key ?? key).expiresMillis, Timestamp.nowMillis() >= expires { valid = false }
         guard !valid else { return }

@@ -96,12 +96,22 @@ final class Exchange {
 
 /// What a WebSocket tunnel keeps: its figures, where the stream to the client is between
 /// frames, and the key it is enforced for.
-struct TunnelState {
+/// A class, so the per-message updates change it in place.
+final class TunnelState {
     let startMicros: Int64
+    /// `timeouts.tunnel_idle` when the tunnel opened (read once, not per message).
+    let idleMillis: Int64
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var toClient = WebSocketFrames()
     /// The snapshot the key was last checked against.
     var checked: Snapshot
     var key: KeyEntry?
+
+    init(startMicros: Int64, idleMillis: Int64, checked: Snapshot, key: KeyEntry?) {
+        self.startMicros = startMicros
+        self.idleMillis = idleMillis
+        self.checked = checked
+        self.key = key
+    }
 }
