@@ -198,6 +198,8 @@ int kg_tls_read(SSL *ssl, void *buf, int len) {
     return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 0 : -1;
 }
 
+int kg_tls_has_input(SSL *ssl) { return SSL_pending(ssl) > 0 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0; }
+
 int kg_tls_write(SSL *ssl, const void *buf, int len) {
     int r = SSL_write(ssl, buf, len);
     return r > 0 ? r : -1;

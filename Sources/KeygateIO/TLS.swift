@@ -162,6 +162,8 @@ public final class TLSSession {
             let n = kg_tls_read(ssl, scratch.baseAddress!, Int32(scratch.count))
             if n > 0 {
                 plaintext(UnsafeRawBufferPointer(rebasing: scratch[0..<Int(n)]))
+                // Nothing left to decrypt: skip the read that would only say "want more".
+                if kg_tls_has_input(ssl) == 0 { return progress }
                 continue
             }
             if n == 0 { return progress }

@@ -50,6 +50,9 @@ int kg_tls_take(SSL *ssl, void *buf, int len);
 int kg_tls_handshake(SSL *ssl);
 /// >0 plaintext bytes, 0 wants more input, -1 closed or failed.
 int kg_tls_read(SSL *ssl, void *buf, int len);
+/// Whether another kg_tls_read could return data: decrypted bytes buffered, or ciphertext not
+/// yet processed. When not, the read that would only say "want more" is skipped.
+int kg_tls_has_input(SSL *ssl);
 /// Bytes accepted (all of them on memory BIOs), -1 on failure.
 int kg_tls_write(SSL *ssl, const void *buf, int len);
 /// 12 or 13.
