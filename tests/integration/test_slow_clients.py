@@ -163,3 +163,24 @@ def test_normal_clients_are_unharmed_beside_slow_ones(tmp_path, upstream):
         assert len(upstream.requests) == 40
     finally:
         g.stop()
+
+
+def test_streamed_trickle_closes_its_upstream_connection_too(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="timeouts: { body_total: 2s }\nlimits: { request_buffer: 0, min_body_rate: 0 }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(zip(("answer", "closed"), trickle(g, k["key"], 8000, 0.2, 8))))
+        t.start()
+        time.sleep(1.0)
+        # Unbuffered, the head went upstream at once and the connection carries the trickle...
+        assert metric(g, "keygate_upstream_connections_in_use") == 1
+        t.join()
+        assert result["answer"].startswith(b"HTTP/1.1 408") and 1.8 < result["closed"] < 4.0
+        # ...and the half-sent request's connection is closed, never pooled.
+        time.sleep(0.3)
+        assert metric(g, "keygate_upstream_connections_open") == 0
+        assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+    finally:
+        g.stop()
