@@ -17,15 +17,9 @@ public struct RequestHead: Sendable {
 
     public var isHead: Bool { bytes.equalsLowercased(method, "head") }
 
-    /// The path without the query string.
-    public var path: Range<Int> {
-        var i = target.lowerBound
-        while i < target.upperBound {
-            if bytes[i] == UInt8(ascii: "?") { break }
-            i += 1
-        }
-        return target.lowerBound..<i
-    }
+    /// The path without the query string: the start of `target`, found once by the parser
+    /// (every phase of a request reads it).
+    public var path: Range<Int>
 
     /// A WebSocket opening handshake (RFC 6455 §4.1): GET, HTTP/1.1, no body, `Connection`
     /// naming `upgrade` and exactly one `Upgrade: websocket`. Any other upgrade is never

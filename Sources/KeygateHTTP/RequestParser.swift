@@ -37,6 +37,7 @@ public enum RequestParser {
             // Absolute-form with an empty path means "/" (RFC 9112 §3.2.2).
             bytes.append(UInt8(ascii: "/"))
             r.target = count..<(count + 1)
+            r.path = r.target
         }
         r.bytes = bytes
         return r
@@ -189,9 +190,12 @@ public enum RequestParser {
         } else {
             framing = .none
         }
+        var pathEnd = target.lowerBound
+        while pathEnd < target.upperBound, p[pathEnd] != UInt8(ascii: "?") { pathEnd += 1 }
         return RequestHead(
             bytes: [], method: method, target: target, version: version, fields: fields, framing: framing,
-            keepAlive: keepAlive, expectContinue: expectContinue && framing != .none, hostField: hostField, connectionOptions: options)
+            keepAlive: keepAlive, expectContinue: expectContinue && framing != .none, hostField: hostField, connectionOptions: options,
+            path: target.lowerBound..<pathEnd)
     }
 
     static func checkPercentEncoding(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) throws(HTTPParseError) {

@@ -136,6 +136,20 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// `register`, from another thread: runs on the loop's queue and waits for it (start-up).
+    public func registerFromOutside(_ fd: Int32, _ handler: EventHandler, interest: UInt32) throws(IOError) {
+        nonisolated(unsafe) let h = handler
+        let failure: IOError? = queue.sync {
+            do throws(IOError) {
+                try register(fd, h, interest: interest)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// Changes what `fd` waits for; a no-op when nothing changes.
     public func setInterest(_ fd: Int32, _ interest: UInt32) {
         let i = Int(fd)

@@ -48,14 +48,16 @@ public final class TLSServerContext: @unchecked Sendable {
                 for c in built { SSL_CTX_free(c) }
                 throw TLSError("\(cert): \(String(cString: err))")
             }
+            let verify: (ca: String, mode: Int32)?
             switch clientCertificates {
-            case .off: break
-            case .optional(let ca), .require(let ca):
-                if kg_tls_client_ca(ctx, ca, clientCertificates == .require(ca: ca) ? 2 : 1, &err, err.count) == 0 {
-                    SSL_CTX_free(ctx)
-                    for c in built { SSL_CTX_free(c) }
-                    throw TLSError("\(ca): \(String(cString: err))")
-                }
+            case .off: verify = nil
+            case .optional(let ca): verify = (ca, 1)
+            case .require(let ca): verify = (ca, 2)
+            }
+            if let verify, kg_tls_client_ca(ctx, verify.ca, verify.mode, &err, err.count) == 0 {
+                SSL_CTX_free(ctx)
+                for c in built { SSL_CTX_free(c) }
+                throw TLSError("\(verify.ca): \(String(cString: err))")
             }
             var name = [CChar](repeating: 0, count: 256)
             kg_tls_first_name(ctx, &name, name.count)
@@ -225,17 +227,6 @@ public final class TLSSession {
     public func takeOutput(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         let n = kg_tls_take(ssl, buffer.baseAddress!, Int32(buffer.count))
         return n > 0 ? Int(n) : 0
-    }
-
-    /// Ciphertext waiting to be written to the socket (handshake records, alerts, data).
-    public func takeOutput() -> [UInt8]? {
-        let pending = kg_tls_pending(ssl)
-        guard pending > 0 else { return nil }
-        var out = [UInt8](repeating: 0, count: pending)
-        let n = out.withUnsafeMutableBytes { kg_tls_take(ssl, $0.baseAddress!, Int32($0.count)) }
-        if n <= 0 { return nil }
-        if Int(n) < out.count { out.removeLast(out.count - Int(n)) }
-        return out
     }
 
     /// The SHA-256 of the client's certificate, when one was presented and verified.

@@ -22,20 +22,13 @@ final class AdminServer: EventHandler {
         }
         loop = try EventLoop(index: 999, readBufferSize: 16384)
         fd = try Sockets.listen(address, backlog: 64)
-        let listenFD = fd
-        let registered: IOError? = loop.queue.sync {
-            do throws(IOError) {
-                try loop.register(listenFD, self, interest: Events.readable)
-                return nil
-            } catch {
-                return error
-            }
-        }
-        if let registered {
-            Sys.close(fd)
-            throw ServeError("admin_listen \(endpoint): \(registered)")
-        }
         probe = UpstreamProbe(address: server.upstreamAddress, loop: loop)
+        do {
+            try loop.registerFromOutside(fd, self, interest: Events.readable)
+        } catch {
+            Sys.close(fd)
+            throw ServeError("admin_listen \(endpoint): \(error)")
+        }
         loop.addTickHandler { [self] loop in tick(loop) }
         loop.start()
     }
@@ -58,7 +51,7 @@ final class AdminServer: EventHandler {
     var connections: [AdminConnection] = []
     /// Readiness includes "the upstream accepts connections": a non-blocking connect on this
     /// loop every two seconds, so nothing ever waits on it.
-    private var probe: UpstreamProbe!
+    private let probe: UpstreamProbe
 
     private func tick(_ loop: EventLoop) {
         probe.tick(now: loop.now)

@@ -13,7 +13,7 @@ extension ClientConnection {
         let startMicros = Clock.micros()
         let wallMillis = Timestamp.nowMillis()
         let requestID = UpstreamHead.clientRequestID(head) ?? ctx.nextRequestID()
-        var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis, clientCertificate: tls == nil ? nil : clientCertificate)
+        var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis, clientCertificate: clientCertificate)
         let verdict = Admission.admit(head, decision: &decision, snapshot: snapshot, nowNanos: startMicros * 1000, wallMillis: wallMillis)
         let exchange = Exchange(
             head: head, decision: decision, requestID: requestID, startMicros: startMicros, startWallMillis: wallMillis, headBytes: headBytes)
@@ -47,6 +47,7 @@ extension ClientConnection {
             // The app sees nothing until the body is here: a slow client holds no upstream.
             if case .contentLength(let n) = head.framing { forwarded.reserveCapacity(forwarded.count + Int(n)) }
             exchange.buffered = forwarded
+            ctx.metrics.requestBufferBytes += forwarded.count
         } else if !startUpstream(exchange, forwarded) {
             return
         }
@@ -129,11 +130,7 @@ extension ClientConnection {
             requestBodyError(exchange, error)
             return buf.count
         }
-        let limit = ctx.snapshot.policy.limits.maxBodyBytes
-        if limit > 0 && exchange.requestBody.payloadBytes > limit {
-            requestBodyError(exchange, HTTPParseError(413, "the request body is larger than \(limit) bytes"))
-            return buf.count
-        }
+        if refusedAsTooLarge(exchange) { return buf.count }
         if sendFailed {
             upstreamSendFailed(exchange, u)
             return used
@@ -148,20 +145,17 @@ extension ClientConnection {
         let used: Int
         do {
             used = try exchange.requestBody.feed(buf) { parts in
-                for p in parts { exchange.buffered!.append(contentsOf: p) }
+                for p in parts {
+                    exchange.buffered!.append(contentsOf: p)
+                    ctx.metrics.requestBufferBytes += p.count
+                }
             }
         } catch {
             requestBodyError(exchange, error)
             return buf.count
         }
-        let grown = exchange.buffered!.count - exchange.bufferedAccounted
-        exchange.bufferedAccounted += grown
-        ctx.metrics.requestBufferBytes += grown
+        if refusedAsTooLarge(exchange) { return buf.count }
         let limits = ctx.snapshot.policy.limits
-        if limits.maxBodyBytes > 0 && exchange.requestBody.payloadBytes > limits.maxBodyBytes {
-            requestBodyError(exchange, HTTPParseError(413, "the request body is larger than \(limits.maxBodyBytes) bytes"))
-            return buf.count
-        }
         let whole = exchange.bodyDone
         guard whole || exchange.requestBody.payloadBytes > UInt64(limits.requestBuffer) else { return used }
         let bytes = exchange.buffered!
@@ -176,9 +170,17 @@ extension ClientConnection {
 
     /// Gives a buffered body's memory back to the loop's bound.
     func releaseBuffer(_ exchange: Exchange) {
-        ctx.metrics.requestBufferBytes -= exchange.bufferedAccounted
-        exchange.bufferedAccounted = 0
+        ctx.metrics.requestBufferBytes -= exchange.buffered?.count ?? 0
         exchange.buffered = nil
+    }
+
+    /// A body past `limits.max_body_bytes` (chunked, so its size shows only as it arrives):
+    /// answered 413 here. True when it was.
+    private func refusedAsTooLarge(_ exchange: Exchange) -> Bool {
+        let limit = ctx.snapshot.policy.limits.maxBodyBytes
+        guard limit > 0 && exchange.requestBody.payloadBytes > limit else { return false }
+        requestBodyError(exchange, HTTPParseError(413, "the request body is larger than \(limit) bytes"))
+        return true
     }
 
     /// Sends body parts upstream, keeping a copy for a retry while the request is small.
@@ -386,7 +388,7 @@ extension ClientConnection {
     func record(_ exchange: Exchange) {
         guard !exchange.recorded else { return }
         exchange.recorded = true
-        if exchange.bufferedAccounted > 0 { releaseBuffer(exchange) }
+        if exchange.buffered != nil { releaseBuffer(exchange) }
         var e = exchange.usageEvent(endMicros: Clock.micros())
         if let t = tls, t.handshakeDone { e.tls = t.version }
         ctx.record(e)

@@ -258,24 +258,21 @@ final class ClientConnection: EventHandler {
 
     /// One buffer for the socket as it is.
     func sendRaw(one part: UnsafeRawBufferPointer) {
-        if phase == .closed || writeFailed { return }
-        let wasEmpty = out.isEmpty
-        do {
-            if try !out.send(fd, one: part, canWrite: true) {
-                if wasEmpty { lastWriteProgress = ctx.loop.now }
-                setInterest()
-            }
-        } catch {
-            writeFailed = true
-        }
+        write { (out) throws(IOError) in try out.send(fd, one: part, canWrite: true) }
     }
 
     /// Bytes for the socket as they are (ciphertext, when TLS is on).
     func sendRaw(_ parts: [UnsafeRawBufferPointer]) {
+        write { (out) throws(IOError) in try out.send(fd, parts: parts, canWrite: true) }
+    }
+
+    /// Runs one send on the output buffer: a failure is noted for `settle`, bytes kept for later
+    /// arm EPOLLOUT and start the send clock.
+    private func write(_ send: (inout OutputBuffer) throws(IOError) -> Bool) {
         if phase == .closed || writeFailed { return }
         let wasEmpty = out.isEmpty
         do {
-            if try !out.send(fd, parts: parts, canWrite: true) {
+            if try !send(&out) {
                 // The client's window is full: the send clock starts now.
                 if wasEmpty { lastWriteProgress = ctx.loop.now }
                 setInterest()

@@ -23,9 +23,8 @@ final class Exchange {
     var bodyStartMillis: Int64 = 0
     /// The head and body read so far, while the body is buffered before the upstream is
     /// contacted (`limits.request_buffer`); nil once the bytes went upstream.
+    /// Counted, while it exists, in the loop's `requestBufferBytes`.
     var buffered: [UInt8]?
-    /// Bytes of `buffered` counted against the loop's buffer bound.
-    var bufferedAccounted = 0
 
     /// Response, upstream → client.
     var relay: ResponseRelay

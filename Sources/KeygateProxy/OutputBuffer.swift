@@ -15,6 +15,7 @@ struct OutputBuffer {
     /// Writes `parts` in order (after anything already pending). Returns false when some bytes
     /// had to be kept for later (the caller arms EPOLLOUT).
     mutating func send(_ fd: Int32, parts: [UnsafeRawBufferPointer], canWrite: Bool) throws(IOError) -> Bool {
+        if parts.count == 1 { return try send(fd, one: parts[0], canWrite: canWrite) }
         if !isEmpty || !canWrite {
             for p in parts { pending.append(contentsOf: p) }
             return canWrite ? try flush(fd) : false
@@ -22,26 +23,22 @@ struct OutputBuffer {
         var total = 0
         for p in parts { total += p.count }
         if total == 0 { return true }
-        var written = 0
-        if parts.count == 1 {
-            if case .done(let n) = try Sys.write(fd, parts[0]) { written = n }
-        } else {
-            // The iovecs live on the stack: no allocation per write.
-            var failure: IOError?
-            let r = withUnsafeTemporaryAllocation(of: iovec.self, capacity: parts.count) { iov -> IOResult in
-                for (i, p) in parts.enumerated() {
-                    iov[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
-                }
-                do throws(IOError) {
-                    return try Sys.writev(fd, iov.baseAddress!, Int32(parts.count))
-                } catch {
-                    failure = error
-                    return .wouldBlock
-                }
+        // The iovecs live on the stack: no allocation per write.
+        var failure: IOError?
+        let r = withUnsafeTemporaryAllocation(of: iovec.self, capacity: parts.count) { iov -> IOResult in
+            for (i, p) in parts.enumerated() {
+                iov[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
             }
-            if let failure { throw failure }
-            if case .done(let n) = r { written = n }
+            do throws(IOError) {
+                return try Sys.writev(fd, iov.baseAddress!, Int32(parts.count))
+            } catch {
+                failure = error
+                return .wouldBlock
+            }
         }
+        if let failure { throw failure }
+        var written = 0
+        if case .done(let n) = r { written = n }
         if written == total { return true }
         // Keep the unwritten tail.
         var skip = written

@@ -115,17 +115,12 @@ public final class Server: @unchecked Sendable {
             loops.append(loop)
             contexts.append(ctx)
             let listener = Listener(fd: listenFD, ctx: ctx)
-            let fd = listenFD
-            let registered: IOError? = loop.queue.sync {
-                do throws(IOError) {
-                    try loop.register(fd, listener, interest: Events.readable | Events.exclusive)
-                    return nil
-                } catch {
-                    return error
-                }
+            do {
+                try loop.registerFromOutside(listenFD, listener, interest: Events.readable | Events.exclusive)
+            } catch {
+                // A loop that cannot hear its listener would never accept: stop start-up instead.
+                throw ServeError("listen \(policy.listen): loop \(i): \(error)")
             }
-            // A loop that cannot hear its listener would never accept: stop start-up instead.
-            if let registered { throw ServeError("listen \(policy.listen): loop \(i): \(registered)") }
             loop.start()
         }
         if let adminAddress = policy.adminListen {
@@ -206,12 +201,11 @@ public final class Server: @unchecked Sendable {
     public func reload(reason: String, policyToo: Bool) {
         control.async { [self] in
             let started = Date()
-            let started0 = startedWith
             do {
                 let next: Snapshot
                 if policyToo {
                     next = try SnapshotLoader.load(policyPath: policyPath, previous: current)
-                    let pending = RestartSettings.changed(from: started0.policy, to: next.policy)
+                    let pending = RestartSettings.changed(from: startedWith.policy, to: next.policy)
                     if !pending.isEmpty {
                         log.warning("reload: \(pending.joined(separator: ", ")) changed; these take effect only after a restart")
                     }

@@ -198,26 +198,25 @@ final class UpstreamConnection: EventHandler {
                 return false
             }
         }
-        do {
-            _ = try out.send(fd, parts: parts, canWrite: !connecting)
-            updateInterest()
-            return true
-        } catch {
-            sendFailure = (error, before == 0)
-            return false
-        }
+        return writePlain(before: before) { (out, fd, canWrite) throws(IOError) in try out.send(fd, parts: parts, canWrite: canWrite) }
     }
 
     /// One buffer of a tunnel, without a parts array on the plain path.
     func send(one part: UnsafeRawBufferPointer) -> Bool {
         guard tls == nil else { return send([part]) }
+        let before = bytesWritten
         bytesWritten += part.count
+        return writePlain(before: before) { (out, fd, canWrite) throws(IOError) in try out.send(fd, one: part, canWrite: canWrite) }
+    }
+
+    /// Runs one plain send (queued while connecting); a failure is kept in `sendFailure`.
+    private func writePlain(before: Int, _ send: (inout OutputBuffer, Int32, Bool) throws(IOError) -> Bool) -> Bool {
         do {
-            _ = try out.send(fd, one: part, canWrite: !connecting)
+            _ = try send(&out, fd, !connecting)
             updateInterest()
             return true
         } catch {
-            sendFailure = (error, false)
+            sendFailure = (error, before == 0)
             return false
         }
     }

@@ -59,43 +59,42 @@ public enum Gate {
                 return
             }
         }
-        // Paths are matched, and forwarded, in normal form; the common canonical path is used
-        // as it is, without a copy.
+        // Paths are matched, and forwarded, in normal form; a path already in normal form (the
+        // common case) is read where it lies, without a copy.
         let method = UnsafeBufferPointer(rebasing: p[head.method])
         let pathRange = head.path
-        var normalized: [UInt8]? = nil
         if !PathNormalizer.isCanonical(p, pathRange) {
             let n = PathNormalizer.normalize(p, pathRange, escapedSlashes: s.policy.escapedSlashes)
-            normalized = n
             d.forwardPath = n
+            n.withUnsafeBufferPointer { routesAndKey(head, p, &d, s, now, cert, method, $0) }
+        } else {
+            routesAndKey(head, p, &d, s, now, cert, method, UnsafeBufferPointer(rebasing: p[pathRange]))
         }
-        func path() -> [UInt8] {
-            if let n = normalized { return n }
-            let n = Array(UnsafeBufferPointer(rebasing: p[pathRange]))
-            normalized = n
-            return n
-        }
-        if !s.policy.publicRoutes.isEmpty {
-            let path = path()
-            if s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) {
-                // No key needed. One that is presented and valid lends its identity; anything
-                // else about it is ignored (the credential is removed before forwarding either way).
-                d.isPublic = true
-                authenticate(head, p, &d, s, now, cert, method, path)
-                if d.denial != nil {
-                    d.denial = nil
-                    d.key = nil
-                }
-                return
+    }
+
+    /// Public routes need no key; every other route goes through `authenticate`.
+    static func routesAndKey(
+        _ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64, _ cert: KeyDigest?,
+        _ method: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>
+    ) {
+        if !s.policy.publicRoutes.isEmpty && s.policy.publicRoutes.contains(where: { $0.matches(method: method, path: path) }) {
+            // No key needed. One that is presented and valid lends its identity; anything else
+            // about it is ignored (the credential is removed before forwarding either way).
+            d.isPublic = true
+            authenticate(head, p, &d, s, now, cert, method, path)
+            if d.denial != nil {
+                d.denial = nil
+                d.key = nil
             }
+            return
         }
-        authenticate(head, p, &d, s, now, cert, method, path())
+        authenticate(head, p, &d, s, now, cert, method, path)
     }
 
     /// Credential → checksum → lookup → the key's state, addresses, countries and scopes.
     static func authenticate(
         _ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, _ d: inout Decision, _ s: Snapshot, _ now: Int64, _ cert: KeyDigest?,
-        _ method: UnsafeBufferPointer<UInt8>, _ path: @autoclosure () -> [UInt8]
+        _ method: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>
     ) {
         // 3. Extract the credential.
         var credential: Range<Int>? = nil
@@ -138,7 +137,7 @@ public enum Gate {
             authenticateKey(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[cred])), &d, s)
         }
         guard d.denial == nil, let key = d.key else { return }
-        authorize(key, &d, now, method, path())
+        authorize(key, &d, now, method, path)
     }
 
     /// 4. Authenticate: checksum first, then one SHA-256 and a lookup.
@@ -155,7 +154,7 @@ public enum Gate {
     }
 
     /// 5. Authorize: the key's state, addresses, countries and scopes.
-    static func authorize(_ key: KeyEntry, _ d: inout Decision, _ now: Int64, _ method: UnsafeBufferPointer<UInt8>, _ path: @autoclosure () -> [UInt8]) {
+    static func authorize(_ key: KeyEntry, _ d: inout Decision, _ now: Int64, _ method: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>) {
         switch key.record.status {
         case .revoked: d.denial = .revoked; return
         case .disabled: d.denial = .disabled; return
@@ -180,7 +179,6 @@ public enum Gate {
             }
         }
         if let routes = key.routes {
-            let path = path()
             if !routes.contains(where: { $0.matches(method: method, path: path) }) {
                 d.denial = .scope_denied
                 return

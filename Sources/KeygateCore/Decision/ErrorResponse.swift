@@ -112,14 +112,9 @@ public enum ErrorResponse {
             out.append(contentsOf: Template.bodySuffix)
             return bodySize
         }
-        var extra = extraHeaders
-        switch reason.status {
-        case 401:
-            extra += reason == .missing_key ? "WWW-Authenticate: Bearer realm=\"keygate\"\r\n" : "WWW-Authenticate: Bearer realm=\"keygate\", error=\"invalid_token\"\r\n"
-        case 429:
-            extra += "Retry-After: \(retryAfter)\r\n"
-        default: break
-        }
+        // The same WWW-Authenticate line as the template's.
+        var extra = extraHeaders + String(decoding: templates[reason.index].extra, as: UTF8.self)
+        if reason.status == 429 { extra += "Retry-After: \(retryAfter)\r\n" }
         return append(status: reason.status, error: reason.rawValue, message: reason.message, requestID: requestID, close: close, extraHeaders: extra, headOnly: headOnly, to: &out)
     }
 }

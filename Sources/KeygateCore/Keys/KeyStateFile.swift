@@ -73,22 +73,23 @@ public enum KeyStateFile {
     public static func merge(_ seen: State, into path: String) throws {
         guard !seen.lastUsed.isEmpty || !seen.quota.isEmpty else { return }
         let lock = try KeyStoreLock(storePath: path)
-        var merged: State
+        defer { withExtendedLifetime(lock) {} }
+        var base = State()
+        var problem: LoadError?
         do {
-            merged = try load(path)
+            base = try load(path)
         } catch {
             // Never silently replaced: kept aside and reported, then a new file is started.
             let aside = setAside(path)
-            merged = State()
-            try write(merge(seen, into: &merged), to: path)
-            withExtendedLifetime(lock) {}
-            throw LoadError("\(error); kept as \(aside ?? "(could not be renamed)") and started anew")
+            problem = LoadError("\(error); kept as \(aside ?? "(could not be renamed)") and started anew")
         }
-        try write(merge(seen, into: &merged), to: path)
-        withExtendedLifetime(lock) {}
+        try write(combine(seen, with: base), to: path)
+        if let problem { throw problem }
     }
 
-    static func merge(_ seen: State, into merged: inout State) -> State {
+    /// The latest time and, within one period, the highest count of each key.
+    static func combine(_ seen: State, with base: State) -> State {
+        var merged = base
         for (id, t) in seen.lastUsed where t > (merged.lastUsed[id] ?? 0) { merged.lastUsed[id] = t }
         for (id, q) in seen.quota {
             if let old = merged.quota[id], old.period == q.period, old.used >= q.used { continue }

@@ -44,6 +44,11 @@ public struct RoutePattern: Sendable, Equatable, CustomStringConvertible {
 
     /// Matches a method and a normalised path (as `PathNormalizer` produces).
     public func matches(method m: UnsafeBufferPointer<UInt8>, path: [UInt8]) -> Bool {
+        path.withUnsafeBufferPointer { matches(method: m, path: $0) }
+    }
+
+    /// As above, for a path read where it lies (no copy).
+    public func matches(method m: UnsafeBufferPointer<UInt8>, path: UnsafeBufferPointer<UInt8>) -> Bool {
         if let method {
             guard m.count == method.count else { return false }
             for i in 0..<m.count where m[i] != method[i] { return false }
