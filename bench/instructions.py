@@ -11,7 +11,6 @@ import glob
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -126,13 +125,7 @@ def main():
             print(f"  {scenario:13} keygate {k[0]:9.0f} instr, {k[1]:5.1f} mallocs;  nginx {n[0]:9.0f} instr, {n[1]:5.1f} mallocs;  "
                   f"keygate/nginx {k[0] / n[0]:.2f}")
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        bench.stop(procs, timeout=30)
 
 
 if __name__ == "__main__":
