@@ -1,6 +1,6 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
-APT_PACKAGES := libssl-dev libmaxminddb-dev pkg-config curl python3 openssl ca-certificates
+APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev redis-server pkg-config curl python3 openssl ca-certificates
 BENCH_PACKAGES := nginx wrk slowhttptest valgrind
 PYTEST := python3 -m pytest
 

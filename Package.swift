@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // GeoIP country lookups, from apt's libmaxminddb-dev.
         .systemLibrary(name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
+        // Redis, for counters shared by a fleet of gates, from apt's libhiredis-dev.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // Pure HTTP/1.1: bytes in, values or typed errors out. No Foundation, no Dispatch.
         .target(name: "KeygateHTTP", swiftSettings: fast),
         // Policy, keys, GeoIP, the decision and the usage event.
@@ -31,14 +33,16 @@ let package = Package(
         // OpenSSL's server side: contexts, SNI, sessions on memory BIOs (macros Swift cannot import).
         .target(name: "CKeygateTLS", dependencies: ["COpenSSL"]),
         .target(name: "KeygateIO", dependencies: ["CKeygateSys", "CKeygateTLS"], swiftSettings: fast),
+        // The fleet's shared state in Redis: connections, the sync script, pushed key changes.
+        .target(name: "KeygateCluster", dependencies: ["CHiredis", "KeygateCore"]),
         // Glue: sessions, upstream pool, server lifecycle.
         .target(
             name: "KeygateProxy",
-            dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
+            dependencies: ["KeygateCore", "KeygateIO", "KeygateHTTP", "KeygateCluster", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .executableTarget(
             name: "keygate",
             dependencies: [
-                "KeygateProxy", "KeygateCore", "KeygateIO",
+                "KeygateProxy", "KeygateCore", "KeygateIO", "KeygateCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // libFuzzer target for the parser: `make fuzz` builds it with -sanitize=fuzzer,address.

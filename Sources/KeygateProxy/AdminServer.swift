@@ -74,9 +74,22 @@ final class AdminServer: EventHandler {
             // the control queue: a reload in progress on the control queue never delays the probe.
             let up = probe.reachable
             let draining = server.isDraining
-            let ready = up && !draining
+            var ready = up && !draining
+            var cluster = ""
+            if server.fleetSync != nil {
+                // With `on_redis_down: deny` a gate without Redis refuses keyed requests, so it
+                // is not ready; with `local` it serves, enforcing alone.
+                switch server.snapshot.fleet.mode {
+                case .shared: cluster = ",\"cluster\":\"up\""
+                case .downLocal: cluster = ",\"cluster\":\"down\",\"on_redis_down\":\"local\""
+                case .downDeny:
+                    cluster = ",\"cluster\":\"down\",\"on_redis_down\":\"deny\""
+                    ready = false
+                case .alone: break
+                }
+            }
             let body =
-                "{\"ready\":\(ready),\"keys\":\(server.snapshot.keyCount),\"upstream\":\(up ? "\"reachable\"" : "\"unreachable\""),\"draining\":\(draining)}\n"
+                "{\"ready\":\(ready),\"keys\":\(server.snapshot.keyCount),\"upstream\":\(up ? "\"reachable\"" : "\"unreachable\""),\"draining\":\(draining)\(cluster)}\n"
             return (ready ? 200 : 503, "application/json", body)
         case "/metrics":
             return (200, "text/plain; version=0.0.4", Metrics.render(server: server))

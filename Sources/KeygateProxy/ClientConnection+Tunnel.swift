@@ -69,12 +69,13 @@ extension ClientConnection {
         var valid = true
         if t.checked !== ctx.snapshot {
             t.checked = ctx.snapshot
-            if let current = ctx.snapshot.keys[key.digest], current.record.status == .active {
+            if let current = ctx.snapshot.keys[key.digest], current.record.status == .active, current.pushed.load(ordering: .relaxed) == 0 {
                 t.key = current
             } else {
                 valid = false
             }
         }
+        if valid, (t.key ?? key).pushed.load(ordering: .relaxed) != 0 { valid = false }
         if valid, let expires = (t.key ?? key).expiresMillis, Timestamp.nowMillis() >= expires { valid = false }
         guard !valid else { return }
         dropUpstream(exchange)

@@ -46,6 +46,14 @@ enum Metrics {
             s += "keygate_tls_reloads_total{result=\"ok\"} \(server.tlsReloads.ok.load(ordering: .relaxed))\n"
             s += "keygate_tls_reloads_total{result=\"failed\"} \(server.tlsReloads.failed.load(ordering: .relaxed))\n"
         }
+        if let fleet = server.fleetSync {
+            s += "# HELP keygate_cluster_up Whether this gate reaches the fleet's Redis (1) or enforces alone or refuses (0).\n# TYPE keygate_cluster_up gauge\n"
+            s += "keygate_cluster_up \(fleet.up.load(ordering: .relaxed))\n"
+            let (buckets, micros) = fleet.syncTimes.withLock { ($0.buckets, $0.micros) }
+            s += histogram("keygate_cluster_sync_seconds", "Round trips that pushed this gate's counts and pulled the fleet's.", buckets, Double(micros) / 1e6)
+            s += "# HELP keygate_cluster_sync_failures_total Syncs that failed (the counts go with the next one).\n# TYPE keygate_cluster_sync_failures_total counter\n"
+            s += "keygate_cluster_sync_failures_total \(fleet.syncFailures.load(ordering: .relaxed))\n"
+        }
         s += "# HELP keygate_keys_loaded Keys in the live snapshot.\n# TYPE keygate_keys_loaded gauge\nkeygate_keys_loaded \(snapshot.keyCount)\n"
         s += "# HELP keygate_reloads_total Reloads of keys, policy and GeoIP.\n# TYPE keygate_reloads_total counter\n"
         s += "keygate_reloads_total{result=\"ok\"} \(server.reloads.ok.load(ordering: .relaxed))\n"

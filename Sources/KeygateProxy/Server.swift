@@ -31,6 +31,11 @@ public final class Server: @unchecked Sendable {
     private let startedWith: Snapshot
     private var watcher: StoreWatcher?
     private var stateFlusher: KeyStateFlusher?
+    /// Shared limits and pushed key changes (`cluster`); nil = this gate alone.
+    private(set) var fleetSync: FleetSync?
+    /// Key changes pushed by other hosts, by key id: applied to every snapshot installed,
+    /// until an `enable` lifts a disable.
+    private let pushed = Mutex<[String: PushedStatus]>([:])
     private let done = DispatchSemaphore(value: 0)
     private var draining = false
 
@@ -107,6 +112,12 @@ public final class Server: @unchecked Sendable {
         listenFD = try Sockets.listen(address)
         listenPort = Sockets.localPort(listenFD)
         let bootID = Array(KeyFormat.newID().utf8)
+        if let cluster = policy.cluster {
+            // Connected (or known down) before the first request, so it is decided in the right mode.
+            let sync = FleetSync(server: self, settings: cluster)
+            fleetSync = sync
+            sync.start()
+        }
         for i in 0..<policy.workerCount {
             let loop = try EventLoop(index: i)
             let ctx = LoopContext(loop: loop, server: self, snapshot: current, bootID: bootID)
@@ -225,14 +236,34 @@ public final class Server: @unchecked Sendable {
 
     /// Must run on `control`.
     func install(_ next: Snapshot) {
-        current = next
-        published.withLock { $0 = next }
+        // Under the same lock as `applyPushed`, so a change pushed while this snapshot was
+        // built is applied either to it or before it, never lost between the two.
+        pushed.withLock { changes in
+            if !changes.isEmpty {
+                let byID = next.keysByID
+                for (id, status) in changes { byID[id]?.pushed.store(status.rawValue, ordering: .relaxed) }
+            }
+            current = next
+            published.withLock { $0 = next }
+        }
         for ctx in contexts {
             ctx.loop.execute { ctx.snapshot = next }
         }
     }
 
     var currentSnapshotUnsafe: Snapshot { current }
+
+    /// A key change pushed by another host: refused (or, for `enable`, no longer) from now
+    /// on, before this gate's copy of the store says so. Returns whether the key is here.
+    @discardableResult
+    func applyPushed(id: String, status: PushedStatus) -> Bool {
+        pushed.withLock { changes in
+            changes[id] = status == .none ? nil : status
+            guard let entry = snapshot.keysByID[id] else { return false }
+            entry.pushed.store(status.rawValue, ordering: .relaxed)
+            return true
+        }
+    }
 
     // MARK: TLS certificates
 
@@ -356,6 +387,7 @@ public final class Server: @unchecked Sendable {
         }
         group.wait()
         usageLog.flush()
+        fleetSync?.stop()
         stateFlusher?.flush()  // already on the control queue
         log.info("stopped: \(usageLog.written.load(ordering: .relaxed)) usage events written, \(usageLog.dropped.load(ordering: .relaxed)) dropped")
         done.signal()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeygateCluster
 import KeygateCore
 import KeygateIO
 
@@ -192,6 +193,7 @@ struct KeysRevoke: ParsableCommand {
     func run() throws {
         let m = try manager(options, actor: actor)
         let r = try attempt { () throws(KeyError) in try m.revoke(id, reason: reason) }
+        pushToFleet(m.policy, id: r.id, .revoke)
         print("Revoked key \(r.id) (\(r.name)); running gates refuse it within a second.")
     }
 }
@@ -205,6 +207,7 @@ struct KeysDisable: ParsableCommand {
     func run() throws {
         let m = try manager(options, actor: actor)
         let r = try attempt { () throws(KeyError) in try m.setEnabled(id, false) }
+        pushToFleet(m.policy, id: r.id, .disable)
         print("Disabled key \(r.id) (\(r.name))")
     }
 }
@@ -218,6 +221,7 @@ struct KeysEnable: ParsableCommand {
     func run() throws {
         let m = try manager(options, actor: actor)
         let r = try attempt { () throws(KeyError) in try m.setEnabled(id, true) }
+        pushToFleet(m.policy, id: r.id, .enable)
         print("Enabled key \(r.id) (\(r.name))")
     }
 }
@@ -231,6 +235,7 @@ struct KeysDelete: ParsableCommand {
     func run() throws {
         let m = try manager(options, actor: actor)
         try attempt { () throws(KeyError) in try m.delete(id) }
+        pushToFleet(m.policy, id: id, .delete)
         print("Deleted key \(id)")
     }
 }

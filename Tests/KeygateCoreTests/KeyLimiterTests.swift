@@ -4,12 +4,12 @@ import Synchronization
 import XCTest
 
 final class KeyLimiterTests: XCTestCase {
-    func limiter(rate: String?, burst: Int? = nil, quota: String? = nil, limits: Policy.Limits = Policy.Limits()) -> KeyLimiter {
+    func limiter(rate: String?, burst: Int? = nil, quota: String? = nil, limits: Policy.Limits = Policy.Limits(), clustered: Bool = false) -> KeyLimiter {
         var r = KeyRecord(id: "AAAAAAAA", name: "k", hash: KeyDigest(hashing: "x").stored, createdAt: "2026-01-01T00:00:00Z")
         r.rate = rate
         r.burst = burst
         r.quota = quota
-        return KeyLimiter.make(record: r, limits: limits, previous: nil)!
+        return KeyLimiter.make(record: r, limits: limits, clustered: clustered, previous: nil)!
     }
 
     func testGCRAOverTenVirtualSecondsAtTwiceTheRate() {
@@ -70,6 +70,38 @@ final class KeyLimiterTests: XCTestCase {
         var limits = Policy.Limits()
         limits.replicas = 4
         let l = limiter(rate: "400/s", limits: limits)
-        XCTAssertEqual(l.limit, 100)
+        XCTAssertEqual(l.terms(.alone).limit, 100)
+        XCTAssertEqual(l.terms(.downLocal).limit, 100)
+        // While the fleet shares its counts, each gate enforces the whole limit.
+        XCTAssertEqual(l.terms(.shared).limit, 400)
+    }
+
+    func testOtherGatesUseUpTheRate() {
+        let l = limiter(rate: "10/s", burst: 10)
+        // Others took 10 requests' worth: this gate has nothing left for a second.
+        l.absorb(others: 10, nowNanos: 0)
+        XCTAssertEqual(l.take(nowNanos: 0, wallSeconds: 0, mode: .shared), .rateLimited(retryAfter: 1))
+        if case .allowed = l.take(nowNanos: 100_000_000, wallSeconds: 0, mode: .shared) {} else { XCTFail("one emission later a request fits") }
+        // Never more than a minute ahead, however much the others report.
+        l.absorb(others: 1 << 40, nowNanos: 0)
+        if case .allowed = l.take(nowNanos: 62_000_000_000, wallSeconds: 62, mode: .shared) {} else { XCTFail("capped at a minute") }
+    }
+
+    func testFleetQuotaCountsNeverGoBack() {
+        let l = limiter(rate: nil, quota: "10/day", clustered: true)
+        let day: Int64 = 86400 * 20000
+        _ = l.take(nowNanos: 0, wallSeconds: day, mode: .shared)
+        XCTAssertEqual(l.takePending().quota, 1)
+        l.raiseQuotaCount(to: 9, wallSeconds: day)
+        XCTAssertEqual(l.usedInPeriod(wallSeconds: day), 9)
+        l.raiseQuotaCount(to: 3, wallSeconds: day)
+        XCTAssertEqual(l.usedInPeriod(wallSeconds: day), 9)
+        _ = l.take(nowNanos: 0, wallSeconds: day, mode: .shared)
+        XCTAssertEqual(l.take(nowNanos: 0, wallSeconds: day, mode: .shared), .quotaExceeded(retryAfter: 86400))
+        // A failed sync keeps its counts for the next one.
+        let pending = l.takePending().quota
+        XCTAssertEqual(pending, 1)
+        l.giveBack(quota: pending)
+        XCTAssertEqual(l.pendingQuotaCount, 1)
     }
 }

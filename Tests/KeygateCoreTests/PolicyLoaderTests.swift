@@ -61,4 +61,24 @@ final class PolicyLoaderTests: XCTestCase {
         XCTAssertEqual(problems("upstream: \"ftp://1.2.3.4:21\"\n"), ["keygate.yaml:1: upstream: \"ftp://1.2.3.4:21\" must be http://host:port or https://host:port"])
         XCTAssertEqual(problems("upstream: \"http://127.0.0.1:9000\"\nupstream_tls: { verify: false }\n"), ["keygate.yaml:2: upstream_tls needs an https:// upstream"])
     }
+
+    func testCluster() throws {
+        let p = try Fixtures.policy("cluster: { redis: \"redis://:s3cret@10.0.0.5:6380/2\", sync_interval: 250ms, on_redis_down: deny }")
+        XCTAssertEqual(p.cluster?.redis.host, "10.0.0.5")
+        XCTAssertEqual(p.cluster?.redis.port, 6380)
+        XCTAssertEqual(p.cluster?.redis.db, 2)
+        XCTAssertEqual(p.cluster?.redis.password, "s3cret")
+        XCTAssertEqual(p.cluster?.redis.description, "redis://:***@10.0.0.5:6380/2")
+        XCTAssertEqual(p.cluster?.syncIntervalMillis, 250)
+        XCTAssertEqual(p.cluster?.denyWhenDown, true)
+        XCTAssertEqual(try Fixtures.policy("cluster: { redis: \"redis://[::1]\" }").cluster?.redis.port, 6379)
+        XCTAssertEqual(
+            problems("cluster:\n  redis: \"http://x\"\n  on_redis_down: maybe\n  sync_interval: 1ms"),
+            [
+                "keygate.yaml:2: cluster.redis: \"http://x\" is not redis://[password@]host[:port][/db]",
+                "keygate.yaml:3: cluster.on_redis_down must be local or deny",
+                "keygate.yaml:4: cluster.sync_interval must be from 10ms to 10s",
+            ])
+        XCTAssertEqual(problems("cluster:\n  on_redis_down: deny"), ["keygate.yaml:2: cluster needs redis (redis://host:port/db)"])
+    }
 }

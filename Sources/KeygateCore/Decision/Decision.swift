@@ -1,4 +1,5 @@
 import KeygateHTTP
+import Synchronization
 
 /// The outcome of the policy check for one request head.
 public struct Decision: Sendable {
@@ -159,6 +160,12 @@ public enum Gate {
         case .revoked: d.denial = .revoked; return
         case .disabled: d.denial = .disabled; return
         case .active: break
+        }
+        switch key.pushed.load(ordering: .relaxed) {
+        case PushedStatus.none.rawValue: break
+        case PushedStatus.disabled.rawValue: d.denial = .disabled; return
+        case PushedStatus.revoked.rawValue: d.denial = .revoked; return
+        default: d.denial = .unknown_key; return
         }
         if let e = key.expiresMillis, now >= e {
             d.denial = .expired

@@ -5,6 +5,8 @@ public enum DenyReason: String, Sendable, CaseIterable {
     case ip_not_allowed, country_not_allowed, scope_denied
     case rate_limited, quota_exceeded
     case bad_request, upstream_unavailable, upstream_timeout
+    /// `cluster.on_redis_down: deny` while Redis is unreachable.
+    case cluster_unavailable
 
     /// Position in `allCases`, for tables indexed by reason.
     public var index: Int {
@@ -24,6 +26,7 @@ public enum DenyReason: String, Sendable, CaseIterable {
         case .bad_request: return 12
         case .upstream_unavailable: return 13
         case .upstream_timeout: return 14
+        case .cluster_unavailable: return 15
         }
     }
 
@@ -35,6 +38,7 @@ public enum DenyReason: String, Sendable, CaseIterable {
         case .bad_request: return 400
         case .upstream_unavailable: return 502
         case .upstream_timeout: return 504
+        case .cluster_unavailable: return 503
         }
     }
 
@@ -55,6 +59,7 @@ public enum DenyReason: String, Sendable, CaseIterable {
         case .bad_request: return "the request is malformed"
         case .upstream_unavailable: return "the upstream service is unavailable"
         case .upstream_timeout: return "the upstream service did not answer in time"
+        case .cluster_unavailable: return "keys cannot be checked while the gate's fleet store is unreachable; retry shortly"
         }
     }
 }

@@ -27,6 +27,10 @@ public final class KeyEntry: Sendable {
     /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
     public let lastUsed: Atomic<Int64>
 
+    /// A revocation, disable or delete another host pushed before this copy of the store
+    /// shows it (`PushedStatus`), set by the cluster sync.
+    public let pushed = Atomic<UInt8>(0)
+
     /// Records a use; a relaxed load first, so a busy key's cache line is written once a second.
     @inline(__always)
     public func markUsed(_ seconds: Int64) {
@@ -34,11 +38,11 @@ public final class KeyEntry: Sendable {
     }
 
     public init(
-        record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), previous: KeyEntry? = nil,
+        record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), clustered: Bool = false, previous: KeyEntry? = nil,
         identityPrefix: String = "X-Keygate-"
     ) {
         self.lastUsed = Atomic(lastUsed)
-        limiter = KeyLimiter.make(record: record, limits: limits, previous: previous?.limiter)
+        limiter = KeyLimiter.make(record: record, limits: limits, clustered: clustered, previous: previous?.limiter)
         digest = KeyDigest(stored: record.hash) ?? KeyDigest(hashing: record.hash)
         self.record = record
         notBeforeMillis = record.not_before.flatMap(Timestamp.parseMillis)

@@ -4,17 +4,29 @@ import Synchronization
 /// the rate as GCRA over one atomic "theoretical arrival time", the quota as one atomic word
 /// holding (period, count). Both are compare-and-swap loops on the key's own state.
 public final class KeyLimiter: Sendable {
-    /// Nanoseconds between requests at the configured rate.
-    public let emission: Int64
-    /// How far ahead of now the arrival time may run: burst × emission.
-    public let tolerance: Int64
-    public let limit: Int
-    public let quota: Int?
+    /// The numbers one gate enforces: the whole limit (`fleet`, while the fleet shares its
+    /// counts), or its part of it (`alone`: divided by `limits.replicas`).
+    public struct Terms: Sendable, Equatable {
+        /// Nanoseconds between requests at the configured rate.
+        public var emission: Int64 = 0
+        /// How far ahead of now the arrival time may run: burst × emission.
+        public var tolerance: Int64 = 0
+        public var limit = 0
+        public var quota: Int?
+    }
+
+    public let fleet: Terms
+    public let alone: Terms
     public let quotaPeriod: QuotaText.Period?
+    /// Whether a cluster sync reads `pendingRate`/`pendingQuota` (counted only then).
+    public let clustered: Bool
     /// GCRA's theoretical arrival time, monotonic nanoseconds.
     let tat: Atomic<Int64>
     /// Quota state: period index in the high 24 bits, requests in the low 40.
     let used: Atomic<Int64>
+    /// Requests allowed here since the cluster sync last took them.
+    let pendingRate = Atomic<Int64>(0)
+    let pendingQuota = Atomic<Int64>(0)
 
     public enum Verdict: Equatable {
         case allowed(remaining: Int, resetSeconds: Int)
@@ -23,44 +35,55 @@ public final class KeyLimiter: Sendable {
     }
 
     /// nil when the key has neither a rate nor a quota (and no policy default applies).
-    public static func make(record: KeyRecord, limits: Policy.Limits, previous: KeyLimiter?) -> KeyLimiter? {
+    public static func make(record: KeyRecord, limits: Policy.Limits, clustered: Bool = false, previous: KeyLimiter?) -> KeyLimiter? {
         let rateText = record.rate ?? limits.defaultRate
         let rate = rateText.flatMap(RateText.parse)
         let quota = record.quota.flatMap(QuotaText.parse)
         guard rate != nil || quota != nil else { return nil }
-        let replicas = max(1, limits.replicas)
-        var emission: Int64 = 0
-        var burst = 0
-        var limit = 0
-        if let rate {
-            let perGate = max(1, rate.count / replicas)
-            emission = rate.perMillis * 1_000_000 / Int64(perGate)
-            burst = max(1, (record.rate != nil ? record.burst : limits.defaultBurst) ?? (rate.perMillis == 1000 ? perGate : max(1, perGate / 60)))
-            burst = min(burst, Bounds.burst)
-            limit = perGate
+        let burstSetting = record.rate != nil ? record.burst : limits.defaultBurst
+        func terms(_ replicas: Int) -> Terms {
+            var t = Terms()
+            if let rate {
+                let perGate = max(1, rate.count / replicas)
+                t.emission = rate.perMillis * 1_000_000 / Int64(perGate)
+                let burst = min(max(1, burstSetting ?? (rate.perMillis == 1000 ? perGate : max(1, perGate / 60))), Bounds.burst)
+                // Inputs are bounded where they are parsed; the product is still checked, so no
+                // value that slips past a parser can trap the gate.
+                let (product, overflow) = t.emission.multipliedReportingOverflow(by: Int64(burst))
+                t.tolerance = overflow ? Int64.max / 4 : min(product, Int64.max / 4)
+                t.limit = perGate
+            }
+            t.quota = quota.map { max(1, min($0.count, Bounds.quotaCount) / replicas) }
+            return t
         }
-        // Inputs are bounded where they are parsed; the product is still checked, so no value
-        // that slips past a parser can trap the gate.
-        let (product, overflow) = emission.multipliedReportingOverflow(by: Int64(burst))
-        let tolerance = overflow ? Int64.max / 4 : min(product, Int64.max / 4)
-        let quotaCount = quota.map { max(1, min($0.count, Bounds.quotaCount) / replicas) }
-        return KeyLimiter(
-            emission: emission, tolerance: tolerance, limit: limit, quota: quotaCount, quotaPeriod: quota?.period,
+        let limiter = KeyLimiter(
+            fleet: terms(1), alone: terms(max(1, limits.replicas)), quotaPeriod: quota?.period, clustered: clustered,
             tat: previous?.tat.load(ordering: .relaxed) ?? 0, used: previous?.used.load(ordering: .relaxed) ?? 0)
+        if let previous {
+            limiter.pendingRate.store(previous.pendingRate.load(ordering: .relaxed), ordering: .relaxed)
+            limiter.pendingQuota.store(previous.pendingQuota.load(ordering: .relaxed), ordering: .relaxed)
+        }
+        return limiter
     }
 
-    init(emission: Int64, tolerance: Int64, limit: Int, quota: Int?, quotaPeriod: QuotaText.Period?, tat: Int64, used: Int64) {
-        self.emission = emission
-        self.tolerance = tolerance
-        self.limit = limit
-        self.quota = quota
+    init(fleet: Terms, alone: Terms, quotaPeriod: QuotaText.Period?, clustered: Bool, tat: Int64, used: Int64) {
+        self.fleet = fleet
+        self.alone = alone
         self.quotaPeriod = quotaPeriod
+        self.clustered = clustered
         self.tat = Atomic(tat)
         self.used = Atomic(used)
     }
 
-    /// Takes one request at monotonic `nowNanos` (wall clock `wallSeconds` for quota periods).
-    public func take(nowNanos: Int64, wallSeconds: Int64) -> Verdict {
+    /// The terms in force for a fleet mode.
+    @inline(__always)
+    public func terms(_ mode: FleetState.Mode) -> Terms { mode == .shared ? fleet : alone }
+
+    /// Takes one request at monotonic `nowNanos` (wall clock `wallSeconds` for quota periods),
+    /// under the terms of `mode`.
+    public func take(nowNanos: Int64, wallSeconds: Int64, mode: FleetState.Mode = .alone) -> Verdict {
+        let t = terms(mode)
+        let emission = t.emission, tolerance = t.tolerance
         var remaining = Int.max
         var reset = 0
         if emission > 0 {
@@ -81,7 +104,7 @@ public final class KeyLimiter: Sendable {
                 old = current
             }
         }
-        if let quota, let period = quotaPeriod {
+        if let quota = t.quota, let period = quotaPeriod {
             let index = Self.periodIndex(period, wallSeconds)
             var old = used.load(ordering: .relaxed)
             while true {
@@ -101,7 +124,61 @@ public final class KeyLimiter: Sendable {
                 old = current
             }
         }
+        if clustered {
+            // Counted for the fleet: rate only while the counts are shared (a burst taken
+            // alone is not replayed onto the others), quota always (it persists in Redis).
+            if mode == .shared && emission > 0 { pendingRate.add(1, ordering: .relaxed) }
+            if t.quota != nil { pendingQuota.add(1, ordering: .relaxed) }
+        }
         return .allowed(remaining: remaining == Int.max ? 0 : max(0, remaining), resetSeconds: reset)
+    }
+
+    // MARK: the cluster sync
+
+    /// Requests allowed here since the last call, for the fleet's counters.
+    public func takePending() -> (rate: Int64, quota: Int64) {
+        (pendingRate.exchange(0, ordering: .relaxed), pendingQuota.exchange(0, ordering: .relaxed))
+    }
+
+    /// Quota counts a failed sync could not push, kept for the next one.
+    public func giveBack(quota: Int64) {
+        if quota > 0 { pendingQuota.add(quota, ordering: .relaxed) }
+    }
+
+    /// Requests not yet taken by `takePending`, counted on top of the fleet's total.
+    public var pendingQuotaCount: Int64 { pendingQuota.load(ordering: .relaxed) }
+
+    /// Other gates allowed `count` requests of this key since the last sync: they use up this
+    /// gate's arrival time as if they had come here, so the fleet as a whole keeps the rate.
+    /// Never runs further ahead than a minute.
+    public func absorb(others count: Int64, nowNanos: Int64) {
+        let e = fleet.emission
+        guard count > 0, e > 0 else { return }
+        let (advance, overflow) = e.multipliedReportingOverflow(by: count)
+        let cap = nowNanos + fleet.tolerance + 60_000_000_000
+        var old = tat.load(ordering: .relaxed)
+        while true {
+            let next = overflow ? cap : min(max(old, nowNanos) + advance, cap)
+            let (done, current) = tat.compareExchange(expected: old, desired: max(next, old), ordering: .relaxed)
+            if done { return }
+            old = current
+        }
+    }
+
+    /// The fleet has counted `total` requests of this key in the current quota period: this
+    /// gate's count never falls below it (plus what it has not pushed yet).
+    public func raiseQuotaCount(to total: Int64, wallSeconds: Int64) {
+        guard let period = quotaPeriod else { return }
+        let index = Self.periodIndex(period, wallSeconds)
+        let want = min(total + pendingQuota.load(ordering: .relaxed), Int64(Bounds.quotaCount))
+        var old = used.load(ordering: .relaxed)
+        while true {
+            let count = (old >> 40) == index ? old & 0xFF_FFFF_FFFF : 0
+            if count >= want && (old >> 40) == index { return }
+            let (done, current) = used.compareExchange(expected: old, desired: index << 40 | max(count, want), ordering: .relaxed)
+            if done { return }
+            old = current
+        }
     }
 
     /// A request refused by the quota gives back its rate slot.

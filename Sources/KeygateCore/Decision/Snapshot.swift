@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Everything a decision reads, immutable: the policy, the keys by digest and the GeoIP
 /// database. A reload builds a new one off the loops and swaps it whole.
 public final class Snapshot: Sendable {
@@ -20,6 +22,8 @@ public final class Snapshot: Sendable {
     public let loadedAtMillis: Int64
     public let keysStamp: FileStamp?
     public let geoipStamp: FileStamp?
+    /// Whether limits are the fleet's or this gate's; one object for the life of the process.
+    public let fleet: FleetState
     /// Entries by the SHA-256 of their store line: a reload reuses every unchanged line's entry.
     let entriesByLine: [KeyDigest: KeyEntry]
 
@@ -29,13 +33,14 @@ public final class Snapshot: Sendable {
         for r in records {
             if let d = KeyDigest(stored: r.hash) { keys[d] = KeyEntry(record: r, scopes: policy.scopes, identityPrefix: policy.identityPrefix) }
         }
-        self.init(policy: policy, keys: keys, entriesByLine: [:], geoip: geoip, keysStamp: nil, geoipStamp: nil)
+        self.init(policy: policy, keys: keys, entriesByLine: [:], geoip: geoip, keysStamp: nil, geoipStamp: nil, fleet: FleetState())
     }
 
     init(
         policy: Policy, keys: [KeyDigest: KeyEntry], entriesByLine: [KeyDigest: KeyEntry], geoip: GeoIPDatabase?, keysStamp: FileStamp?,
-        geoipStamp: FileStamp?
+        geoipStamp: FileStamp?, fleet: FleetState
     ) {
+        self.fleet = fleet
         self.keysStamp = keysStamp
         self.geoipStamp = geoipStamp
         self.policy = policy
@@ -62,4 +67,18 @@ public final class Snapshot: Sendable {
     }
 
     public var keyCount: Int { keys.count }
+
+    /// Entries by key id, built on first use (off the hot path: the cluster sync and the
+    /// admin plane look keys up by id).
+    public var keysByID: [String: KeyEntry] {
+        byID.withLock { cached in
+            if let c = cached { return c }
+            var m: [String: KeyEntry] = [:]
+            m.reserveCapacity(keys.count)
+            for e in keys.values { m[e.record.id] = e }
+            cached = m
+            return m
+        }
+    }
+    private let byID = Mutex<[String: KeyEntry]?>(nil)
 }

@@ -53,7 +53,8 @@ public enum SnapshotLoader {
                 }
             }
         }
-        return Snapshot(policy: policy, keys: keys, entriesByLine: lines, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp)
+        let fleet = previous?.fleet ?? FleetState(policy.cluster == nil ? .alone : .downLocal)
+        return Snapshot(policy: policy, keys: keys, entriesByLine: lines, geoip: geoip, keysStamp: keysStamp, geoipStamp: geoStamp, fleet: fleet)
     }
 
     /// Reads the key store into entries by key digest. A line unchanged since `previous` keeps
@@ -73,6 +74,7 @@ public enum SnapshotLoader {
             $0.policy.scopes == policy.scopes && $0.policy.limits.defaultRate == policy.limits.defaultRate
                 && $0.policy.limits.defaultBurst == policy.limits.defaultBurst && $0.policy.limits.replicas == policy.limits.replicas
                 && $0.policy.identityPrefix == policy.identityPrefix
+                && ($0.policy.cluster == nil) == (policy.cluster == nil)
         } ?? false
         let reusable = sameContext ? previous!.entriesByLine : [:]
         var keys: [KeyDigest: KeyEntry] = [:]
@@ -104,7 +106,7 @@ public enum SnapshotLoader {
                         let old = previous?.keys[digest]
                         let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
                         entry = KeyEntry(
-                            record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, previous: old, identityPrefix: policy.identityPrefix)
+                            record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, clustered: policy.cluster != nil, previous: old, identityPrefix: policy.identityPrefix)
                     } catch {
                         failure = LoadError("\(path):\(number): \(error)")
                         return false

@@ -21,9 +21,16 @@ public enum Admission {
         }
         if let reason = d.denial { return .deny(reason, retryAfter: 1, headers: "") }
         var rateHeaders: [UInt8] = []
+        let mode = s.fleet.mode
+        if mode == .downDeny && !d.isPublic && d.key != nil {
+            // Shared limits and revocations cannot be enforced: refuse rather than guess.
+            d.denial = .cluster_unavailable
+            return .deny(.cluster_unavailable, retryAfter: 1, headers: "Retry-After: 1\r\n")
+        }
         if !d.isPublic, let limiter = d.key?.limiter {
-            let limit = limiter.limit > 0 ? limiter.limit : (limiter.quota ?? 0)
-            switch limiter.take(nowNanos: nowNanos, wallSeconds: wallMillis / 1000) {
+            let terms = limiter.terms(mode)
+            let limit = terms.limit > 0 ? terms.limit : (terms.quota ?? 0)
+            switch limiter.take(nowNanos: nowNanos, wallSeconds: wallMillis / 1000, mode: mode) {
             case .allowed(let remaining, let reset):
                 rateHeaders = Array("RateLimit-Limit: \(limit)\r\nRateLimit-Remaining: \(remaining)\r\nRateLimit-Reset: \(reset)\r\n".utf8)
             case .rateLimited(let retry):

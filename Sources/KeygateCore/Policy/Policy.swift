@@ -110,6 +110,17 @@ public struct Policy: Sendable {
     public var stateDir: String { stateDirectory ?? (keysFile as NSString).deletingLastPathComponent }
     /// TLS to the upstream (`upstream: https://…`); nil = plain HTTP.
     public var upstreamTLS: UpstreamTLS?
+    /// Limits, quotas, last use and revocations shared with other gates through Redis; nil =
+    /// this gate alone.
+    public var cluster: Cluster?
+
+    public struct Cluster: Sendable, Equatable {
+        public var redis: RedisAddress
+        public var syncIntervalMillis: Int64 = 100
+        /// While Redis is unreachable: false = each gate enforces alone (limits divided by
+        /// `limits.replicas`), true = keyed requests are answered 503.
+        public var denyWhenDown = false
+    }
 
     public struct UpstreamTLS: Sendable, Equatable {
         /// PEM CA bundle; nil = the system's store.

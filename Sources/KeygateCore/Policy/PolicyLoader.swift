@@ -221,7 +221,7 @@ struct Validator {
         var upstreamVerify = true
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls", "state_dir",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls", "state_dir", "cluster",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
@@ -309,6 +309,34 @@ struct Validator {
                         v.fail(node, "state_dir: \(full) is not writable")
                     }
                     p.stateDirectory = full
+                }
+            case "cluster":
+                var redis: RedisAddress?
+                var namedRedis = false
+                var c = Policy.Cluster(redis: RedisAddress("redis://127.0.0.1")!)
+                v.fields(node, key, known: ["redis", "sync_interval", "on_redis_down"]) { v, k, n in
+                    switch k {
+                    case "redis":
+                        namedRedis = true
+                        guard let url = v.string(n, "cluster.redis") else { return }
+                        if let r = RedisAddress(url) { redis = r } else { v.fail(n, "cluster.redis: \"\(url)\" is not redis://[password@]host[:port][/db]") }
+                    case "sync_interval":
+                        guard let ms = v.duration(n, "cluster.sync_interval") else { return }
+                        if ms < 10 || ms > 10_000 { v.fail(n, "cluster.sync_interval must be from 10ms to 10s") } else { c.syncIntervalMillis = ms }
+                    default:
+                        switch v.string(n, "cluster.on_redis_down") {
+                        case "local": c.denyWhenDown = false
+                        case "deny": c.denyWhenDown = true
+                        case nil: break
+                        default: v.fail(n, "cluster.on_redis_down must be local or deny")
+                        }
+                    }
+                }
+                if let redis {
+                    c.redis = redis
+                    p.cluster = c
+                } else if case .mapping = node, !namedRedis {
+                    v.fail(node, "cluster needs redis (redis://host:port/db)")
                 }
             case "upstream_tls":
                 upstreamTLSNode = node
