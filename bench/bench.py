@@ -479,6 +479,8 @@ def main():
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
+    ap.add_argument("--cluster", action="store_true",
+                    help="add keygate-cluster: the same gate with cluster on (a local redis-server), to show Redis is off the hot path")
     ap.add_argument("--baseline", default="", help="another keygate binary (say, a build of the previous commit) to run beside this one, same keys and policy")
     args = ap.parse_args()
 
@@ -533,6 +535,21 @@ def main():
             procs.append(nobuf)
             wait_port(18083)
             targets["keygate-nobuf"] = ("http://127.0.0.1:18083", [nobuf.pid])
+        if args.cluster:
+            redis = subprocess.Popen(["redis-server", "--port", "18379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL)
+            procs.append(redis)
+            wait_port(18379)
+            with open(os.path.join(out, "cluster.yaml"), "w") as f:
+                f.write(f'listen: "127.0.0.1:18084"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18904"\n'
+                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-cluster.jsonl" if args.usage_log == "file" else "/dev/null"}\n'
+                        f'state_dir: cluster-state\ncluster: {{ redis: "redis://127.0.0.1:18379/0" }}\n')
+            os.makedirs(os.path.join(out, "cluster-state"), exist_ok=True)
+            clustered = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "cluster.yaml")],
+                                         stderr=open(os.path.join(out, "cluster.err"), "w"))
+            procs.append(clustered)
+            wait_port(18084)
+            targets["keygate-cluster"] = ("http://127.0.0.1:18084", [clustered.pid])
         if args.baseline:
             with open(os.path.join(out, "baseline.yaml"), "w") as f:
                 f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18902"\n'
@@ -589,6 +606,11 @@ def main():
             if k and n:
                 print(f"{size}: keygate/nginx throughput {k['rps'] / n['rps']:.2f}, cpu/req {k['cpu_us'] / n['cpu_us']:.2f}, "
                       f"p99 {k['p99'] / n['p99']:.2f}")
+        for size in ("small", "big", "denied"):
+            k, c = summary.get((size, "keygate")), summary.get((size, "keygate-cluster"))
+            if k and c:
+                print(f"{size}: cluster on/off throughput {c['rps'] / k['rps']:.2f}, cpu/req {c['cpu_us'] / k['cpu_us']:.2f}, "
+                      f"p99 {c['p99'] / k['p99']:.2f}")
         for size in ("small", "big", "denied"):
             k, b = summary.get((size, "keygate")), summary.get((size, "baseline"))
             if k and b:
