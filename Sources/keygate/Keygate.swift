@@ -83,6 +83,9 @@ struct Check: ParsableCommand {
         print("  listen \(p.listen) → upstream http://\(p.upstream), \(p.workerCount) loops")
         print("  \(snapshot.keyCount) keys in \(p.keysFile)")
         print("  usage log \(p.usageLog)")
+        if let c = p.cluster {
+            print("  cluster \(c.redis), sync every \(c.syncIntervalMillis) ms, on_redis_down \(c.denyWhenDown ? "deny" : "local")")
+        }
         if let geo = snapshot.geoip { print("  GeoIP \(geo.path) (\(geo.databaseType))") }
         for c in certificates { print("  TLS certificate \(c.name), valid until \(Timestamp.format(seconds: c.notAfter))") }
     }

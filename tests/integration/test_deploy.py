@@ -50,6 +50,9 @@ def test_policy_passes_check_where_the_pod_mounts_it(tmp_path):
     state_mount = next(m for m in mounts.values() if policy["state_dir"] == m["mountPath"])
     assert "emptyDir" in volumes[state_mount["name"]] and not state_mount.get("readOnly")
     assert policy["usage_log"] == "-"
+    # The replicas share limits through Redis, and split them while it is away.
+    assert policy["cluster"]["redis"].startswith("redis://") and policy["cluster"]["on_redis_down"] in ("local", "deny")
+    assert policy["limits"]["replicas"] == yaml.safe_load(open(os.path.join(K8S, "deployment.yaml")))["spec"]["replicas"]
     # Lay the mounts out under tmp_path and run the same loading code as serve.
     root = str(tmp_path)
     for m in mounts.values():
@@ -62,6 +65,7 @@ def test_policy_passes_check_where_the_pod_mounts_it(tmp_path):
         f.write(moved)
     r = subprocess.run([KEYGATE, "check", "--config", root + config], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+    assert "cluster redis://keygate-redis:6379/0" in r.stdout
 
 
 def test_ports_and_probes_line_up():
@@ -86,6 +90,21 @@ def test_dockerfile_builds_from_the_repository_and_runs_unprivileged():
         assert os.path.exists(os.path.join(ROOT, src)), src
     user = re.search(r"^USER (\S+)", text, re.M).group(1)
     assert user not in ("root", "0")
+    # Every Debian library the binary links is installed in the runtime stage (or comes with
+    # bookworm-slim itself).
+    runtime = text.split("FROM debian:")[1]
+    base = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libzstd1", "liblzma5", "libbz2-1.0", "libcrypt1", "libselinux1", "libpcre2-8-0"}
+    for line in subprocess.run(["ldd", KEYGATE], capture_output=True, text=True).stdout.splitlines():
+        m = re.search(r"=> (/\S+)", line)
+        if not m:
+            continue
+        owner = subprocess.run(["dpkg", "-S", os.path.realpath(m.group(1))], capture_output=True, text=True)
+        if owner.returncode != 0:
+            owner = subprocess.run(["dpkg", "-S", m.group(1)], capture_output=True, text=True)
+        if owner.returncode != 0:
+            continue  # the Swift runtime, linked statically into the image's build
+        package = owner.stdout.split(":")[0]
+        assert package in base or re.search(r"\b" + re.escape(package) + r"\b", runtime), f"{m.group(1)} ({package}) is not in the runtime image"
     _, c = keygate_container()
     assert c["args"] == re.search(r'^CMD \[(.*)\]', text, re.M).group(1).replace('"', "").split(", ")
 
