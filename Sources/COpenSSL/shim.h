@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 // SHA-256 of a short buffer through the low-level functions. OpenSSL 3's one-shot SHA256()
 // looks the algorithm up in its provider tables on every call (a lock and a hash lookup, about

@@ -7,7 +7,7 @@ struct Keygate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keygate",
         abstract: "An API-key gate in front of an HTTP service.",
-        subcommands: [Serve.self, Check.self, Keys.self, Usage.self, GeoIP.self, Demo.self])
+        subcommands: [Serve.self, Check.self, Keys.self, ConsoleUsersCommand.self, Usage.self, GeoIP.self, Demo.self])
 }
 
 /// A refusal the CLI reports in one line with exit code 1.

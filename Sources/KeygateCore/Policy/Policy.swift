@@ -114,6 +114,20 @@ public struct Policy: Sendable {
     /// this gate alone.
     public var cluster: Cluster?
 
+    /// The web console (`console:`); nil = none.
+    public var console: Console?
+
+    public struct Console: Sendable, Equatable {
+        public var listen = Endpoint(host: "127.0.0.1", port: 9902)
+        public var usersFile: String
+        public var sessionTTLMillis: Int64 = 12 * 3_600_000
+    }
+
+    /// The console users file: the policy's, or `console-users.jsonl` beside the policy.
+    public var consoleUsersFile: String {
+        console?.usersFile ?? ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent("console-users.jsonl")
+    }
+
     public struct Cluster: Sendable, Equatable {
         public var redis: RedisAddress
         public var syncIntervalMillis: Int64 = 100

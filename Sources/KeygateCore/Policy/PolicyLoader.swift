@@ -216,12 +216,13 @@ struct Validator {
         var countriesNode: Node? = nil
         var upstreamHTTPS = false
         var upstreamTLSNode: Node? = nil
+        var consoleNode: Node? = nil
         var upstreamCA: String? = nil
         var upstreamServerName: String? = nil
         var upstreamVerify = true
         let known = [
             "listen", "upstream", "admin_listen", "workers", "keys_file", "usage_log", "geoip_db", "key_prefix", "credentials",
-            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls", "state_dir", "cluster",
+            "trusted_proxies", "access", "public_routes", "scopes", "limits", "timeouts", "identity_headers", "paths", "tls", "upstream_tls", "state_dir", "cluster", "console",
         ]
         fields(root, "", known: known) { v, key, node in
             switch key {
@@ -310,6 +311,20 @@ struct Validator {
                     }
                     p.stateDirectory = full
                 }
+            case "console":
+                var c = Policy.Console(usersFile: v.resolve("console-users.jsonl"))
+                v.fields(node, key, known: ["listen", "users_file", "session_ttl"]) { v, k, n in
+                    switch k {
+                    case "listen": if let e = v.endpoint(n, "console.listen") { c.listen = e }
+                    case "users_file": if let s = v.string(n, "console.users_file") { c.usersFile = v.resolve(s) }
+                    default:
+                        if let ms = v.duration(n, "console.session_ttl") {
+                            if ms < 60_000 { v.fail(n, "console.session_ttl must be at least 1m") } else { c.sessionTTLMillis = ms }
+                        }
+                    }
+                }
+                p.console = c
+                consoleNode = node
             case "cluster":
                 var redis: RedisAddress?
                 var namedRedis = false
@@ -475,6 +490,9 @@ struct Validator {
                 }
             default: break
             }
+        }
+        if let c = p.console, c.listen.port == p.listen.port || c.listen.port == p.adminListen?.port {
+            fail(consoleNode, "console.listen must be a port of its own, not the proxy's or the admin endpoint's")
         }
         if upstreamHTTPS {
             p.upstreamTLS = Policy.UpstreamTLS(ca: upstreamCA, serverName: upstreamServerName ?? p.upstream.host, verify: upstreamVerify)
