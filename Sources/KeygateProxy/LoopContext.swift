@@ -104,6 +104,18 @@ final class LoopContext: @unchecked Sendable {
     func record(_ e: UsageEvent) {
         metrics.record(e)
         usage.add(e, to: server.usageLog)
+        if rollup != nil, let finished = rollup!.add(e) { server.rollups?.merge(finished) }
+    }
+
+    /// This loop's per-key counts for the console (nil without a console), handed over about
+    /// once a second.
+    var rollup: RollupBatch?
+    private var rollupHandedAt: Int64 = 0
+
+    func handOverRollup() {
+        guard rollup != nil, let store = server.rollups else { return }
+        rollupHandedAt = loop.now
+        store.merge(rollup!.take())
     }
 
     func add(_ c: ClientConnection) {
@@ -126,6 +138,7 @@ final class LoopContext: @unchecked Sendable {
     func tick() {
         usage.flush(to: server.usageLog)
         let now = loop.now
+        if rollup != nil && now - rollupHandedAt >= 1000 { handOverRollup() }
         var i = 0
         while i < clients.count {
             let c = clients[i]

@@ -19,6 +19,7 @@ public final class Server: @unchecked Sendable {
     private var listenFD: Int32 = -1
     public private(set) var listenPort: UInt16 = 0
     private var admin: AdminServer?
+    private var console: ConsoleServer?
     let openConnections = Atomic<Int>(0)
     let maxConnections: Int
     let maxPerIP: Int
@@ -36,6 +37,9 @@ public final class Server: @unchecked Sendable {
     /// Key changes pushed by other hosts, by key id: applied to every snapshot installed,
     /// until an `enable` lifts a disable.
     private let pushed = Mutex<[String: PushedStatus]>([:])
+    /// Per-key hourly and daily counts for the console; nil without a console.
+    let rollups: UsageRollups?
+    private var rollupTimer: DispatchSourceTimer?
     private let done = DispatchSemaphore(value: 0)
     private var draining = false
 
@@ -76,6 +80,7 @@ public final class Server: @unchecked Sendable {
             }
             tlsStamps = Self.stamps(t)
         }
+        rollups = policy.console != nil ? UsageRollups(path: UsageRollups.path(for: policy)) : nil
         maxConnections = policy.limits.maxConnections
         maxPerIP = policy.limits.maxConnectionsPerIP
         do {
@@ -122,6 +127,7 @@ public final class Server: @unchecked Sendable {
             let loop = try EventLoop(index: i)
             let ctx = LoopContext(loop: loop, server: self, snapshot: current, bootID: bootID)
             ctx.tls = tlsContext
+            if rollups != nil { ctx.rollup = RollupBatch() }
             loop.addTickHandler { _ in ctx.tick() }
             loops.append(loop)
             contexts.append(ctx)
@@ -137,6 +143,12 @@ public final class Server: @unchecked Sendable {
         if let adminAddress = policy.adminListen {
             admin = try AdminServer(server: self, endpoint: adminAddress)
         }
+        if let c = policy.console {
+            console = try ConsoleServer(server: self, settings: c)
+            if !FileManager.default.fileExists(atPath: c.usersFile) {
+                log.warning("console: no users yet; add one with `keygate console-users add NAME --role admin` (password on stdin)")
+            }
+        }
         watcher = StoreWatcher(server: self)
         watcher?.start()
         stateFlusher = KeyStateFlusher(server: self)
@@ -146,13 +158,20 @@ public final class Server: @unchecked Sendable {
             publishTLS(tls)
             startTLSWatch()
         }
+        if rollups != nil {
+            let t = DispatchSource.makeTimerSource(queue: control)
+            t.schedule(deadline: .now() + .seconds(60), repeating: .seconds(60), leeway: .seconds(5))
+            t.setEventHandler { [weak self] in self?.saveRollups() }
+            t.resume()
+            rollupTimer = t
+        }
         if !policy.credentialQuery.isEmpty {
             log.warning(
                 "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
         }
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
-                + (admin.map { ", admin on \($0.endpoint)" } ?? ""))
+                + (admin.map { ", admin on \($0.endpoint)" } ?? "") + (console.map { ", console on http://\($0.endpoint)" } ?? ""))
     }
 
     /// Each client may need two descriptors (itself and its upstream): ask for enough.
@@ -323,6 +342,15 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Runs on `control`.
+    func saveRollups() {
+        do {
+            try rollups?.save()
+        } catch {
+            log.error("usage rollups: \(error)")
+        }
+    }
+
     // MARK: signals and drain
 
     private func installSignals() {
@@ -382,6 +410,7 @@ public final class Server: @unchecked Sendable {
             ctx.loop.execute {
                 for c in ctx.clients { c.abort() }
                 ctx.usage.flush(to: self.usageLog)
+                ctx.handOverRollup()
                 group.leave()
             }
         }
@@ -389,6 +418,7 @@ public final class Server: @unchecked Sendable {
         usageLog.flush()
         fleetSync?.stop()
         stateFlusher?.flush()  // already on the control queue
+        saveRollups()
         log.info("stopped: \(usageLog.written.load(ordering: .relaxed)) usage events written, \(usageLog.dropped.load(ordering: .relaxed)) dropped")
         done.signal()
     }
@@ -442,6 +472,8 @@ enum RestartSettings {
         if a.listen != b.listen { out.append("listen") }
         if a.upstream != b.upstream { out.append("upstream") }
         if a.adminListen != b.adminListen { out.append("admin_listen") }
+        if a.console?.listen != b.console?.listen { out.append("console.listen") }
+        if (a.cluster == nil) != (b.cluster == nil) || a.cluster?.redis != b.cluster?.redis { out.append("cluster") }
         if a.workers != b.workers { out.append("workers") }
         if a.keysFile != b.keysFile { out.append("keys_file") }
         if a.usageLog != b.usageLog { out.append("usage_log") }

@@ -1,0 +1,198 @@
+import Dispatch
+import Foundation
+import KeygateCore
+import KeygateHTTP
+import KeygateIO
+
+/// The web console's listener (`console.listen`, never the proxy's): an event loop of its own
+/// reads each request whole and writes its answer; the work between (the key store, password
+/// hashes) runs on a queue of its own, so neither the proxy's loops nor this one ever wait on it.
+final class ConsoleServer: EventHandler {
+    static let maxBody = 1 << 20
+    static let deadlineMillis: Int64 = 15_000
+
+    let endpoint: Policy.Endpoint
+    let loop: EventLoop
+    let fd: Int32
+    let api: ConsoleAPI
+    let work = DispatchQueue(label: "keygate.console", attributes: .concurrent)
+    var connections: [ConsoleConnection] = []
+
+    init(server: Server, settings: Policy.Console) throws {
+        endpoint = settings.listen
+        guard let address = SocketAddress(host: endpoint.host, port: endpoint.port) else {
+            throw ServeError("console.listen \(endpoint) is not a numeric address")
+        }
+        api = ConsoleAPI(server: server, settings: settings)
+        loop = try EventLoop(index: 998, readBufferSize: 65536)
+        fd = try Sockets.listen(address, backlog: 128)
+        do {
+            try loop.registerFromOutside(fd, self, interest: Events.readable)
+        } catch {
+            Sys.close(fd)
+            throw ServeError("console.listen \(endpoint): \(error)")
+        }
+        loop.addTickHandler { [self] loop in
+            connections.removeAll { c in
+                if c.closed { return true }
+                if loop.now > c.deadline {
+                    c.close()
+                    return true
+                }
+                return false
+            }
+        }
+        loop.start()
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        var addr = sockaddr_storage()
+        while let c = try? Sys.accept(fd, &addr) {
+            let peer = IPAddress(sockaddr: addr).map { "\($0)" } ?? "-"
+            let conn = ConsoleConnection(fd: c, console: self, peer: peer)
+            do {
+                try loop.register(c, conn, interest: Events.read)
+            } catch {
+                Sys.close(c)
+                continue
+            }
+            conn.deadline = loop.now + Self.deadlineMillis
+            connections.append(conn)
+        }
+    }
+
+    /// Runs a request off the loop and answers it on the loop.
+    func dispatch(_ req: ConsoleRequest, to conn: ConsoleConnection) {
+        let api = self.api
+        let loop = self.loop
+        work.async {
+            let response = api.handle(req)
+            let deliver: @Sendable () -> Void = { loop.execute { conn.answer(response, headOnly: req.method == "HEAD") } }
+            if response.delayMillis > 0 {
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(response.delayMillis), execute: deliver)
+            } else {
+                deliver()
+            }
+        }
+    }
+}
+
+/// One console request per connection: read the head and the body, answer, close.
+final class ConsoleConnection: EventHandler, @unchecked Sendable {
+    let fd: Int32
+    unowned let console: ConsoleServer
+    let peer: String
+    var input: [UInt8] = []
+    var scanner = HeadScanner(maxHeadBytes: 16384)
+    var head: RequestHead?
+    var bodyStart = 0
+    var bodyLength = 0
+    var deadline: Int64 = 0
+    var closed = false
+    var answered = false
+    var out = OutputBuffer()
+
+    init(fd: Int32, console: ConsoleServer, peer: String) {
+        self.fd = fd
+        self.console = console
+        self.peer = peer
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        if closed { return }
+        if answered {
+            if (try? out.flush(fd)) != false { close() }
+            return
+        }
+        guard case .done(let n)? = try? Sys.read(fd, loop.readBuffer), n > 0 else {
+            close()
+            return
+        }
+        input.append(contentsOf: UnsafeRawBufferPointer(rebasing: loop.readBuffer[0..<n]))
+        if head == nil {
+            let end: Int?
+            do {
+                end = try input.withUnsafeBytes { (raw) throws(HTTPParseError) -> Int? in try scanner.scan(raw) }
+            } catch {
+                fail(HTTPParseError.from(error).status, "the request is malformed")
+                return
+            }
+            guard let end else { return }
+            let start = scanner.start
+            do {
+                let h = try input.withUnsafeBytes { (raw) throws(HTTPParseError) -> RequestHead in
+                    try RequestParser.parse(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                }
+                switch h.framing {
+                case .none: bodyLength = 0
+                case .contentLength(let n) where n <= UInt64(ConsoleServer.maxBody): bodyLength = Int(n)
+                case .contentLength: return fail(413, "the request body is too large")
+                default: return fail(411, "send the body with Content-Length")
+                }
+                head = h
+                bodyStart = end
+            } catch {
+                fail(HTTPParseError.from(error).status, "the request is malformed")
+                return
+            }
+        }
+        guard let h = head, input.count - bodyStart >= bodyLength else { return }
+        loop.setInterest(fd, 0)
+        var headers: [String: String] = [:]
+        for f in h.fields {
+            let name = h.bytes.string(f.name).lowercased()
+            if headers[name] == nil { headers[name] = h.bytes.string(f.value) }
+        }
+        var query: [String: String] = [:]
+        let q = h.query
+        if !q.isEmpty {
+            for pair in h.bytes.string(q).split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+                if let k = kv.first, query[k] == nil { query[k] = kv.count > 1 ? kv[1] : "" }
+            }
+        }
+        let req = ConsoleRequest(
+            method: h.methodString().uppercased(), path: h.pathString(), query: query, headers: headers,
+            body: Array(input[bodyStart..<(bodyStart + bodyLength)]), peer: peer)
+        console.dispatch(req, to: self)
+    }
+
+    private func fail(_ status: Int, _ message: String) {
+        answer(ConsoleAPI.error(status == 0 ? 400 : status, "bad_request", message), headOnly: false)
+    }
+
+    /// On the console loop.
+    func answer(_ r: ConsoleResponse, headOnly: Bool) {
+        if closed || answered { return }
+        answered = true
+        var text = "HTTP/1.1 \(r.status) \(ErrorResponse.reasonPhrase(r.status) == "Error" ? Self.phrase(r.status) : ErrorResponse.reasonPhrase(r.status))\r\n"
+        text += "Content-Type: \(r.contentType)\r\nContent-Length: \(r.body.count)\r\nConnection: close\r\n"
+        text += ConsoleAssets.securityHeaders
+        for (k, v) in r.headers { text += "\(k): \(v)\r\n" }
+        text += "\r\n"
+        var bytes = Array(text.utf8)
+        if !headOnly { bytes.append(contentsOf: r.body) }
+        let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: true) }) ?? true
+        if done {
+            close()
+        } else {
+            console.loop.setInterest(fd, Events.write)
+        }
+    }
+
+    static func phrase(_ s: Int) -> String {
+        switch s {
+        case 200: return "OK"
+        case 201: return "Created"
+        case 302: return "Found"
+        case 411: return "Length Required"
+        default: return "Error"
+        }
+    }
+
+    func close() {
+        if closed { return }
+        closed = true
+        console.loop.close(fd)
+    }
+}
