@@ -319,7 +319,7 @@ struct Validator {
                     case "users_file": if let s = v.string(n, "console.users_file") { c.usersFile = v.resolve(s) }
                     default:
                         if let ms = v.duration(n, "console.session_ttl") {
-                            if ms < 60_000 { v.fail(n, "console.session_ttl must be at least 1m") } else { c.sessionTTLMillis = ms }
+                            if ms < 1000 { v.fail(n, "console.session_ttl must be at least 1s") } else { c.sessionTTLMillis = ms }
                         }
                     }
                 }
