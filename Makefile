@@ -1,16 +1,17 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
-APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev redis-server pkg-config curl python3 openssl ca-certificates
+APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev redis-server pkg-config curl python3 openssl ca-certificates chromium chromium-driver
 BENCH_PACKAGES := nginx wrk slowhttptest valgrind
 PYTEST := python3 -m pytest
 
-.PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean
+.PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean screenshots
 
 # Installs what is missing (Debian); a no-op when everything is there.
 deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
 	@python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest
 	@python3 -c "import yaml" 2>/dev/null || python3 -m pip install -q pyyaml
+	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium
 
 bench-deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES) $(BENCH_PACKAGES)"
@@ -42,6 +43,10 @@ demo: release
 
 bench: bench-deps release
 	bash bench/run.sh
+
+# Refreshes the console screenshots in docs/ (the browser test takes them on every run).
+screenshots: build
+	KEYGATE_BIN=$(CURDIR)/.build/debug/keygate KEYGATE_SCREENSHOTS=$(CURDIR)/docs $(PYTEST) -q tests/integration/test_console_browser.py
 
 clean:
 	rm -rf .build run bench-out

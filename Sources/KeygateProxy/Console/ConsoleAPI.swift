@@ -43,6 +43,11 @@ final class ConsoleAPI: @unchecked Sendable {
         if parts == ["login"] {
             return req.method == "POST" ? login(req) : Self.error(405, "method_not_allowed", "use POST")
         }
+        // The page asks on load whether it is signed in: a plain answer, not an error.
+        if parts == ["session"] && req.method == "GET" {
+            let t = Self.cookie(req.headers["cookie"], "keygate_session")
+            if t.flatMap({ sessions.find($0) }) == nil { return Self.json(200, ["signed_in": false]) }
+        }
         // Everything else needs a session; every change needs its CSRF token too.
         guard let token = Self.cookie(req.headers["cookie"], "keygate_session"), let session = sessions.find(token) else {
             return Self.error(401, "not_signed_in", "sign in first")
@@ -65,7 +70,7 @@ final class ConsoleAPI: @unchecked Sendable {
             return r
         }
         if parts == ["session"] {
-            return Self.json(200, ["user": user.name, "role": user.role.rawValue, "csrf": session.csrf, "expires_at": Timestamp.format(seconds: session.expiresMillis / 1000)])
+            return Self.json(200, ["signed_in": true, "user": user.name, "role": user.role.rawValue, "csrf": session.csrf, "expires_at": Timestamp.format(seconds: session.expiresMillis / 1000)])
         }
         if changes && user.role != .admin {
             return Self.error(403, "forbidden", "viewers may look but not change; ask an admin")

@@ -15,7 +15,7 @@ extension ConsoleAssets {
               else if (k === "class") el.className = v;
               else el.setAttribute(k, v === true ? "" : v);
             }
-            for (const c of children.flat()) {
+            for (const c of children.flat(Infinity)) {
               if (c === null || c === undefined || c === false) continue;
               el.append(c instanceof Node ? c : document.createTextNode(String(c)));
             }
@@ -24,7 +24,7 @@ extension ConsoleAssets {
           function svg(tag, attrs, ...children) {
             const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
             for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-            for (const c of children.flat()) if (c) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+            for (const c of children.flat(Infinity)) if (c) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
             return el;
           }
 
@@ -117,6 +117,7 @@ extension ConsoleAssets {
             const max = Math.max(1, ...values);
             const w = 96, hgt = 22, bw = w / values.length;
             return svg("svg", { width: w, height: hgt, viewBox: `0 0 ${w} ${hgt}`, role: "img", "aria-label": "requests per hour, last 24 h" },
+              svg("line", { x1: 0, x2: w, y1: hgt - 0.5, y2: hgt - 0.5, class: "base" }),
               values.map((v, i) => {
                 const bh = v === 0 ? 0 : Math.max(1.5, (v / max) * hgt);
                 return svg("rect", { x: (i * bw + 0.5).toFixed(1), y: (hgt - bh).toFixed(1), width: Math.max(1, bw - 1).toFixed(1), height: bh.toFixed(1), rx: "0.5" });
@@ -386,7 +387,7 @@ extension ConsoleAssets {
               h("button", { class: w === win ? "on" : "", onclick: () => loadUsage(id, panel, w) }, t)));
             const top = (title, obj) => {
               const items = Object.entries(obj || {}).sort((a, b) => b[1] - a[1]).slice(0, 8);
-              return h("div", {}, h("h3", {}, title), items.length ? h("ul", { class: "toplist" }, items.map(([n, c]) => h("li", {}, h("span", { class: "mono" }, n), h("span", { class: "n" }, c))))
+              return h("div", {}, h("h3", {}, title), items.length ? h("ul", { class: "toplist" }, items.map(([n, c]) => h("li", {}, h("span", { class: "mono" }, n === "-" ? "unknown" : n), h("span", { class: "n" }, c))))
                 : h("div", { class: "muted" }, "Nothing yet"));
             };
             panel.replaceChildren(
@@ -402,13 +403,15 @@ extension ConsoleAssets {
 
           function chart(buckets, hourly) {
             const W = 960, H = 180, P = 26, n = buckets.length;
-            const max = Math.max(1, ...buckets.map((b) => b.requests));
+            // Whole-number gridlines: four steps that reach the busiest bucket.
+            const step = Math.max(1, Math.ceil(Math.max(...buckets.map((b) => b.requests), 1) / 4));
+            const max = step * 4;
             const bw = (W - P) / n;
             const kids = [];
             for (let i = 0; i <= 4; i++) {
               const y = (H - 18) - (i / 4) * (H - 30);
               kids.push(svg("line", { x1: P, x2: W, y1: y, y2: y, class: "gridline" }));
-              kids.push(svg("text", { x: 0, y: y + 3, class: "axis" }, String(Math.round((i / 4) * max))));
+              kids.push(svg("text", { x: 0, y: y + 3, class: "axis" }, String(i * step)));
             }
             buckets.forEach((b, i) => {
               const x = P + i * bw + 1;
@@ -423,7 +426,10 @@ extension ConsoleAssets {
           }
 
           function describeChanges(changes) {
-            const keys = Object.keys(changes || {}).sort();
+            // Only what says something: not the id or creation time, not empty values on both sides.
+            const empty = (v) => v === null || v === undefined || (Array.isArray(v) && !v.length) ||
+              (typeof v === "object" && !Array.isArray(v) && Object.values(v).every(empty));
+            const keys = Object.keys(changes || {}).sort().filter((k) => k !== "id" && k !== "created_at" && !(empty(changes[k].old) && empty(changes[k].new)));
             if (!keys.length) return h("span", { class: "muted" }, "—");
             const show = (v) => v === null || v === undefined ? "—" : (typeof v === "object" ? JSON.stringify(v) : String(v));
             return h("div", { class: "changes" }, keys.slice(0, 6).map((k, i) => [i ? " · " : "", h("b", {}, k), " ", show(changes[k].old), " → ", show(changes[k].new)]),
@@ -431,7 +437,7 @@ extension ConsoleAssets {
           }
 
           function historyPanel(entries) {
-            return h("div", { class: "panel", id: "history" }, h("div", { class: "panel padded" }, h("h2", {}, "History")),
+            return h("div", { class: "panel", id: "history" }, h("div", { class: "panel-head" }, h("h2", {}, "History")),
               entries.length ? h("table", {}, h("thead", {}, h("tr", {}, ["When", "Who", "Action", "Changes"].map((t) => h("th", {}, t)))),
                 h("tbody", {}, entries.map((e) => h("tr", {}, h("td", {}, fmtTime(e.ts)), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, describeChanges(e.changes))))))
                 : h("div", { class: "empty" }, "No changes recorded."));
@@ -469,7 +475,8 @@ extension ConsoleAssets {
           (async () => {
             try {
               const s = await fetch("/api/session", { credentials: "same-origin" });
-              if (s.ok) { const r = await s.json(); Object.assign(state, { user: r.user, role: r.role, csrf: r.csrf }); return start(); }
+              const r = s.ok ? await s.json() : null;
+              if (r && r.signed_in) { Object.assign(state, { user: r.user, role: r.role, csrf: r.csrf }); return start(); }
             } catch (e) { /* not signed in */ }
             showLogin("");
           })();

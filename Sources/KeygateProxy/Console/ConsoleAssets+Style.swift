@@ -69,7 +69,8 @@ extension ConsoleAssets {
         .badge.stale { background: var(--grey-bg); color: var(--muted); }
         .spark { display: flex; align-items: center; gap: 8px; }
         .spark svg { display: block; }
-        .spark rect { fill: #93b4f5; }
+        .spark rect { fill: #6f9cf2; }
+        .spark .base { stroke: #d0d5dd; }
         .empty { text-align: center; padding: 56px 20px; color: var(--muted); }
         .empty strong { display: block; color: var(--ink); font-size: 16px; margin-bottom: 6px; }
         .error { color: var(--danger); background: var(--danger-bg); border: 1px solid #fecdca; border-radius: 8px; padding: 8px 12px; }
@@ -91,7 +92,9 @@ extension ConsoleAssets {
         dialog .head { padding: 18px 22px 0; }
         dialog .body { padding: 16px 22px; max-height: 70vh; overflow: auto; }
         dialog .foot { padding: 14px 22px 18px; display: flex; justify-content: flex-end; gap: 10px; border-top: 1px solid var(--line); }
+        .chart { margin: 18px 0 14px; }
         .chart svg { width: 100%; height: 180px; display: block; }
+        .panel-head { padding: 18px 20px 6px; }
         .chart .req { fill: #6f9cf2; }
         .chart .den { fill: #f28b82; }
         .chart .axis { fill: var(--muted); font-size: 10px; }
