@@ -171,7 +171,7 @@ public final class Server: @unchecked Sendable {
         }
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
-                + (admin.map { ", admin on \($0.endpoint)" } ?? "") + (console.map { ", console on http://\($0.endpoint)" } ?? ""))
+                + (admin.map { ", admin on \($0.endpoint)" } ?? "") + (console.map { ", console on \($0.scheme)://\($0.endpoint)" } ?? ""))
     }
 
     /// Each client may need two descriptors (itself and its upstream): ask for enough.
@@ -325,6 +325,7 @@ public final class Server: @unchecked Sendable {
             }
             tlsContext = next
             for ctx in contexts { ctx.loop.execute { ctx.tls = next } }
+            if let console, console.tls != nil { console.loop.execute { console.tls = next } }
             publishTLS(next)
             tlsReloads.ok.add(1, ordering: .relaxed)
             log.info("tls (\(reason)): \(next.certificates.map(\.name).joined(separator: ", ")) loaded")

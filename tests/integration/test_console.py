@@ -237,3 +237,27 @@ def test_console_listener_is_not_the_proxy(console_gate):
     assert curl(console_gate.url("/api/keys"))[0] == 401 and json.loads(curl(console_gate.url("/api/keys"))[2])["error"] == "missing_key"
     r = console_gate.cli("check", check=False)
     assert r.returncode == 0
+
+
+def test_console_over_tls_uses_the_gates_certificates(tmp_path, upstream):
+    from test_tls import tls_gate
+    port = free_port()
+    g = tls_gate(tmp_path, upstream, extra=f'console: {{ listen: "127.0.0.1:{port}", tls: true }}\n')
+    g.cli("console-users", "add", "alice", "--role", "admin", input=ADMIN_PW + "\n")
+    g.start()
+    try:
+        assert wait_port(port)
+        ca = os.path.join(g.dir, "ca.pem")
+        base = ["--cacert", ca, "--resolve", f"api.test:{port}:127.0.0.1"]
+        status, headers, body, _ = curl(*base, f"https://api.test:{port}/")
+        assert status == 200 and b"/app.js" in body and "frame-ancestors 'none'" in headers["content-security-policy"]
+        status, headers, body, _ = curl(*base, "-X", "POST", "-H", "Content-Type: application/json",
+                                        "--data", json.dumps({"user": "alice", "password": ADMIN_PW}), f"https://api.test:{port}/api/login")
+        assert status == 200 and json.loads(body)["user"] == "alice"
+        # Behind TLS the session cookie is Secure.
+        assert "Secure" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+        # Plain HTTP to the TLS console gets nowhere, and the console stays up.
+        assert curl(f"http://127.0.0.1:{port}/", timeout=3)[0] == 0
+        assert curl(*base, f"https://api.test:{port}/favicon.svg")[0] == 200
+    finally:
+        g.stop()

@@ -121,6 +121,8 @@ public struct Policy: Sendable {
         public var listen = Endpoint(host: "127.0.0.1", port: 9902)
         public var usersFile: String
         public var sessionTTLMillis: Int64 = 12 * 3_600_000
+        /// Serve the console over TLS with the certificates of `tls`.
+        public var tls = false
     }
 
     /// The console users file: the policy's, or `console-users.jsonl` beside the policy.

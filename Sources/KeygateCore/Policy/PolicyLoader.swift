@@ -313,9 +313,10 @@ struct Validator {
                 }
             case "console":
                 var c = Policy.Console(usersFile: v.resolve("console-users.jsonl"))
-                v.fields(node, key, known: ["listen", "users_file", "session_ttl"]) { v, k, n in
+                v.fields(node, key, known: ["listen", "users_file", "session_ttl", "tls"]) { v, k, n in
                     switch k {
                     case "listen": if let e = v.endpoint(n, "console.listen") { c.listen = e }
+                    case "tls": if let b = v.bool(n, "console.tls") { c.tls = b }
                     case "users_file": if let s = v.string(n, "console.users_file") { c.usersFile = v.resolve(s) }
                     default:
                         if let ms = v.duration(n, "console.session_ttl") {
@@ -493,6 +494,9 @@ struct Validator {
         }
         if let c = p.console, c.listen.port == p.listen.port || c.listen.port == p.adminListen?.port {
             fail(consoleNode, "console.listen must be a port of its own, not the proxy's or the admin endpoint's")
+        }
+        if let c = p.console, c.tls, p.tls == nil {
+            fail(consoleNode, "console.tls uses the certificates of the tls block, which is missing")
         }
         if upstreamHTTPS {
             p.upstreamTLS = Policy.UpstreamTLS(ca: upstreamCA, serverName: upstreamServerName ?? p.upstream.host, verify: upstreamVerify)

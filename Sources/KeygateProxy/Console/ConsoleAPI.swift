@@ -29,9 +29,11 @@ struct ConsoleResponse: Sendable {
 final class ConsoleAPI: @unchecked Sendable {
     unowned let server: Server
     let sessions: ConsoleSessions
+    let tlsOn: Bool
 
     init(server: Server, settings: Policy.Console) {
         self.server = server
+        tlsOn = settings.tls
         sessions = ConsoleSessions(ttlMillis: settings.sessionTTLMillis)
     }
 
@@ -128,7 +130,7 @@ final class ConsoleAPI: @unchecked Sendable {
         sessions.succeeded(user: name)
         let (token, session) = sessions.create(user: user.name)
         var r = Self.json(200, ["user": user.name, "role": user.role.rawValue, "csrf": session.csrf])
-        let secure = req.headers["x-forwarded-proto"]?.lowercased() == "https" ? "; Secure" : ""
+        let secure = tlsOn || req.headers["x-forwarded-proto"]?.lowercased() == "https" ? "; Secure" : ""
         r.headers.append(("Set-Cookie", "keygate_session=\(token); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(sessions.ttlMillis / 1000)\(secure)"))
         server.log.info("console: \(user.name) signed in from \(req.peer)")
         return r

@@ -7,7 +7,7 @@ import KeygateIO
 /// The web console's listener (`console.listen`, never the proxy's): an event loop of its own
 /// reads each request whole and writes its answer; the work between (the key store, password
 /// hashes) runs on a queue of its own, so neither the proxy's loops nor this one ever wait on it.
-final class ConsoleServer: EventHandler {
+final class ConsoleServer: EventHandler, @unchecked Sendable {
     static let maxBody = 1 << 20
     static let deadlineMillis: Int64 = 15_000
 
@@ -17,9 +17,13 @@ final class ConsoleServer: EventHandler {
     let api: ConsoleAPI
     let work = DispatchQueue(label: "keygate.console", attributes: .concurrent)
     var connections: [ConsoleConnection] = []
+    /// The gate's certificates when `console.tls` is on; replaced with them on a reload.
+    var tls: TLSServerContext?
+    var scheme: String { tls == nil ? "http" : "https" }
 
     init(server: Server, settings: Policy.Console) throws {
         endpoint = settings.listen
+        tls = settings.tls ? server.tlsContext : nil
         guard let address = SocketAddress(host: endpoint.host, port: endpoint.port) else {
             throw ServeError("console.listen \(endpoint) is not a numeric address")
         }
@@ -49,7 +53,7 @@ final class ConsoleServer: EventHandler {
         var addr = sockaddr_storage()
         while let c = try? Sys.accept(fd, &addr) {
             let peer = IPAddress(sockaddr: addr).map { "\($0)" } ?? "-"
-            let conn = ConsoleConnection(fd: c, console: self, peer: peer)
+            let conn = ConsoleConnection(fd: c, console: self, peer: peer, tls: tls?.session())
             do {
                 try loop.register(c, conn, interest: Events.read)
             } catch {
@@ -91,24 +95,56 @@ final class ConsoleConnection: EventHandler, @unchecked Sendable {
     var closed = false
     var answered = false
     var out = OutputBuffer()
+    let tls: TLSSession?
 
-    init(fd: Int32, console: ConsoleServer, peer: String) {
+    init(fd: Int32, console: ConsoleServer, peer: String, tls: TLSSession?) {
         self.fd = fd
         self.console = console
         self.peer = peer
+        self.tls = tls
     }
 
     func handle(events: UInt32, loop: EventLoop) {
         if closed { return }
-        if answered {
-            if (try? out.flush(fd)) != false { close() }
-            return
+        if answered || !out.isEmpty {
+            let flushed = (try? out.flush(fd)) ?? true
+            if answered {
+                if flushed { close() }
+                return
+            }
+            // A TLS handshake's records went out: back to reading.
+            if !flushed { return }
+            loop.setInterest(fd, Events.read)
         }
-        guard case .done(let n)? = try? Sys.read(fd, loop.readBuffer), n > 0 else {
+        let result: IOResult
+        do {
+            result = try Sys.read(fd, loop.readBuffer)
+        } catch {
             close()
             return
         }
-        input.append(contentsOf: UnsafeRawBufferPointer(rebasing: loop.readBuffer[0..<n]))
+        guard case .done(let n) = result else { return }
+        if n == 0 {
+            close()
+            return
+        }
+        if let t = tls {
+            var plain: [UInt8] = []
+            var scratch = [UInt8](repeating: 0, count: 16384)
+            let received = scratch.withUnsafeMutableBytes { s in
+                (try? t.receive(UnsafeRawBufferPointer(rebasing: loop.readBuffer[0..<n]), scratch: s) { plain.append(contentsOf: $0) }) != nil
+            }
+            if !received {
+                sendTLSOutput(t)  // the alert, if any
+                close()
+                return
+            }
+            if !sendTLSOutput(t) { return }
+            if plain.isEmpty { return }
+            input.append(contentsOf: plain)
+        } else {
+            input.append(contentsOf: UnsafeRawBufferPointer(rebasing: loop.readBuffer[0..<n]))
+        }
         if head == nil {
             let end: Int?
             do {
@@ -172,12 +208,37 @@ final class ConsoleConnection: EventHandler, @unchecked Sendable {
         text += "\r\n"
         var bytes = Array(text.utf8)
         if !headOnly { bytes.append(contentsOf: r.body) }
+        if let t = tls {
+            let sealed = bytes.withUnsafeBytes { raw in (try? t.send([raw])) != nil }
+            t.shutdown()
+            if !sealed {
+                close()
+                return
+            }
+            if sendTLSOutput(t) { close() }
+            return
+        }
         let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: true) }) ?? true
         if done {
             close()
         } else {
             console.loop.setInterest(fd, Events.write)
         }
+    }
+
+    /// Moves TLS records to the socket. Returns true when all went out; otherwise the rest
+    /// waits for the socket to be writable (and the connection closes once it has).
+    @discardableResult
+    private func sendTLSOutput(_ t: TLSSession) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        var done = true
+        while true {
+            let n = chunk.withUnsafeMutableBytes { t.takeOutput(into: $0) }
+            if n == 0 { break }
+            done = (try? chunk.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [UnsafeRawBufferPointer(rebasing: raw[0..<n])], canWrite: true) }) ?? false
+        }
+        if !done && !closed { console.loop.setInterest(fd, answered ? Events.write : Events.read | Events.write) }
+        return done
     }
 
     static func phrase(_ s: Int) -> String {
