@@ -55,14 +55,7 @@ final class AdminServer: EventHandler {
 
     private func tick(_ loop: EventLoop) {
         probe.tick(now: loop.now)
-        connections.removeAll { c in
-            if c.closed { return true }
-            if loop.now > c.deadline {
-                c.close()
-                return true
-            }
-            return false
-        }
+        sweep(&connections, now: loop.now)
     }
 
     func respond(path: String) -> (Int, String, String) {
@@ -99,8 +92,27 @@ final class AdminServer: EventHandler {
     }
 }
 
+/// A connection that serves one request and must be done by a deadline.
+protocol OneShotConnection: AnyObject {
+    var closed: Bool { get }
+    var deadline: Int64 { get }
+    func close()
+}
+
+/// Forgets closed connections and closes those past their deadline.
+func sweep<C: OneShotConnection>(_ connections: inout [C], now: Int64) {
+    connections.removeAll { c in
+        if c.closed { return true }
+        if now > c.deadline {
+            c.close()
+            return true
+        }
+        return false
+    }
+}
+
 /// One admin request per connection: read a head, answer, close.
-final class AdminConnection: EventHandler {
+final class AdminConnection: EventHandler, OneShotConnection {
     let fd: Int32
     unowned let admin: AdminServer
     var input: [UInt8] = []

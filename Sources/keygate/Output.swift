@@ -17,26 +17,13 @@ enum Output {
     static func day(_ ts: String) -> String { String(ts.prefix(10)) }
     static func minute(_ ts: String) -> String { String(ts.prefix(16)).replacingOccurrences(of: "T", with: " ") }
 
-    static func short(_ v: JSONValue?) -> String {
-        switch v {
-        case nil, .null?: return "-"
-        case .string(let s)?: return s
-        case .number(let n)?: return n == n.rounded() && abs(n) < 9e15 ? String(Int64(n)) : String(n)
-        case .bool(let b)?: return String(b)
-        case .array(let a)?: return "[" + a.map { short($0) }.joined(separator: ",") + "]"
-        case .object(let o)?: return "{" + o.keys.sorted().map { "\($0):\(short(o[$0]))" }.joined(separator: ",") + "}"
-        }
-    }
+    static func short(_ v: JSONValue?) -> String { JSONValue.short(v) }
 
     static func recordJSON(_ r: KeyRecord, state: String, extra: [String: Any]) -> [String: Any] {
-        // A record always encodes; should that ever fail, the fields are missing, not the process.
-        var o = (try? JSONEncoder().encode(r)).flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] } ?? [:]
+        var o = r.jsonObject()
         o["state"] = state
         for (k, v) in extra {
             if case Optional<Any>.none = v as Any? { o[k] = NSNull() } else { o[k] = v }
-        }
-        for k in ["description", "owner", "not_before", "expires_at", "rate", "burst", "quota", "revoked_at", "revoke_reason", "rotated_from", "rotated_to"] where o[k] == nil {
-            o[k] = NSNull()
         }
         return o
     }

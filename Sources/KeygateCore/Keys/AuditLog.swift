@@ -65,6 +65,33 @@ public enum JSONValue: Codable, Equatable {
     }
 }
 
+extension JSONValue {
+    /// A value in a few characters, for tables, CSV and history lines.
+    public static func short(_ v: JSONValue?) -> String {
+        switch v {
+        case nil, .null?: return "-"
+        case .string(let s)?: return s
+        case .number(let n)?: return n == n.rounded() && abs(n) < 9e15 ? String(Int64(n)) : String(n)
+        case .bool(let b)?: return String(b)
+        case .array(let a)?: return "[" + a.map { short($0) }.joined(separator: ",") + "]"
+        case .object(let o)?: return "{" + o.keys.sorted().map { "\($0):\(short(o[$0]))" }.joined(separator: ",") + "}"
+        }
+    }
+}
+
+extension KeyRecord {
+    /// The record as a JSON object with every optional field present (null when unset), for
+    /// the CLI's --json and the console's answers.
+    public func jsonObject() -> [String: Any] {
+        // A record always encodes; should that ever fail, the fields are missing, not the process.
+        var o = (try? JSONEncoder().encode(self)).flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] } ?? [:]
+        for k in ["description", "owner", "not_before", "expires_at", "rate", "burst", "quota", "revoked_at", "revoke_reason", "rotated_from", "rotated_to"] where o[k] == nil {
+            o[k] = NSNull()
+        }
+        return o
+    }
+}
+
 public enum AuditLog {
     /// Appends and syncs `entries`; throws when they are not all on disk, so the change they
     /// describe can be refused rather than go unrecorded.

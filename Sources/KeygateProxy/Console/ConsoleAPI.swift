@@ -233,11 +233,8 @@ final class ConsoleAPI: @unchecked Sendable {
 
     /// A record as the console shows it: never its hash.
     func keyJSON(_ r: KeyRecord, now: Int64, lastUsed: [String: Int64], spark: [String: [Int]]) -> [String: Any] {
-        var o = (try? JSONEncoder().encode(r)).flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] } ?? [:]
+        var o = r.jsonObject()
         o["hash"] = nil
-        for k in ["description", "owner", "not_before", "expires_at", "rate", "burst", "quota", "revoked_at", "revoke_reason", "rotated_from", "rotated_to"] where o[k] == nil {
-            o[k] = NSNull()
-        }
         let state = r.effectiveState(nowMillis: now)
         o["state"] = state
         let used = lastUsed[r.id]
@@ -346,7 +343,7 @@ final class ConsoleAPI: @unchecked Sendable {
         if req.query["format"] == "csv" {
             var csv = "ts,actor,action,key_id,changes\r\n"
             for e in entries {
-                let changes = e.changes.keys.sorted().map { k in "\(k): \(Self.short(e.changes[k]?.old)) → \(Self.short(e.changes[k]?.new))" }.joined(separator: "; ")
+                let changes = e.changes.keys.sorted().map { k in "\(k): \(JSONValue.short(e.changes[k]?.old)) → \(JSONValue.short(e.changes[k]?.new))" }.joined(separator: "; ")
                 csv += [e.ts, e.actor, e.action, e.key_id, changes].map(Self.csvField).joined(separator: ",") + "\r\n"
             }
             return ConsoleResponse(
@@ -357,17 +354,6 @@ final class ConsoleAPI: @unchecked Sendable {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let body = (try? encoder.encode(entries)).map { Array($0) } ?? Array("[]".utf8)
         return ConsoleResponse(status: 200, body: body + [0x0A])
-    }
-
-    static func short(_ v: JSONValue?) -> String {
-        switch v {
-        case nil, .null?: return "-"
-        case .string(let s)?: return s
-        case .number(let n)?: return n == n.rounded() && abs(n) < 9e15 ? String(Int64(n)) : String(n)
-        case .bool(let b)?: return String(b)
-        case .array(let a)?: return "[" + a.map { short($0) }.joined(separator: ",") + "]"
-        case .object(let o)?: return "{" + o.keys.sorted().map { "\($0):\(short(o[$0]))" }.joined(separator: ",") + "}"
-        }
     }
 
     /// RFC 4180 quoting, and a leading ' for cells a spreadsheet would run as a formula.

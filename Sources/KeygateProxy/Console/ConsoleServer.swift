@@ -36,16 +36,7 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
             Sys.close(fd)
             throw ServeError("console.listen \(endpoint): \(error)")
         }
-        loop.addTickHandler { [self] loop in
-            connections.removeAll { c in
-                if c.closed { return true }
-                if loop.now > c.deadline {
-                    c.close()
-                    return true
-                }
-                return false
-            }
-        }
+        loop.addTickHandler { [self] loop in sweep(&connections, now: loop.now) }
         loop.start()
     }
 
@@ -82,7 +73,7 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
 }
 
 /// One console request per connection: read the head and the body, answer, close.
-final class ConsoleConnection: EventHandler, @unchecked Sendable {
+final class ConsoleConnection: EventHandler, OneShotConnection, @unchecked Sendable {
     let fd: Int32
     unowned let console: ConsoleServer
     let peer: String
