@@ -9,6 +9,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Port of the gate.") var port: UInt16 = 8080
     @Option(help: "Port of the demo upstream.") var upstreamPort: UInt16 = 9000
     @Option(help: "Port of the admin endpoint.") var adminPort: UInt16 = 9901
+    @Option(help: "Port of the web console.") var consolePort: UInt16 = 9902
 
     func run() throws {
         let configDir = (dir as NSString).appendingPathComponent("config")
@@ -19,6 +20,7 @@ struct Demo: ParsableCommand {
             listen: "127.0.0.1:\(port)"
             upstream: "http://127.0.0.1:\(upstreamPort)"
             admin_listen: "127.0.0.1:\(adminPort)"
+            console: { listen: "127.0.0.1:\(consolePort)" }
             workers: auto
             keys_file: keys.jsonl
             usage_log: usage.jsonl
@@ -47,6 +49,10 @@ struct Demo: ParsableCommand {
         read.owner = "demo"
         read.scopes = ["suppliers.read"]
         let (_, readKey) = try attempt { () throws(KeyError) in try manager.create(read) }
+        // A console user for the demo, with a new password each run (shown below, once).
+        let password = String(decoding: Base62.random(16), as: UTF8.self)
+        try? ConsoleUsers.remove(loaded.consoleUsersFile, name: "demo")
+        try attempt { () throws(KeyError) in try ConsoleUsers.add(loaded.consoleUsersFile, name: "demo", role: .admin, password: password) }
 
         let upstream = try EchoUpstream(port: upstreamPort)
         let server: Server
@@ -71,6 +77,8 @@ struct Demo: ParsableCommand {
               curl -i -H 'x-api-key: kg_00000000_wrongwrongwrongwrongwrongwrong00' \(base)/  # 401 malformed_key
               curl -s http://127.0.0.1:\(adminPort)/metrics | grep keygate_requests_total
               tail -f \(loaded.usageLog)
+
+            Web console: http://127.0.0.1:\(consolePort)/   user demo, password \(password)
 
             Manage keys:
               keygate keys list --config \(policyPath)
