@@ -381,6 +381,11 @@ def test_redis_down_local_enforces_alone(fleet_dir, upstream, redis):
             assert status == 200 and headers["ratelimit-limit"] == "100" and took < 1.0
         code, body = ready(g)
         assert code == 200 and body["cluster"] == "down" and body["on_redis_down"] == "local"
+        # A change made while Redis is away is written, and says it could not be pushed.
+        spare = fleet.master.create_key()
+        r = fleet.master.cli("keys", "disable", spare["id"])
+        assert "warning: the change is in the key store, but other gates were not told" in r.stderr
+        assert json.loads(fleet.master.cli("keys", "show", spare["id"], "--json").stdout)["status"] == "disabled"
         redis.start()
         assert wait_for(lambda: metric(g, "keygate_cluster_up") == 1, 8)
         assert get(g, key)[1]["ratelimit-limit"] == "300"
