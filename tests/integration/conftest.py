@@ -108,6 +108,17 @@ scopes:
         return self.usage_lines()
 
 
+def console_gate_with(tmp, upstream_port, users, console_extra="", extra=""):
+    """A gate with a console on a free port and the given console users (name, role, password);
+    not started, so a test can add keys first."""
+    port = free_port()
+    g = Gate(tmp, upstream_port, extra=f'console: {{ listen: "127.0.0.1:{port}"{console_extra} }}\n' + extra)
+    g.console_port = port
+    for name, role, password in users:
+        g.cli("console-users", "add", name, "--role", role, input=password + "\n")
+    return g
+
+
 @pytest.fixture
 def upstream():
     u = Upstream()

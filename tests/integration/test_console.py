@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Gate, free_port, wait_port, curl
+from conftest import console_gate_with, curl, free_port, wait_port
 from console_client import ConsoleClient
 
 ADMIN_PW = "correct horse battery"
@@ -17,13 +17,9 @@ VIEWER_PW = "viewer password"
 
 @pytest.fixture
 def console_gate(tmp_path, upstream):
-    port = free_port()
-    g = Gate(str(tmp_path), upstream.port, extra=f'console: {{ listen: "127.0.0.1:{port}", session_ttl: 3s }}\n')
-    g.console_port = port
-    g.cli("console-users", "add", "alice", "--role", "admin", input=ADMIN_PW + "\n")
-    g.cli("console-users", "add", "victor", "--role", "viewer", input=VIEWER_PW + "\n")
+    g = console_gate_with(str(tmp_path), upstream.port, [("alice", "admin", ADMIN_PW), ("victor", "viewer", VIEWER_PW)], ", session_ttl: 3s")
     g.start()
-    assert wait_port(port)
+    assert wait_port(g.console_port)
     yield g
     g.stop()
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Gate, curl, free_port, wait_port
+from conftest import Gate, console_gate_with, curl, wait_port
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -34,10 +34,7 @@ def browser():
 
 @pytest.fixture
 def console_gate(tmp_path, upstream):
-    port = free_port()
-    g = Gate(str(tmp_path), upstream.port, extra=f'console: {{ listen: "127.0.0.1:{port}" }}\n')
-    g.console_port = port
-    g.cli("console-users", "add", "alice", "--role", "admin", input=PASSWORD + "\n")
+    g = console_gate_with(str(tmp_path), upstream.port, [("alice", "admin", PASSWORD)])
     # A store that looks like a real one: owners, limits, one revoked, one about to expire.
     g.keys = [
         g.cli_key("Orders service", "commerce", "--scope", "echo", "--rate", "100/s", "--quota", "100000/day"),
@@ -48,7 +45,7 @@ def console_gate(tmp_path, upstream):
     ]
     g.cli("keys", "revoke", g.keys[4]["id"], "--reason", "replaced by the warehouse export")
     g.start()
-    assert wait_port(port)
+    assert wait_port(g.console_port)
     for i in range(6):
         curl("-H", f"x-api-key: {g.keys[0]['key']}", g.url(f"/echo/orders/{17 + i}"))
     curl("-H", f"x-api-key: {g.keys[0]['key']}", g.url("/echo/invoices"))
