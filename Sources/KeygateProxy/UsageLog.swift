@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import KeygateCore
+import KeygateHTTP
 import Synchronization
 
 /// The usage log: loops append encoded lines to their own buffers and hand them over in
@@ -98,24 +99,25 @@ public final class UsageLog: Sendable {
 
 /// A loop's private batch of encoded usage lines.
 struct UsageBatch {
-    var bytes: [UInt8] = []
+    /// The batch in raw memory: a usage line is some twenty pieces, each appended with a copy
+    /// and no array bookkeeping.
+    let buffer = ByteBuffer(capacity: Self.flushBytes + 4096)
     var events = 0
     var clock = Timestamp.SecondCache()
     static let flushBytes = 64 << 10
 
-    init() { bytes.reserveCapacity(Self.flushBytes + 4096) }
+    init() {}
 
     mutating func add(_ event: UsageEvent, to log: UsageLog) {
-        event.append(to: &bytes, clock: &clock)
+        event.append(to: buffer, clock: &clock)
         events += 1
-        if bytes.count >= Self.flushBytes { flush(to: log) }
+        if buffer.count >= Self.flushBytes { flush(to: log) }
     }
 
     mutating func flush(to log: UsageLog) {
         guard events > 0 else { return }
-        log.submit(bytes, events: events)
-        bytes = []
-        bytes.reserveCapacity(Self.flushBytes + 4096)
+        log.submit(Array(buffer.bytes), events: events)
+        buffer.removeAll()
         events = 0
     }
 }

@@ -1,4 +1,5 @@
 import KeygateCore
+import KeygateHTTP
 import XCTest
 
 final class SupportTests: XCTestCase {
@@ -51,6 +52,35 @@ final class SupportTests: XCTestCase {
             String(decoding: out, as: UTF8.self),
             #"{"ts":"2026-11-23T18:00:00.123Z","request_id":"r1","decision":"deny","reason":"unknown_key","status":401,"key_id":null,"key_name":null,"owner":null,"client_ip":"81.2.69.142","country":"GB","method":"GET","path":"/a\"b","bytes_in":0,"bytes_out":0,"duration_ms":1.23,"upstream_ms":null}"#
                 + "\n")
+    }
+
+    func testUsageLineIsTheSameInABatchBuffer() {
+        var e = UsageEvent()
+        e.tsMillis = 1_795_456_800_123
+        e.requestID = Array("r2".utf8)
+        e.allowed = true
+        e.status = 200
+        e.client = IPAddress("2001:db8::7")
+        e.method = ArraySlice("POST".utf8)
+        e.path = ArraySlice("/x\u{1}".utf8)
+        e.upstreamMicros = 999
+        e.tls = 13
+        var array: [UInt8] = []
+        var clock = Timestamp.SecondCache()
+        e.append(to: &array, clock: &clock)
+        let buffer = ByteBuffer(capacity: 8)
+        e.append(to: buffer, clock: &clock)
+        XCTAssertEqual(Array(buffer.bytes), array)
+        XCTAssertTrue(String(decoding: array, as: UTF8.self).contains(#""client_ip":"2001:db8::7""#))
+        XCTAssertTrue(String(decoding: array, as: UTF8.self).contains(#""path":"/x\u0001""#))
+    }
+
+    func testIPv4Text() {
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.0.1", "192.168.100.9", "8.80.108.200"] {
+            var out: [UInt8] = []
+            IPAddress(text)!.append(to: &out)
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), text)
+        }
     }
 
     func testSecondCacheFormatsLikeTimestamp() {

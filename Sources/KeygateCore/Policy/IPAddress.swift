@@ -1,3 +1,4 @@
+import KeygateHTTP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,18 +82,29 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     /// Appends the textual form to `out` (IPv4 without allocating).
-    public func append(to out: inout [UInt8]) {
+    public func append<S: ByteSink>(to out: inout S) {
         if isV4 {
+            // Written on the stack, then appended in one piece (one append, not fifteen).
             let v = UInt32(truncatingIfNeeded: bits)
-            for shift in stride(from: 24, through: 0, by: -8) {
-                let octet = Int((v >> UInt32(shift)) & 0xFF)
-                if octet >= 100 { out.append(UInt8(0x30 + octet / 100)) }
-                if octet >= 10 { out.append(UInt8(0x30 + (octet / 10) % 10)) }
-                out.append(UInt8(0x30 + octet % 10))
-                if shift > 0 { out.append(UInt8(ascii: ".")) }
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { buf in
+                var n = 0
+                var shift: UInt32 = 24
+                while true {
+                    let octet = Int((v >> shift) & 0xFF)
+                    if octet >= 100 { buf[n] = UInt8(0x30 + octet / 100); n += 1 }
+                    if octet >= 10 { buf[n] = UInt8(0x30 + (octet / 10) % 10); n += 1 }
+                    buf[n] = UInt8(0x30 + octet % 10)
+                    n += 1
+                    if shift == 0 { break }
+                    buf[n] = UInt8(ascii: ".")
+                    n += 1
+                    shift -= 8
+                }
+                out.appendBytes(UnsafeRawBufferPointer(start: buf.baseAddress, count: n))
             }
         } else {
-            out.append(contentsOf: description.utf8)
+            var text = description
+            text.withUTF8 { out.appendBytes(UnsafeRawBufferPointer($0)) }
         }
     }
 }

@@ -1,3 +1,4 @@
+import KeygateHTTP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,7 +45,7 @@ public enum Timestamp {
 
         public init() {}
 
-        public mutating func append(millis: Int64, to out: inout [UInt8]) {
+        public mutating func append<S: ByteSink>(millis: Int64, to out: inout S) {
             let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
             if secs != second {
                 prefix.removeAll(keepingCapacity: true)
@@ -52,7 +53,7 @@ public enum Timestamp {
                 prefix.removeLast()  // the "Z"
                 second = secs
             }
-            out.append(contentsOf: prefix)
+            out.appendBytes(prefix)
             let ms = Int(millis - secs * 1000)
             out.append(UInt8(ascii: "."))
             out.append(UInt8(0x30 + ms / 100))

@@ -1,8 +1,11 @@
+import KeygateHTTP
+
 /// Appending JSON values to a byte buffer without building intermediate strings.
 public enum JSONBytes {
-    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    @usableFromInline static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-    public static func appendString<C: Collection>(_ s: C, to out: inout [UInt8]) where C.Element == UInt8 {
+    @inlinable
+    public static func appendString<C: Collection, S: ByteSink>(_ s: C, to out: inout S) where C.Element == UInt8 {
         out.append(UInt8(ascii: "\""))
         for b in s {
             switch b {
@@ -12,7 +15,7 @@ public enum JSONBytes {
             case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
             case 0x09: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
             case 0..<0x20, 0x7F:
-                out.append(contentsOf: Array("\\u00".utf8))
+                out.appendLiteral("\\u00")
                 out.append(hex[Int(b >> 4)])
                 out.append(hex[Int(b & 0xF)])
             default: out.append(b)
@@ -21,12 +24,13 @@ public enum JSONBytes {
         out.append(UInt8(ascii: "\""))
     }
 
-    public static func appendString(_ s: String, to out: inout [UInt8]) {
+    @inlinable
+    public static func appendString<S: ByteSink>(_ s: String, to out: inout S) {
         appendString(s.utf8, to: &out)
     }
 
     @inlinable
-    public static func appendInt<I: BinaryInteger>(_ v: I, to out: inout [UInt8]) {
+    public static func appendInt<I: BinaryInteger, S: ByteSink>(_ v: I, to out: inout S) {
         if v < 0 {
             out.append(UInt8(ascii: "-"))
             appendDecimal(UInt64(0 - Int64(v)), to: &out)
@@ -37,7 +41,7 @@ public enum JSONBytes {
 
     /// Decimal digits without a generic path or a temporary array (one per usage field).
     @inlinable
-    public static func appendDecimal(_ value: UInt64, to out: inout [UInt8]) {
+    public static func appendDecimal<S: ByteSink>(_ value: UInt64, to out: inout S) {
         if value < 10 {
             out.append(UInt8(truncatingIfNeeded: value) + 0x30)
             return
@@ -53,7 +57,8 @@ public enum JSONBytes {
     }
 
     /// Milliseconds with two decimals from microseconds: 1234 µs → 1.23.
-    public static func appendMillis(micros: Int64, to out: inout [UInt8]) {
+    @inlinable
+    public static func appendMillis<S: ByteSink>(micros: Int64, to out: inout S) {
         let hundredths = (max(micros, 0) + 5) / 10
         appendInt(hundredths / 100, to: &out)
         out.append(UInt8(ascii: "."))

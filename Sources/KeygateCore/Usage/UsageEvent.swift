@@ -31,57 +31,67 @@ public struct UsageEvent {
 
     /// As above, with the loop's timestamp cache.
     public func append(to out: inout [UInt8], clock: inout Timestamp.SecondCache) {
-        out.append(#"{"ts":""# as StaticString)
+        write(to: &out, clock: &clock)
+    }
+
+    /// Into a loop's raw batch buffer: the hot path.
+    public func append(to out: ByteBuffer, clock: inout Timestamp.SecondCache) {
+        var sink = out
+        write(to: &sink, clock: &clock)
+    }
+
+    func write<S: ByteSink>(to out: inout S, clock: inout Timestamp.SecondCache) {
+        out.appendLiteral(#"{"ts":""#)
         clock.append(millis: tsMillis, to: &out)
-        out.append(#"","request_id":"# as StaticString)
+        out.appendLiteral(#"","request_id":"#)
         JSONBytes.appendString(requestID, to: &out)
-        out.append(contentsOf: (allowed ? #","decision":"allow","reason":"# : #","decision":"deny","reason":"#).utf8)
+        if allowed { out.appendLiteral(#","decision":"allow","reason":"#) } else { out.appendLiteral(#","decision":"deny","reason":"#) }
         if let reason {
-            JSONBytes.appendString(reason.rawValue, to: &out)
+            JSONBytes.appendString(reason.rawValue.utf8, to: &out)
         } else {
-            out.append("null" as StaticString)
+            out.appendLiteral("null")
         }
-        out.append(#","status":"# as StaticString)
+        out.appendLiteral(#","status":"#)
         JSONBytes.appendInt(status, to: &out)
         if let key {
-            out.append(contentsOf: key.usageJSON)
+            out.appendBytes(key.usageJSON)
         } else {
-            out.append(#","key_id":null,"key_name":null,"owner":null"# as StaticString)
+            out.appendLiteral(#","key_id":null,"key_name":null,"owner":null"#)
         }
-        out.append(#","client_ip":"# as StaticString)
+        out.appendLiteral(#","client_ip":"#)
         if let client {
             out.append(UInt8(ascii: "\""))
             client.append(to: &out)
             out.append(UInt8(ascii: "\""))
         } else {
-            out.append("null" as StaticString)
+            out.appendLiteral("null")
         }
-        out.append(#","country":"# as StaticString)
+        out.appendLiteral(#","country":"#)
         if country != 0 {
             out.append(UInt8(ascii: "\""))
             out.append(UInt8(country >> 8))
             out.append(UInt8(country & 0xFF))
             out.append(UInt8(ascii: "\""))
         } else {
-            out.append("null" as StaticString)
+            out.appendLiteral("null")
         }
-        out.append(#","method":"# as StaticString)
+        out.appendLiteral(#","method":"#)
         JSONBytes.appendString(method, to: &out)
-        out.append(#","path":"# as StaticString)
+        out.appendLiteral(#","path":"#)
         JSONBytes.appendString(path, to: &out)
-        out.append(#","bytes_in":"# as StaticString)
+        out.appendLiteral(#","bytes_in":"#)
         JSONBytes.appendInt(bytesIn, to: &out)
-        out.append(#","bytes_out":"# as StaticString)
+        out.appendLiteral(#","bytes_out":"#)
         JSONBytes.appendInt(bytesOut, to: &out)
-        out.append(#","duration_ms":"# as StaticString)
+        out.appendLiteral(#","duration_ms":"#)
         JSONBytes.appendMillis(micros: durationMicros, to: &out)
-        out.append(#","upstream_ms":"# as StaticString)
-        if let u = upstreamMicros { JSONBytes.appendMillis(micros: u, to: &out) } else { out.append("null" as StaticString) }
+        out.appendLiteral(#","upstream_ms":"#)
+        if let u = upstreamMicros { JSONBytes.appendMillis(micros: u, to: &out) } else { out.appendLiteral("null") }
         if tls == 13 {
-            out.append(#","tls":"1.3""# as StaticString)
+            out.appendLiteral(#","tls":"1.3""#)
         } else if tls == 12 {
-            out.append(#","tls":"1.2""# as StaticString)
+            out.appendLiteral(#","tls":"1.2""#)
         }
-        out.append("}\n" as StaticString)
+        out.appendLiteral("}\n")
     }
 }
