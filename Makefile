@@ -9,9 +9,9 @@ PYTEST := python3 -m pytest
 # Installs what is missing (Debian); a no-op when everything is there.
 deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
-	@python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest
-	@python3 -c "import yaml" 2>/dev/null || python3 -m pip install -q pyyaml
-	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium
+	@python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest || python3 -m pip install -q --break-system-packages pytest
+	@python3 -c "import yaml" 2>/dev/null || python3 -m pip install -q pyyaml || python3 -m pip install -q --break-system-packages pyyaml
+	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium || python3 -m pip install -q --break-system-packages selenium
 
 bench-deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES) $(BENCH_PACKAGES)"
