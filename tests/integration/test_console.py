@@ -257,3 +257,25 @@ def test_console_over_tls_uses_the_gates_certificates(tmp_path, upstream):
         assert curl(*base, f"https://api.test:{port}/favicon.svg")[0] == 200
     finally:
         g.stop()
+
+
+def test_a_flood_of_sign_ins_is_bounded(console_gate):
+    # Each sign-in costs a memory-hard hash: beyond a bounded number in flight the console
+    # answers 503 at once instead of queueing work, and it stays responsive.
+    results = []
+    lock = threading.Lock()
+
+    def attempt(i):
+        status = ConsoleClient(console_gate.console_port).login(f"nobody{i}", "wrong password")[0]
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(80)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert set(results) <= {401, 429, 503} and results.count(503) >= 1, results
+    t = time.time()
+    status, _, _, raw = ConsoleClient(console_gate.console_port).request("GET", "/")
+    assert status == 200 and b"/app.js" in raw and time.time() - t < 1.0

@@ -10,6 +10,11 @@ import KeygateIO
 final class ConsoleServer: EventHandler, @unchecked Sendable {
     static let maxBody = 1 << 20
     static let deadlineMillis: Int64 = 15_000
+    /// Requests handed to the work queue and not yet answered. Beyond this many, new ones are
+    /// answered 503 at once: a flood of sign-ins (each a memory-hard hash) cannot queue
+    /// unbounded work or memory.
+    static let maxInFlight = 32
+    private var inFlight = 0
 
     let endpoint: Policy.Endpoint
     let loop: EventLoop
@@ -58,11 +63,23 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
 
     /// Runs a request off the loop and answers it on the loop.
     func dispatch(_ req: ConsoleRequest, to conn: ConsoleConnection) {
+        if inFlight >= Self.maxInFlight {
+            var busy = ConsoleAPI.error(503, "busy", "the console is busy; try again in a moment")
+            busy.headers.append(("Retry-After", "1"))
+            conn.answer(busy, headOnly: false)
+            return
+        }
+        inFlight += 1
         let api = self.api
         let loop = self.loop
         work.async {
             let response = api.handle(req)
-            let deliver: @Sendable () -> Void = { loop.execute { conn.answer(response, headOnly: req.method == "HEAD") } }
+            let deliver: @Sendable () -> Void = {
+                loop.execute { [self] in
+                    inFlight -= 1
+                    conn.answer(response, headOnly: req.method == "HEAD")
+                }
+            }
             if response.delayMillis > 0 {
                 DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(response.delayMillis), execute: deliver)
             } else {
