@@ -125,6 +125,18 @@ def run_wrk(url, keys_file, path, seconds, connections, pids, body=0, close=Fals
     return res
 
 
+def start_keygate(binary, out, name, port, admin_port, upstream_port, usage, procs, extra=""):
+    """Writes `out/NAME.yaml` (the bench policy: two workers, the bench keys, PORT in front of
+    UPSTREAM_PORT, plus EXTRA) and starts BINARY on it; returns the process once it listens."""
+    with open(os.path.join(out, f"{name}.yaml"), "w") as f:
+        f.write(f'listen: "127.0.0.1:{port}"\nupstream: "http://127.0.0.1:{upstream_port}"\nadmin_listen: "127.0.0.1:{admin_port}"\n'
+                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {usage}\n' + extra)
+    p = subprocess.Popen([binary, "serve", "--config", os.path.join(out, f"{name}.yaml")], stderr=open(os.path.join(out, f"{name}.err"), "w"))
+    procs.append(p)
+    wait_port(port)
+    return p
+
+
 NGINX_UPSTREAM = """
 worker_processes 1;
 pid {dir}/upstream.pid;
@@ -141,19 +153,22 @@ http {{
 }}
 """
 
+# The key lookup both nginx gates share: the bench keys as a map, "" for any other.
+NGINX_KEY_MAP = """  map_hash_bucket_size 128;
+  map_hash_max_size 262144;
+  map $http_x_api_key $key_id {{
+    default "";
+    include {dir}/nginx-keys.map;
+  }}
+"""
+
 NGINX_GATE = """
 worker_processes 2;
 pid {dir}/gate.pid;
 error_log {dir}/gate.err warn;
 events {{ worker_connections 4096; }}
 http {{
-  map_hash_bucket_size 128;
-  map_hash_max_size 262144;
-  map $http_x_api_key $key_id {{
-    default "";
-    include {dir}/nginx-keys.map;
-  }}
-  log_format usage escape=json '{{"ts":"$time_iso8601","request_id":"$request_id","status":$status,"key_id":"$key_id",'
+""" + NGINX_KEY_MAP + """  log_format usage escape=json '{{"ts":"$time_iso8601","request_id":"$request_id","status":$status,"key_id":"$key_id",'
                              '"client_ip":"$remote_addr","method":"$request_method","path":"$uri","bytes_in":$request_length,'
                              '"bytes_out":$body_bytes_sent,"duration_ms":$request_time,"upstream_ms":"$upstream_response_time"}}';
   access_log {dir}/nginx-usage.jsonl usage buffer=64k flush=1s;
@@ -183,13 +198,7 @@ pid {dir}/wsgate.pid;
 error_log {dir}/wsgate.err warn;
 events {{ worker_connections 4096; }}
 http {{
-  map_hash_bucket_size 128;
-  map_hash_max_size 262144;
-  map $http_x_api_key $key_id {{
-    default "";
-    include {dir}/nginx-keys.map;
-  }}
-  access_log off;
+""" + NGINX_KEY_MAP + """  access_log off;
   upstream app {{ server 127.0.0.1:{upstream}; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
@@ -215,11 +224,8 @@ def websocket_bench(out, keygate, keys, args, procs):
     subprocess.run(["cc", "-O2", "-o", binary, os.path.join(ROOT, "bench/wsbench.c")], check=True)
     ws_port, kg_port, ng_port = 18004, 18086, 18087
     procs.append(subprocess.Popen([binary, "server", str(ws_port)]))
-    with open(os.path.join(out, "ws.yaml"), "w") as f:
-        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{ws_port}"\nadmin_listen: "127.0.0.1:18906"\n'
-                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: usage-ws.jsonl\n')
-    kg = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "ws.yaml")], stderr=open(os.path.join(out, "ws.err"), "w"))
-    procs.append(kg)
+    wait_port(ws_port)
+    kg = start_keygate(keygate, out, "ws", kg_port, 18906, ws_port, "usage-ws.jsonl", procs)
     with open(os.path.join(out, "wsgate.conf"), "w") as f:
         f.write(NGINX_WS_GATE.format(dir=out, port=ng_port, upstream=ws_port))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -283,11 +289,8 @@ def tls_bench(out, keygate, up_port, args, procs):
                     "-days", "30", "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test"], check=True, capture_output=True)
     os.chmod(key, 0o644)
     kg_port, ng_port = 18088, 18089
-    with open(os.path.join(out, "tls.yaml"), "w") as f:
-        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18908"\n'
-                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: usage-tls.jsonl\ntls:\n  certificates: [{{ cert: tls.pem, key: tls.key }}]\n')
-    kg = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "tls.yaml")], stderr=open(os.path.join(out, "tls.err"), "w"))
-    procs.append(kg)
+    kg = start_keygate(keygate, out, "tls", kg_port, 18908, up_port, "usage-tls.jsonl", procs,
+                       "tls:\n  certificates: [{ cert: tls.pem, key: tls.key }]\n")
     conf = NGINX_GATE.format(dir=out, port=ng_port, upstream=up_port).replace(
         f"listen 127.0.0.1:{ng_port} backlog=4096;",
         f"listen 127.0.0.1:{ng_port} ssl backlog=4096; ssl_certificate {cert}; ssl_certificate_key {key}; "
@@ -525,39 +528,23 @@ def main():
         }
         if args.network:
             targets["keygate+net"] = network_gate(out, up_port, keygate, procs)
+        def usage_of(name):
+            return f"usage-{name}.jsonl" if args.usage_log == "file" else "/dev/null"
+
         if args.buffering:
-            with open(os.path.join(out, "nobuf.yaml"), "w") as f:
-                f.write(f'listen: "127.0.0.1:18083"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18903"\n'
-                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-nobuf.jsonl" if args.usage_log == "file" else "/dev/null"}\n'
-                        f'limits: {{ request_buffer: 0 }}\n')
-            nobuf = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "nobuf.yaml")],
-                                     stderr=open(os.path.join(out, "nobuf.err"), "w"))
-            procs.append(nobuf)
-            wait_port(18083)
+            nobuf = start_keygate(keygate, out, "nobuf", 18083, 18903, up_port, usage_of("nobuf"), procs, "limits: { request_buffer: 0 }\n")
             targets["keygate-nobuf"] = ("http://127.0.0.1:18083", [nobuf.pid])
         if args.cluster:
             redis = subprocess.Popen(["redis-server", "--port", "18379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                      stdout=subprocess.DEVNULL)
             procs.append(redis)
             wait_port(18379)
-            with open(os.path.join(out, "cluster.yaml"), "w") as f:
-                f.write(f'listen: "127.0.0.1:18084"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18904"\n'
-                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-cluster.jsonl" if args.usage_log == "file" else "/dev/null"}\n'
-                        f'state_dir: cluster-state\ncluster: {{ redis: "redis://127.0.0.1:18379/0" }}\n')
             os.makedirs(os.path.join(out, "cluster-state"), exist_ok=True)
-            clustered = subprocess.Popen([keygate, "serve", "--config", os.path.join(out, "cluster.yaml")],
-                                         stderr=open(os.path.join(out, "cluster.err"), "w"))
-            procs.append(clustered)
-            wait_port(18084)
+            clustered = start_keygate(keygate, out, "cluster", 18084, 18904, up_port, usage_of("cluster"), procs,
+                                      'state_dir: cluster-state\ncluster: { redis: "redis://127.0.0.1:18379/0" }\n')
             targets["keygate-cluster"] = ("http://127.0.0.1:18084", [clustered.pid])
         if args.baseline:
-            with open(os.path.join(out, "baseline.yaml"), "w") as f:
-                f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18902"\n'
-                        f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {"usage-baseline.jsonl" if args.usage_log == "file" else "/dev/null"}\n')
-            base = subprocess.Popen([args.baseline, "serve", "--config", os.path.join(out, "baseline.yaml")],
-                                    stderr=open(os.path.join(out, "baseline.err"), "w"))
-            procs.append(base)
-            wait_port(18082)
+            base = start_keygate(args.baseline, out, "baseline", 18082, 18902, up_port, usage_of("baseline"), procs)
             targets["baseline"] = ("http://127.0.0.1:18082", [base.pid])
         only = [x for x in args.only.split(",") if x] or list(targets)
         print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
