@@ -37,7 +37,8 @@ final class FleetSync: @unchecked Sendable {
     /// The last pushed change read from the stream.
     private var changesSeen: String?
     /// The keys with limits in the snapshot last synced, found once per snapshot.
-    private var limited: (snapshot: ObjectIdentifier, keys: [(id: String, limiter: KeyLimiter)])?
+    /// Held, not identified by address: a freed snapshot's address can come back.
+    private var limited: (snapshot: Snapshot, keys: [String: KeyLimiter])?
 
     init(server: Server, settings: Policy.Cluster) {
         self.server = server
@@ -152,16 +153,25 @@ final class FleetSync: @unchecked Sendable {
         let wall = Timestamp.nowSeconds()
         let started = Clock.micros()
         var counts = FleetStore.Counts()
-        var taken: [(KeyLimiter, Int64, Int64)] = []
-        if limited?.snapshot != ObjectIdentifier(snapshot) {
-            limited = (ObjectIdentifier(snapshot), snapshot.keys.values.compactMap { e in e.limiter.map { (e.record.id, $0) } })
+        /// Quota counts taken for this sync (given back if it fails), and this gate's rate counts.
+        var taken: [(KeyLimiter, Int64)] = []
+        var mine: [String: Int64] = [:]
+        if limited?.snapshot !== snapshot {
+            var keys: [String: KeyLimiter] = [:]
+            for e in snapshot.keys.values { if let l = e.limiter { keys[e.record.id] = l } }
+            limited = (snapshot, keys)
         }
         let keys = limited!.keys
         for (id, limiter) in keys {
             let (rate, quota) = limiter.takePending()
-            if rate > 0 { counts.rate.append((id, rate)) }
-            if quota > 0, let period = limiter.quotaPeriod { counts.quota.append((id, period == .month, quota)) }
-            if rate > 0 || quota > 0 { taken.append((limiter, rate, quota)) }
+            if rate > 0 {
+                counts.rate.append((id, rate))
+                mine[id] = rate
+            }
+            if quota > 0, let period = limiter.quotaPeriod {
+                counts.quota.append((id, period == .month, quota))
+                taken.append((limiter, quota))
+            }
         }
         // Last use changes once a second at most: sent once a second.
         let sendLastUse = started / 1000 >= nextLastUse
@@ -177,19 +187,17 @@ final class FleetSync: @unchecked Sendable {
             totals = try FleetStore.sync(c, counts, wallSeconds: wall)
         } catch {
             // Nothing counted here is lost: it goes with the next sync that succeeds.
-            for (limiter, _, quota) in taken { limiter.giveBack(quota: quota) }
+            for (limiter, quota) in taken { limiter.giveBack(quota: quota) }
             syncFailures.add(1, ordering: .relaxed)
             lost(error)
             return
         }
         for l in counts.lastUsed { lastUseSent[l.id] = l.seconds }
-        let mine = Dictionary(counts.rate.map { ($0.id, $0.count) }, uniquingKeysWith: +)
         let nowNanos = Clock.micros() * 1000
-        let limiters = Dictionary(keys.map { ($0.id, $0.limiter) }, uniquingKeysWith: { a, _ in a })
         for (id, total) in totals.rate {
             let before = rateSeen[id]
             rateSeen[id] = total
-            guard let before, let limiter = limiters[id] else { continue }
+            guard let before, let limiter = keys[id] else { continue }
             // A total below what was seen means the hash expired and started again.
             let others = (total >= before ? total - before : total) - (mine[id] ?? 0)
             if others > 0 { limiter.absorb(others: others, nowNanos: nowNanos) }
