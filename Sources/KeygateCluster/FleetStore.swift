@@ -188,3 +188,29 @@ public enum FleetClient {
         return try? FleetStore.quotaUsed(c, id: id, period: period, wallSeconds: Timestamp.nowSeconds())
     }
 }
+
+/// What gates have observed about keys, from everywhere it is kept: the state file in
+/// `state_dir`, what a running gate knows itself (`live`), and with `cluster` the fleet's Redis.
+/// The CLI and the console read it the same way.
+public enum KeyObservations {
+    /// The latest use of each key, unix seconds.
+    public static func lastUse(_ policy: Policy, live: [String: Int64] = [:]) -> [String: Int64] {
+        var seconds = KeyStateFile.read(KeyStateFile.path(for: policy)).lastUsed
+        seconds.merge(live) { max($0, $1) }
+        if let fleet = FleetClient.lastUse(policy) { seconds.merge(fleet) { max($0, $1) } }
+        return seconds
+    }
+
+    /// Requests counted against a key's quota in the current period, and what is left; nil for
+    /// a key without a quota.
+    public static func quota(_ r: KeyRecord, _ policy: Policy, live: Int64 = 0) -> (used: Int64, remaining: Int64)? {
+        guard let q = r.quota.flatMap(QuotaText.parse) else { return nil }
+        let now = Timestamp.nowSeconds()
+        var used = live
+        if let saved = KeyStateFile.read(KeyStateFile.path(for: policy)).quota[r.id], saved.period == KeyStateFile.periodLabel(q.period, now) {
+            used = max(used, saved.used)
+        }
+        if let fleet = FleetClient.quotaUsed(policy, id: r.id, period: q.period) { used = max(used, fleet) }
+        return (used, max(0, Int64(q.count) - used))
+    }
+}

@@ -137,7 +137,7 @@ struct KeysShow: ParsableCommand {
         let r = try attempt { () throws(KeyError) in try m.find(id) }
         let state = r.effectiveState(nowMillis: Timestamp.nowMillis())
         let lastUsed = LastUsedFile.read(for: m.policy)[r.id]
-        let quota = LastUsedFile.quota(for: r, policy: m.policy)
+        let quota = KeyObservations.quota(r, m.policy)
         if json {
             var extra: [String: Any] = ["last_used": lastUsed as Any]
             if let quota { extra["quota_used"] = quota.used; extra["quota_remaining"] = quota.remaining }

@@ -171,13 +171,10 @@ final class ConsoleAPI: @unchecked Sendable {
             case ("GET", nil):
                 let r = try m.find(id)
                 var out = keyJSON(r, now: now, lastUsed: lastUse(), spark: server.rollups?.last24Hours(nowMillis: now) ?? [:])
-                if let q = r.quota.flatMap(QuotaText.parse) {
-                    let live = server.snapshot.keysByID[id]?.limiter?.usedInPeriod(wallSeconds: now / 1000)
-                    var used = Int64(live ?? 0)
-                    let saved = KeyStateFile.read(KeyStateFile.path(for: policy)).quota[id]
-                    if saved?.period == KeyStateFile.periodLabel(q.period, now / 1000) { used = max(used, saved!.used) }
-                    out["quota_used"] = used
-                    out["quota_remaining"] = max(0, Int64(q.count) - used)
+                let live = server.snapshot.keysByID[id]?.limiter?.usedInPeriod(wallSeconds: now / 1000) ?? 0
+                if let q = KeyObservations.quota(r, policy, live: Int64(live)) {
+                    out["quota_used"] = q.used
+                    out["quota_remaining"] = q.remaining
                 }
                 return Self.json(200, out)
             case ("GET", "usage"):
@@ -220,15 +217,14 @@ final class ConsoleAPI: @unchecked Sendable {
         if let warning = FleetClient.push(policy, id: id, action: action) { server.log.warning("console: \(warning)") }
     }
 
-    /// The latest use of each key: this gate's live counts, the state file, and the fleet's.
+    /// The latest use of each key, this gate's own uses included.
     private func lastUse() -> [String: Int64] {
-        var seconds = KeyStateFile.read(KeyStateFile.path(for: policy)).lastUsed
+        var live: [String: Int64] = [:]
         for entry in server.snapshot.keys.values {
             let t = entry.lastUsed.load(ordering: .relaxed)
-            if t > seconds[entry.record.id] ?? 0 { seconds[entry.record.id] = t }
+            if t > 0 { live[entry.record.id] = t }
         }
-        if let fleet = FleetClient.lastUse(policy) { seconds.merge(fleet) { max($0, $1) } }
-        return seconds
+        return KeyObservations.lastUse(policy, live: live)
     }
 
     /// A record as the console shows it: never its hash.
