@@ -96,17 +96,21 @@ public struct UsageReport {
 
     /// `GET /suppliers/:id`: numeric and id-like segments folded so routes group together.
     static func routeName(_ method: String, _ path: String) -> String {
-        var out = Array(method.utf8)
+        routeName(ArraySlice(method.utf8), ArraySlice(path.utf8))
+    }
+
+    /// The same from the bytes of a usage event, without making strings of them first.
+    static func routeName(_ method: ArraySlice<UInt8>, _ p: ArraySlice<UInt8>) -> String {
+        var out = Array(method)
         out.append(0x20)
-        let p = Array(path.utf8)
-        var i = 0
-        while i < p.count {
+        var i = p.startIndex
+        while i < p.endIndex {
             // p[i] == "/" (paths start with one)
             out.append(p[i])
             var e = i + 1
             var digits = true
             var hexish = true
-            while e < p.count, p[e] != UInt8(ascii: "/") {
+            while e < p.endIndex, p[e] != UInt8(ascii: "/") {
                 let b = p[e]
                 let isDigit = b >= 0x30 && b <= 0x39
                 if !isDigit { digits = false }

@@ -72,8 +72,7 @@ public struct RollupBatch {
         }
         let cls = e.status / 100
         RollupCell.bump(&cell.statuses, cls >= 1 && cls <= 5 ? "\(cls)xx" : "other", 1)
-        let method = String(decoding: e.method, as: UTF8.self)
-        RollupCell.bump(&cell.routes, UsageReport.routeName(method, String(decoding: e.path, as: UTF8.self)), 1)
+        RollupCell.bump(&cell.routes, UsageReport.routeName(e.method, e.path), 1)
         RollupCell.bump(&cell.countries, e.country == 0 ? "-" : CountryCode.unpack(e.country), 1)
         cells[id] = cell
         return finished
