@@ -1,7 +1,7 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
 APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev redis-server pkg-config curl python3 openssl ca-certificates chromium chromium-driver
-BENCH_PACKAGES := nginx wrk slowhttptest valgrind
+BENCH_PACKAGES := nginx libnginx-mod-http-geoip2 wrk slowhttptest valgrind
 PYTEST := python3 -m pytest
 
 .PHONY: fuzz soak conformance deps bench-deps apt build release test unit integration demo bench fuzz clean screenshots

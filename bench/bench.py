@@ -115,7 +115,8 @@ def parse_wrk(text):
 
 
 def run_wrk(url, keys_file, path, seconds, connections, pids, body=0, close=False):
-    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path, BENCH_BODY=str(body), BENCH_CLOSE="1" if close else "0")
+    env = dict(os.environ, BENCH_KEYS=keys_file, BENCH_PATH=path, BENCH_BODY=str(body), BENCH_CLOSE="1" if close else "0",
+               BENCH_CLIENT_IP=CLIENT_IP)
     before = cpu_ticks(pids)
     r = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench/rotate.lua"), url],
                        capture_output=True, text=True, env=env)
@@ -125,12 +126,20 @@ def run_wrk(url, keys_file, path, seconds, connections, pids, body=0, close=Fals
     return res
 
 
+def keygate_policy(out, port, admin_port, upstream_port, usage):
+    """The bench policy: two workers, the bench keys, PORT in front of UPSTREAM_PORT, and the
+    policy the nginx gates apply too (`write_policy`, run once per bench folder)."""
+    with open(os.path.join(out, "policy.yaml")) as f:
+        policy = f.read()
+    return (f'listen: "127.0.0.1:{port}"\nupstream: "http://127.0.0.1:{upstream_port}"\nadmin_listen: "127.0.0.1:{admin_port}"\n'
+            f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {usage}\n' + policy)
+
+
 def start_keygate(binary, out, name, port, admin_port, upstream_port, usage, procs, extra=""):
-    """Writes `out/NAME.yaml` (the bench policy: two workers, the bench keys, PORT in front of
-    UPSTREAM_PORT, plus EXTRA) and starts BINARY on it; returns the process once it listens."""
+    """Writes `out/NAME.yaml` (the bench policy plus EXTRA) and starts BINARY on it; returns the
+    process once it listens."""
     with open(os.path.join(out, f"{name}.yaml"), "w") as f:
-        f.write(f'listen: "127.0.0.1:{port}"\nupstream: "http://127.0.0.1:{upstream_port}"\nadmin_listen: "127.0.0.1:{admin_port}"\n'
-                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {usage}\n' + extra)
+        f.write(keygate_policy(out, port, admin_port, upstream_port, usage) + extra)
     p = subprocess.Popen([binary, "serve", "--config", os.path.join(out, f"{name}.yaml")], stderr=open(os.path.join(out, f"{name}.err"), "w"))
     procs.append(p)
     wait_port(port)
@@ -153,57 +162,139 @@ http {{
 }}
 """
 
-# The key lookup both nginx gates share: the bench keys as a map, "" for any other.
-NGINX_KEY_MAP = """  map_hash_bucket_size 128;
-  map_hash_max_size 262144;
-  map $http_x_api_key $key_id {{
+# The key lookup every nginx gate shares: the bench keys as a map, "" for any other.
+NGINX_KEY_MAP = """  map $presented_key $key_id {{
     default "";
     include {dir}/nginx-keys.map;
   }}
 """
 
+# The policy every nginx gate applies (http level): the real client address from
+# X-Forwarded-For of a trusted peer, the IP allowlist, the GeoIP country, the key from x-api-key or
+# a Bearer token, the Authorization header to forward once a Bearer key is taken out of it.
+NGINX_POLICY = """  map_hash_bucket_size 128;
+  map_hash_max_size 262144;
+  set_real_ip_from 127.0.0.1;
+  real_ip_header X-Forwarded-For;
+  geo $ip_allowed {{
+    default 0;
+    include {dir}/nginx-allow.geo;
+  }}
+  geoip2 {dir}/bench.mmdb {{
+    $geoip2_country country iso_code;
+  }}
+  map $geoip2_country $country_denied {{
+    default 0;
+    include {dir}/nginx-deny-countries.map;
+  }}
+  map $http_authorization $bearer_key {{
+    default "";
+    "~^Bearer\\s+(?<tok>\\S+)$" $tok;
+  }}
+  map $http_x_api_key $presented_key {{
+    "" $bearer_key;
+    default $http_x_api_key;
+  }}
+""" + NGINX_KEY_MAP + """  map $http_authorization $fwd_authorization {{
+    default $http_authorization;
+    "~^Bearer\\s" "";
+  }}
+"""
+
+# Refusals in keygate's order: allowlist (403), country (403), key (401).
+NGINX_REFUSALS = """    if ($ip_allowed = 0) {{ return 403 '{{"error":"ip_not_allowed"}}'; }}
+    if ($country_denied) {{ return 403 '{{"error":"country_denied"}}'; }}
+    if ($key_id = "") {{ return 401 '{{"error":"unknown_key"}}'; }}
+"""
+
+# What an ops team would deploy instead of keygate, tuned, doing keygate's whole job: the policy
+# above, the credential stripped, an id header added, a buffered JSON access log, keep-alive on
+# both sides.
 NGINX_GATE = """
-worker_processes 2;
+load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
+worker_processes auto;
 pid {dir}/gate.pid;
 error_log {dir}/gate.err warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
 http {{
-""" + NGINX_KEY_MAP + """  log_format usage escape=json '{{"ts":"$time_iso8601","request_id":"$request_id","status":$status,"key_id":"$key_id",'
-                             '"client_ip":"$remote_addr","method":"$request_method","path":"$uri","bytes_in":$request_length,'
-                             '"bytes_out":$body_bytes_sent,"duration_ms":$request_time,"upstream_ms":"$upstream_response_time"}}';
+  server_tokens off;
+  tcp_nodelay on;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000;
+""" + NGINX_POLICY + """  log_format usage escape=json '{{"ts":"$time_iso8601","request_id":"$request_id","status":$status,"key_id":"$key_id",'
+                             '"client_ip":"$remote_addr","country":"$geoip2_country","method":"$request_method","path":"$uri",'
+                             '"bytes_in":$request_length,"bytes_out":$body_bytes_sent,"duration_ms":$request_time,'
+                             '"upstream_ms":"$upstream_response_time"}}';
   access_log {dir}/nginx-usage.jsonl usage buffer=64k flush=1s;
-  keepalive_requests 100000;
-  upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+  upstream app {{
+    server 127.0.0.1:{upstream};
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+  }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      if ($key_id = "") {{ return 401 '{{"error":"unknown_key"}}'; }}
+""" + NGINX_REFUSALS + """    location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header x-api-key "";
+      proxy_set_header Authorization $fwd_authorization;
       proxy_set_header X-Key-Id $key_id;
       proxy_set_header X-Request-Id $request_id;
       proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_buffering on;
     }}
   }}
 }}
 """
 
+# The address wrk claims in X-Forwarded-For: in the allowlist, and in GB by the bench GeoIP
+# database.
+CLIENT_IP = "81.2.69.160"
+
+
+def write_policy(folder):
+    """The policy both gates enforce, written for both: `bench.mmdb` (2,000 networks with
+    countries), an allowlist of 1,000 CIDRs (`nginx-allow.geo`), countries KP and IR denied
+    (`nginx-deny-countries.map`). Returns the same policy as keygate YAML."""
+    import ipaddress
+    import random
+    sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
+    import mmdb_writer
+
+    rng = random.Random(7)
+    nets = {"81.2.69.0/24"}
+    while len(nets) < 2000:
+        net = ipaddress.ip_network((rng.getrandbits(24) << 8, 24))
+        if net.is_global:
+            nets.add(str(net))
+    nets = sorted(nets)
+    geo = [(n, "GB" if n == "81.2.69.0/24" else rng.choice(["US", "DE", "FR", "SE", "KP", "IR"])) for n in nets]
+    mmdb_writer.write(os.path.join(folder, "bench.mmdb"), geo)
+    # Loopback too: the WebSocket and TLS clients send no X-Forwarded-For.
+    allow = ["127.0.0.0/8", "81.2.69.0/24"] + [n for n in nets if n != "81.2.69.0/24"][:998]
+    with open(os.path.join(folder, "nginx-allow.geo"), "w") as f:
+        f.write("".join(f"{c} 1;\n" for c in allow))
+    with open(os.path.join(folder, "nginx-deny-countries.map"), "w") as f:
+        f.write("KP 1;\nIR 1;\n")
+    return ('geoip_db: bench.mmdb\ntrusted_proxies: ["127.0.0.1/32"]\naccess:\n  countries: { deny: [KP, IR] }\n'
+            '  allow_ips: [' + ", ".join(f'"{c}"' for c in allow) + ']\n')
+
 
 NGINX_WS_GATE = """
-worker_processes 2;
+load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
+worker_processes auto;
 pid {dir}/wsgate.pid;
 error_log {dir}/wsgate.err warn;
 events {{ worker_connections 4096; }}
 http {{
-""" + NGINX_KEY_MAP + """  access_log off;
+  tcp_nodelay on;
+""" + NGINX_POLICY + """  access_log off;
   upstream app {{ server 127.0.0.1:{upstream}; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      if ($key_id = "") {{ return 401 '{{"error":"unknown_key"}}'; }}
+""" + NGINX_REFUSALS + """    location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
@@ -295,7 +386,7 @@ def tls_bench(out, keygate, up_port, args, procs):
         f"listen 127.0.0.1:{ng_port} backlog=4096;",
         f"listen 127.0.0.1:{ng_port} ssl backlog=4096; ssl_certificate {cert}; ssl_certificate_key {key}; "
         "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;").replace("gate.pid", "tlsgate.pid").replace(
-        "nginx-usage.jsonl", "nginx-tls-usage.jsonl").replace("worker_connections 4096", "worker_connections 8192")
+        "nginx-usage.jsonl", "nginx-tls-usage.jsonl")
     with open(os.path.join(out, "tlsgate.conf"), "w") as f:
         f.write(conf)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -338,11 +429,10 @@ def network_gate(out, up_port, keygate, procs):
     while len(cidrs) < 10000:
         cidrs.add(str(ipaddress.ip_network((rng.getrandbits(24) << 8, 24))))
     networks = [("127.0.0.0/8", "GB")] + [(c, rng.choice(["US", "DE", "FR", "SE", "KP"])) for c in list(cidrs)[:2000] if c != "127.0.0.0/8"]
-    mmdb_writer.write(os.path.join(out, "bench.mmdb"), networks)
     folder = os.path.join(out, "net")
     os.makedirs(folder, exist_ok=True)
+    mmdb_writer.write(os.path.join(folder, "bench.mmdb"), networks)
     shutil.copy(os.path.join(out, "keys.jsonl"), folder)
-    shutil.copy(os.path.join(out, "bench.mmdb"), folder)
     with open(os.path.join(folder, "keygate.yaml"), "w") as f:
         f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: off\nworkers: 2\nkeys_file: keys.jsonl\n'
                 f'usage_log: usage.jsonl\ngeoip_db: bench.mmdb\naccess:\n  countries: {{ deny: [KP], unknown: deny }}\n  allow_ips:\n')
@@ -500,9 +590,10 @@ def main():
         for kid, key in keys:
             f.write(f'"{key}" "{kid}";\n')
     usage = "usage.jsonl" if args.usage_log == "file" else "/dev/null"
+    with open(os.path.join(out, "policy.yaml"), "w") as f:
+        f.write(write_policy(out))
     with open(os.path.join(out, "keygate.yaml"), "w") as f:
-        f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: "127.0.0.1:18901"\n'
-                f'workers: 2\nkeys_file: keys.jsonl\nusage_log: {usage}\n')
+        f.write(keygate_policy(out, kg_port, 18901, up_port, usage))
     with open(os.path.join(out, "upstream.conf"), "w") as f:
         f.write(NGINX_UPSTREAM.format(dir=out, port=up_port, small=small))
     with open(os.path.join(out, "gate.conf"), "w") as f:

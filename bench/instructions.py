@@ -28,7 +28,7 @@ def send(port, requests, keys, valid=True, connections=4):
     for i in range(requests):
         s, f = socks[i % connections], files[i % connections]
         key = keys[i % len(keys)][1] if valid else "kg_AAAAAAAA_" + "B" * 32 + "CCCCCC"
-        s.sendall(f"GET / HTTP/1.1\r\nHost: bench\r\nx-api-key: {key}\r\n\r\n".encode())
+        s.sendall(f"GET / HTTP/1.1\r\nHost: bench\r\nx-api-key: {key}\r\nX-Forwarded-For: {bench.CLIENT_IP}\r\n\r\n".encode())
         f.readline()
         length = 0
         while True:
@@ -101,10 +101,10 @@ def main():
     with open(os.path.join(folder, "gate.conf"), "w") as f:
         # One worker and no master, so the one process under callgrind does all the work.
         f.write("master_process off;\n" + bench.NGINX_GATE.format(dir=folder, port=ng_port, upstream=up_port).replace(
-            "worker_processes 2;", "worker_processes 1;"))
+            "worker_processes auto;", "worker_processes 1;"))
     with open(os.path.join(folder, "keygate.yaml"), "w") as f:
         f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: off\nworkers: 1\n'
-                f'keys_file: keys.jsonl\nusage_log: usage.jsonl\n')
+                f'keys_file: keys.jsonl\nusage_log: usage.jsonl\n' + bench.write_policy(folder))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     procs = [subprocess.Popen([nginx, "-c", os.path.join(folder, "upstream.conf"), "-g", "daemon off;"])]
     grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no"]

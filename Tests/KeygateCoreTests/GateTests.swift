@@ -85,4 +85,35 @@ final class GateTests: XCTestCase {
         XCTAssertEqual(direct.client, IPAddress("192.0.2.1"))
         XCTAssertEqual(direct.denial, .ip_not_allowed)
     }
+    func testForwardedChainsReadFromBytes() throws {
+        let s = try snapshot(policy: "trusted_proxies: [\"10.0.0.0/8\"]\n")
+        let proxy = IPAddress("10.1.2.3")!
+        func client(_ fields: String) -> IPAddress? {
+            decide(Fixtures.head("GET / HTTP/1.1\r\nHost: gate\r\nx-api-key: \(key)\r\n" + fields + "\r\n"), s, peer: proxy).client
+        }
+        // Two X-Forwarded-For lines are one chain; empty items are skipped.
+        XCTAssertEqual(client("X-Forwarded-For: 203.0.113.5,, 10.0.0.9\r\nX-Forwarded-For: \t10.2.2.2 \r\n"), IPAddress("203.0.113.5"))
+        // Every hop trusted: the left-most.
+        XCTAssertEqual(client("X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"), IPAddress("10.0.0.1"))
+        // One unreadable item makes the whole chain untrusted: the peer.
+        for bad in ["203.0.113.5, 010.0.0.1", "256.1.1.1", "1.2.3", "1.2.3.4.", "1..2.3", "1.2.3.4:80", "unknown"] {
+            XCTAssertEqual(client("X-Forwarded-For: \(bad)\r\n"), proxy, bad)
+        }
+        // Forwarded (RFC 7239) when there is no X-Forwarded-For: quoted, bracketed, with ports.
+        XCTAssertEqual(client("Forwarded: for=\"[2001:db8::7]:443\";proto=https, FOR=10.0.0.5\r\n"), IPAddress("2001:db8::7"))
+        XCTAssertEqual(client("Forwarded: by=10.0.0.1;for=\"198.51.100.4:8080\"\r\n"), IPAddress("198.51.100.4"))
+        XCTAssertEqual(client("Forwarded: for=; for=198.51.100.4\r\n"), IPAddress("198.51.100.4"))
+        XCTAssertEqual(client("Forwarded: for=_hidden\r\n"), proxy)
+        XCTAssertEqual(client("Forwarded: for=198.51.100.4\r\nX-Forwarded-For: 203.0.113.9\r\n"), IPAddress("203.0.113.9"))
+    }
+
+    func testAddressText() {
+        XCTAssertEqual(IPAddress("0.0.0.0")?.description, "0.0.0.0")
+        XCTAssertEqual(IPAddress("255.255.255.255")?.description, "255.255.255.255")
+        XCTAssertEqual(IPAddress("[::1]")?.description, "::1")
+        XCTAssertEqual(IPAddress("::ffff:192.0.2.1"), IPAddress("192.0.2.1"))
+        for bad in ["", ".", "1.2.3.4 ", " 1.2.3.4", "1.2.3.-4", "1.2.3.1000", "00.1.2.3", "[1.2.3.4", ":::", "::1\u{0}", String(repeating: "1:", count: 30)] {
+            XCTAssertNil(IPAddress(bad), bad)
+        }
+    }
 }

@@ -224,61 +224,89 @@ public enum Gate {
     }
 }
 
-/// Finding the real client behind trusted proxies.
+/// Finding the real client behind trusted proxies, read where the header values lie (no
+/// strings: every request through a trusted proxy takes this path).
 public enum ClientAddress {
     /// The right-most address of the forwarding chain that is not a trusted proxy. The chain is
     /// `X-Forwarded-For`, or else `Forwarded: for=`. The peer when the chain is absent or
     /// unreadable (never an address a client merely claims).
     static func fromForwardedChain(_ head: RequestHead, _ p: UnsafeBufferPointer<UInt8>, peer: IPAddress, trusted: CIDRSet) -> IPAddress {
-        var chain: [IPAddress] = []
-        var forwarded: [IPAddress] = []
+        var xff = Chain()
+        var forwarded = Chain()
         var bad = false
         for f in head.fields {
-            let value = String(decoding: UnsafeBufferPointer(rebasing: p[f.value]), as: UTF8.self)
+            let value = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[f.value]))
             if p.equalsLowercased(f.name, "x-forwarded-for") {
-                for item in value.split(separator: ",") {
-                    let text = String(item).trimmingSpaces()
-                    if let a = IPAddress(text) { chain.append(a) } else if !text.isEmpty { bad = true }
+                forEachPart(value, UInt8(ascii: ",")) { item in
+                    let text = trimmed(item)
+                    if let a = IPAddress(bytes: text) { xff.add(a, trusted) } else if !text.isEmpty { bad = true }
                 }
             } else if p.equalsLowercased(f.name, "forwarded") {
-                for element in value.split(separator: ",") {
-                    for pair in element.split(separator: ";") {
-                        let kv = pair.split(separator: "=", maxSplits: 1)
-                        guard kv.count == 2, String(kv[0]).trimmingSpaces().lowercased() == "for" else { continue }
-                        if let a = forwardedNode(String(kv[1]).trimmingSpaces()) { forwarded.append(a) } else { bad = true }
+                forEachPart(value, UInt8(ascii: ",")) { element in
+                    forEachPart(element, UInt8(ascii: ";")) { pair in
+                        // `for=` with a name and a value; other parameters are not ours.
+                        guard let eq = pair.firstIndex(of: UInt8(ascii: "=")), eq > 0, eq < pair.count - 1,
+                              isFor(trimmed(UnsafeRawBufferPointer(rebasing: pair[..<eq]))) else { return }
+                        if let a = forwardedNode(trimmed(UnsafeRawBufferPointer(rebasing: pair[(eq + 1)...]))) {
+                            forwarded.add(a, trusted)
+                        } else {
+                            bad = true
+                        }
                     }
                 }
             }
         }
         if bad { return peer }
-        if chain.isEmpty { chain = forwarded }
-        var addr = peer
-        for a in chain.reversed() {
-            addr = a
-            if !trusted.contains(a) { return a }
+        return (xff.leftmost != nil ? xff : forwarded).client ?? peer
+    }
+
+    /// A chain read left to right: what a walk from its right end would stop at.
+    struct Chain {
+        var leftmost: IPAddress?
+        var rightmostUntrusted: IPAddress?
+
+        mutating func add(_ a: IPAddress, _ trusted: CIDRSet) {
+            if leftmost == nil { leftmost = a }
+            if !trusted.contains(a) { rightmostUntrusted = a }
         }
-        return addr
+
+        /// The right-most untrusted address; the left-most when every one is trusted.
+        var client: IPAddress? { rightmostUntrusted ?? leftmost }
     }
 
     /// A `for=` node (RFC 7239): `192.0.2.1`, `"192.0.2.1:80"` or `"[2001:db8::1]:443"`.
-    static func forwardedNode(_ raw: String) -> IPAddress? {
-        var v = Substring(raw)
-        if v.hasPrefix("\"") && v.hasSuffix("\"") && v.count >= 2 { v = v.dropFirst().dropLast() }
-        if v.hasPrefix("[") {
-            guard let close = v.firstIndex(of: "]") else { return nil }
-            return IPAddress(String(v[v.index(after: v.startIndex)..<close]))
+    static func forwardedNode(_ raw: UnsafeRawBufferPointer) -> IPAddress? {
+        var v = raw
+        let quote = UInt8(ascii: "\"")
+        if v.count >= 2, v[0] == quote, v[v.count - 1] == quote { v = UnsafeRawBufferPointer(rebasing: v[1..<(v.count - 1)]) }
+        if v.first == UInt8(ascii: "[") {
+            guard let close = v.firstIndex(of: UInt8(ascii: "]")) else { return nil }
+            return IPAddress(bytes: UnsafeRawBufferPointer(rebasing: v[1..<close]))
         }
-        if let colon = v.firstIndex(of: ":") { v = v[..<colon] }
-        return IPAddress(String(v))
+        if let colon = v.firstIndex(of: UInt8(ascii: ":")) { v = UnsafeRawBufferPointer(rebasing: v[..<colon]) }
+        return IPAddress(bytes: v)
     }
-}
 
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
-        while s.last == " " || s.last == "\t" { s = s.dropLast() }
-        return String(s)
+    /// Calls `body` with each non-empty run of bytes between separators.
+    static func forEachPart(_ v: UnsafeRawBufferPointer, _ separator: UInt8, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var start = 0
+        for i in 0...v.count where i == v.count || v[i] == separator {
+            if i > start { body(UnsafeRawBufferPointer(rebasing: v[start..<i])) }
+            start = i + 1
+        }
+    }
+
+    /// Without the spaces and tabs at either end.
+    static func trimmed(_ v: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        var lo = 0
+        var hi = v.count
+        while lo < hi, v[lo] == 0x20 || v[lo] == 0x09 { lo += 1 }
+        while hi > lo, v[hi - 1] == 0x20 || v[hi - 1] == 0x09 { hi -= 1 }
+        return UnsafeRawBufferPointer(rebasing: v[lo..<hi])
+    }
+
+    static func isFor(_ v: UnsafeRawBufferPointer) -> Bool {
+        v.count == 3 && v[0] | 0x20 == UInt8(ascii: "f") && v[1] | 0x20 == UInt8(ascii: "o") && v[2] | 0x20 == UInt8(ascii: "r")
     }
 }
 

@@ -19,16 +19,59 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     /// Parses dotted IPv4 or textual IPv6 (with optional brackets).
     public init?(_ text: String) {
         var t = text
-        if t.hasPrefix("[") && t.hasSuffix("]") { t = String(t.dropFirst().dropLast()) }
-        if t.contains(":") {
+        guard let a = t.withUTF8({ IPAddress(bytes: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = a
+    }
+
+    /// Parses dotted IPv4 or textual IPv6 (with optional brackets) where the bytes lie: the
+    /// request path reads forwarding chains with it, without making strings.
+    public init?(bytes raw: UnsafeRawBufferPointer) {
+        var t = raw
+        if t.count >= 2, t[0] == UInt8(ascii: "["), t[t.count - 1] == UInt8(ascii: "]") {
+            t = UnsafeRawBufferPointer(rebasing: t[1..<(t.count - 1)])
+        }
+        if t.contains(UInt8(ascii: ":")) {
+            // inet_pton reads a C string: the text is copied onto the stack with its NUL.
+            guard t.count <= 45, !t.contains(0) else { return nil }
             var a6 = in6_addr()
-            guard inet_pton(AF_INET6, t, &a6) == 1 else { return nil }
+            let ok = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 46) { buf -> Bool in
+                UnsafeMutableRawBufferPointer(buf).copyMemory(from: t)
+                buf[t.count] = 0
+                return inet_pton(AF_INET6, buf.baseAddress!, &a6) == 1
+            }
+            guard ok else { return nil }
             self.init(in6: a6)
         } else {
-            var a4 = in_addr()
-            guard Self.strictDotted(t), inet_pton(AF_INET, t, &a4) == 1 else { return nil }
-            self.init(v4: UInt32(bigEndian: a4.s_addr))
+            guard let v4 = Self.dotted(t) else { return nil }
+            self.init(v4: v4)
         }
+    }
+
+    /// Four decimal octets of one to three digits, each at most 255. Leading zeros
+    /// ("010.0.0.1") are refused: some parsers read them as octal.
+    static func dotted(_ t: UnsafeRawBufferPointer) -> UInt32? {
+        var value: UInt32 = 0
+        var octet: UInt32 = 0
+        var digits = 0
+        var dots = 0
+        var leadingZero = false
+        for b in t {
+            if b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") {
+                if digits == 0 { leadingZero = b == UInt8(ascii: "0") } else if leadingZero { return nil }
+                digits += 1
+                octet = octet * 10 + UInt32(b - UInt8(ascii: "0"))
+                guard digits <= 3, octet <= 255 else { return nil }
+            } else if b == UInt8(ascii: "."), digits > 0, dots < 3 {
+                value = value << 8 | octet
+                octet = 0
+                digits = 0
+                dots += 1
+            } else {
+                return nil
+            }
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return value << 8 | octet
     }
 
     public init(in6 a: in6_addr) {
@@ -52,17 +95,6 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         default:
             return nil
         }
-    }
-
-    /// Leading zeros ("010.0.0.1") are refused: some parsers read them as octal.
-    static func strictDotted(_ t: String) -> Bool {
-        let parts = t.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return false }
-        for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), p.allSatisfy(\.isNumber) else { return false }
-            if p.count > 1 && p.hasPrefix("0") { return false }
-        }
-        return true
     }
 
     public var description: String {
