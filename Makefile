@@ -52,8 +52,8 @@ clean:
 	rm -rf .build run bench-out
 
 # libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, then the
-# files others write: key-store lines, usage-log lines, the policy. New inputs that reach new
-# code are kept in the corpus folders.
+# files others write: key-store lines, usage-log lines, the policy; and the forwarding headers
+# of trusted proxies. New inputs that reach new code are kept in the corpus folders.
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 fuzz: deps
@@ -62,7 +62,7 @@ fuzz: deps
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
-	for t in record usage policy; do \
+	for t in record usage policy forwarded; do \
 	  KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -artifact_prefix=fuzz/crash-$$t- fuzz/corpus-$$t || exit 1; \
 	done

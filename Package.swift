@@ -47,8 +47,9 @@ let package = Package(
             ]),
         // libFuzzer target for the parser: `make fuzz` builds it with -sanitize=fuzzer,address.
         .executableTarget(name: "KeygateFuzz", dependencies: ["KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-        // libFuzzer target for the files others write: key-store lines, usage lines, the policy.
-        .executableTarget(name: "KeygateFuzzFiles", dependencies: ["KeygateCore"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // libFuzzer target for the files others write (key-store lines, usage lines, the policy)
+        // and the forwarding headers of trusted proxies.
+        .executableTarget(name: "KeygateFuzzFiles", dependencies: ["KeygateCore", "KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "KeygateHTTPTests", dependencies: ["KeygateHTTP"]),
         .testTarget(name: "KeygateCoreTests", dependencies: ["KeygateCore", "KeygateHTTP"]),
     ]

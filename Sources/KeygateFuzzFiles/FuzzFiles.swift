@@ -1,9 +1,33 @@
 import KeygateCore
+import KeygateHTTP
 
 /// libFuzzer entries for what keygate reads from files other people write: key-store lines,
-/// usage-log lines and the policy file. `KEYGATE_FUZZ_TARGET` (record, usage or policy) picks
-/// one. Any crash or sanitizer report is a bug: every input must end in a value or an error.
+/// usage-log lines and the policy file; and for the forwarding headers a trusted proxy passes
+/// on. `KEYGATE_FUZZ_TARGET` (record, usage, policy or forwarded) picks one. Any crash or
+/// sanitizer report is a bug: every input must end in a value or an error.
 nonisolated(unsafe) var fuzzTarget = "record"
+
+/// Every address is a trusted proxy, so every chain is read to its end.
+nonisolated(unsafe) let trustingSnapshot: Snapshot = {
+    let yaml = "upstream: \"http://127.0.0.1:9\"\ntrusted_proxies: [\"0.0.0.0/0\", \"::/0\"]\n"
+    let policy = try! PolicyLoader.parse(yaml, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml")
+    return Snapshot(policy: policy, records: [], geoip: nil)
+}()
+
+/// The input's first line as an X-Forwarded-For value, the rest as a Forwarded value; and the
+/// whole input as an address. An address that parses must print and parse back to itself.
+func fuzzForwarded(_ bytes: UnsafeBufferPointer<UInt8>) {
+    let raw = UnsafeRawBufferPointer(bytes)
+    if let a = IPAddress(bytes: raw), IPAddress(a.description) != a { fatalError("address does not survive text: \(a)") }
+    let cut = bytes.firstIndex(of: 0x0A) ?? bytes.count
+    var text = Array("GET / HTTP/1.1\r\nHost: fuzz\r\nX-Forwarded-For: ".utf8)
+    text += bytes[0..<cut].filter { $0 != 0x0D && $0 != 0x0A }
+    text += Array("\r\nForwarded: ".utf8)
+    if cut < bytes.count { text += bytes[(cut + 1)...].filter { $0 != 0x0D && $0 != 0x0A } }
+    text += Array("\r\n\r\n".utf8)
+    guard let head = try? text.withUnsafeBytes({ try RequestParser.parse($0) }) else { return }
+    _ = Gate.decide(head, peer: IPAddress(v4: 0x0A00_0001), snapshot: trustingSnapshot, nowMillis: 0)
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzFiles(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -19,6 +43,8 @@ public func fuzzFiles(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             _ = g.p50 + g.p99
             _ = g.topRoutes
         }
+    case "forwarded":
+        fuzzForwarded(bytes)
     case "policy":
         let text = String(decoding: bytes, as: UTF8.self)
         if let policy = try? PolicyLoader.parse(text, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml") {
