@@ -255,9 +255,9 @@ http {{
 CLIENT_IP = "81.2.69.160"
 
 
-def write_policy(folder):
+def write_policy(folder, allowed=1000):
     """The policy both gates enforce, written for both: `bench.mmdb` (2,000 networks with
-    countries), an allowlist of 1,000 CIDRs (`nginx-allow.geo`), countries KP and IR denied
+    countries), an allowlist of ALLOWED CIDRs (`nginx-allow.geo`), countries KP and IR denied
     (`nginx-deny-countries.map`). Returns the same policy as keygate YAML."""
     import ipaddress
     import random
@@ -266,15 +266,17 @@ def write_policy(folder):
 
     rng = random.Random(7)
     nets = {"81.2.69.0/24"}
-    while len(nets) < 2000:
+    while len(nets) < max(2000, allowed):
         net = ipaddress.ip_network((rng.getrandbits(24) << 8, 24))
         if net.is_global:
             nets.add(str(net))
     nets = sorted(nets)
-    geo = [(n, "GB" if n == "81.2.69.0/24" else rng.choice(["US", "DE", "FR", "SE", "KP", "IR"])) for n in nets]
+    geo = [(n, "GB" if n == "81.2.69.0/24" else rng.choice(["US", "DE", "FR", "SE", "KP", "IR"])) for n in nets[:2000]]
+    if ("81.2.69.0/24", "GB") not in geo:
+        geo.append(("81.2.69.0/24", "GB"))
     mmdb_writer.write(os.path.join(folder, "bench.mmdb"), geo)
     # Loopback too: the WebSocket and TLS clients send no X-Forwarded-For.
-    allow = ["127.0.0.0/8", "81.2.69.0/24"] + [n for n in nets if n != "81.2.69.0/24"][:998]
+    allow = ["127.0.0.0/8", "81.2.69.0/24"] + [n for n in nets if n != "81.2.69.0/24"][:allowed - 2]
     with open(os.path.join(folder, "nginx-allow.geo"), "w") as f:
         f.write("".join(f"{c} 1;\n" for c in allow))
     with open(os.path.join(folder, "nginx-deny-countries.map"), "w") as f:
@@ -419,29 +421,13 @@ def tls_bench(out, keygate, up_port, args, procs):
 
 
 def network_gate(out, up_port, keygate, procs):
-    """A second keygate with 10,000 CIDRs in access.allow_ips and a GeoIP country filter."""
-    import ipaddress
-    import random
-    sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
-    import mmdb_writer
-
-    rng = random.Random(7)
-    cidrs = {"127.0.0.0/8"}
-    while len(cidrs) < 10000:
-        cidrs.add(str(ipaddress.ip_network((rng.getrandbits(24) << 8, 24))))
-    networks = [("127.0.0.0/8", "GB")] + [(c, rng.choice(["US", "DE", "FR", "SE", "KP"])) for c in list(cidrs)[:2000] if c != "127.0.0.0/8"]
+    """A second keygate with the same policy but 10,000 CIDRs in access.allow_ips."""
     folder = os.path.join(out, "net")
     os.makedirs(folder, exist_ok=True)
-    mmdb_writer.write(os.path.join(folder, "bench.mmdb"), networks)
     shutil.copy(os.path.join(out, "keys.jsonl"), folder)
-    with open(os.path.join(folder, "keygate.yaml"), "w") as f:
-        f.write(f'listen: "127.0.0.1:18082"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: off\nworkers: 2\nkeys_file: keys.jsonl\n'
-                f'usage_log: usage.jsonl\ngeoip_db: bench.mmdb\naccess:\n  countries: {{ deny: [KP], unknown: deny }}\n  allow_ips:\n')
-        for c in sorted(cidrs):
-            f.write(f'    - "{c}"\n')
-    p = subprocess.Popen([keygate, "serve", "--config", os.path.join(folder, "keygate.yaml")], stderr=open(os.path.join(folder, "err"), "w"))
-    procs.append(p)
-    wait_port(18082)
+    with open(os.path.join(folder, "policy.yaml"), "w") as f:
+        f.write(write_policy(folder, allowed=10000))
+    p = start_keygate(keygate, folder, "keygate", 18082, 18905, up_port, "usage.jsonl", procs)
     return ("http://127.0.0.1:18082", [p.pid])
 
 
@@ -566,7 +552,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of: direct,keygate,nginx,baseline,keygate-nobuf")
     ap.add_argument("--sizes", default="small,big,denied")
     ap.add_argument("--no-extras", dest="extras", action="store_false", help="skip the upload, idle-connection and 100k-key figures")
-    ap.add_argument("--network", action="store_true", help="compare keygate with and without 10,000 CIDR rules and a GeoIP lookup")
+    ap.add_argument("--network", action="store_true", help="add keygate+net: the same policy with 10,000 CIDRs in the allowlist")
     ap.add_argument("--rate-limited", action="store_true", help="give every key a (never reached) rate limit, to measure its cost")
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
     ap.add_argument("--tls", action="store_true", help="keygate and nginx as TLS gates (same ECDSA certificate)")

@@ -64,19 +64,36 @@ func parseContentLength(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) throws
     return v
 }
 
-/// Splits a comma-separated list value into trimmed, non-empty element ranges.
-func forEachListElement(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ body: (Range<Int>) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
+/// Calls `body` with each non-empty run of `r` between `separator`s, as it stands (not trimmed).
+/// Inlinable, as the two below: other modules call them per request, specialised.
+@inlinable
+public func forEachPart<E: Error>(
+    _ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, separator: UInt8, _ body: (Range<Int>) throws(E) -> Void
+) throws(E) {
     var s = r.lowerBound
-    var i = r.lowerBound
-    while i <= r.upperBound {
-        if i == r.upperBound || p[i] == UInt8(ascii: ",") {
-            var a = s
-            var b = i
-            while a < b, p[a] == 0x20 || p[a] == 0x09 { a += 1 }
-            while b > a, p[b - 1] == 0x20 || p[b - 1] == 0x09 { b -= 1 }
-            if a < b { try body(a..<b) }
-            s = i + 1
-        }
-        i += 1
+    for i in r.lowerBound...r.upperBound where i == r.upperBound || p[i] == separator {
+        if i > s { try body(s..<i) }
+        s = i + 1
+    }
+}
+
+/// Splits a comma-separated list value into trimmed, non-empty element ranges.
+@inlinable
+public func forEachListElement<E: Error>(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ body: (Range<Int>) throws(E) -> Void) throws(E) {
+    try forEachPart(p, r, separator: UInt8(ascii: ",")) { (part) throws(E) in
+        let t = p.trimmingOWS(part)
+        if !t.isEmpty { try body(t) }
+    }
+}
+
+extension UnsafeBufferPointer where Element == UInt8 {
+    /// `r` without the spaces and tabs at either end.
+    @inlinable
+    public func trimmingOWS(_ r: Range<Int>) -> Range<Int> {
+        var a = r.lowerBound
+        var b = r.upperBound
+        while a < b, self[a] == 0x20 || self[a] == 0x09 { a += 1 }
+        while b > a, self[b - 1] == 0x20 || self[b - 1] == 0x09 { b -= 1 }
+        return a..<b
     }
 }

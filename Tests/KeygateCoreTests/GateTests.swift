@@ -104,6 +104,8 @@ final class GateTests: XCTestCase {
         XCTAssertEqual(client("Forwarded: by=10.0.0.1;for=\"198.51.100.4:8080\"\r\n"), IPAddress("198.51.100.4"))
         XCTAssertEqual(client("Forwarded: for=; for=198.51.100.4\r\n"), IPAddress("198.51.100.4"))
         XCTAssertEqual(client("Forwarded: for=_hidden\r\n"), proxy)
+        // A value of spaces is unreadable, not absent.
+        XCTAssertEqual(client("Forwarded: for= ;for=198.51.100.4\r\n"), proxy)
         XCTAssertEqual(client("Forwarded: for=198.51.100.4\r\nX-Forwarded-For: 203.0.113.9\r\n"), IPAddress("203.0.113.9"))
     }
 

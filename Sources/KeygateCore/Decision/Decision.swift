@@ -235,23 +235,17 @@ public enum ClientAddress {
         var forwarded = Chain()
         var bad = false
         for f in head.fields {
-            let value = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[f.value]))
             if p.equalsLowercased(f.name, "x-forwarded-for") {
-                forEachPart(value, UInt8(ascii: ",")) { item in
-                    let text = trimmed(item)
-                    if let a = IPAddress(bytes: text) { xff.add(a, trusted) } else if !text.isEmpty { bad = true }
+                forEachListElement(p, f.value) { item in
+                    if let a = address(p, item) { xff.add(a, trusted) } else { bad = true }
                 }
             } else if p.equalsLowercased(f.name, "forwarded") {
-                forEachPart(value, UInt8(ascii: ",")) { element in
-                    forEachPart(element, UInt8(ascii: ";")) { pair in
+                forEachPart(p, f.value, separator: UInt8(ascii: ",")) { element in
+                    forEachPart(p, element, separator: UInt8(ascii: ";")) { pair in
                         // `for=` with a name and a value; other parameters are not ours.
-                        guard let eq = pair.firstIndex(of: UInt8(ascii: "=")), eq > 0, eq < pair.count - 1,
-                              isFor(trimmed(UnsafeRawBufferPointer(rebasing: pair[..<eq]))) else { return }
-                        if let a = forwardedNode(trimmed(UnsafeRawBufferPointer(rebasing: pair[(eq + 1)...]))) {
-                            forwarded.add(a, trusted)
-                        } else {
-                            bad = true
-                        }
+                        guard let eq = p[pair].firstIndex(of: UInt8(ascii: "=")), eq > pair.lowerBound, eq < pair.upperBound - 1,
+                              p.equalsLowercased(p.trimmingOWS(pair.lowerBound..<eq), "for") else { return }
+                        if let a = forwardedNode(p, p.trimmingOWS((eq + 1)..<pair.upperBound)) { forwarded.add(a, trusted) } else { bad = true }
                     }
                 }
             }
@@ -275,38 +269,20 @@ public enum ClientAddress {
     }
 
     /// A `for=` node (RFC 7239): `192.0.2.1`, `"192.0.2.1:80"` or `"[2001:db8::1]:443"`.
-    static func forwardedNode(_ raw: UnsafeRawBufferPointer) -> IPAddress? {
-        var v = raw
+    static func forwardedNode(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> IPAddress? {
+        var v = r
         let quote = UInt8(ascii: "\"")
-        if v.count >= 2, v[0] == quote, v[v.count - 1] == quote { v = UnsafeRawBufferPointer(rebasing: v[1..<(v.count - 1)]) }
-        if v.first == UInt8(ascii: "[") {
-            guard let close = v.firstIndex(of: UInt8(ascii: "]")) else { return nil }
-            return IPAddress(bytes: UnsafeRawBufferPointer(rebasing: v[1..<close]))
+        if v.count >= 2, p[v.lowerBound] == quote, p[v.upperBound - 1] == quote { v = (v.lowerBound + 1)..<(v.upperBound - 1) }
+        if !v.isEmpty, p[v.lowerBound] == UInt8(ascii: "[") {
+            guard let close = p[v].firstIndex(of: UInt8(ascii: "]")) else { return nil }
+            return address(p, (v.lowerBound + 1)..<close)
         }
-        if let colon = v.firstIndex(of: UInt8(ascii: ":")) { v = UnsafeRawBufferPointer(rebasing: v[..<colon]) }
-        return IPAddress(bytes: v)
+        if let colon = p[v].firstIndex(of: UInt8(ascii: ":")) { v = v.lowerBound..<colon }
+        return address(p, v)
     }
 
-    /// Calls `body` with each non-empty run of bytes between separators.
-    static func forEachPart(_ v: UnsafeRawBufferPointer, _ separator: UInt8, _ body: (UnsafeRawBufferPointer) -> Void) {
-        var start = 0
-        for i in 0...v.count where i == v.count || v[i] == separator {
-            if i > start { body(UnsafeRawBufferPointer(rebasing: v[start..<i])) }
-            start = i + 1
-        }
-    }
-
-    /// Without the spaces and tabs at either end.
-    static func trimmed(_ v: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        var lo = 0
-        var hi = v.count
-        while lo < hi, v[lo] == 0x20 || v[lo] == 0x09 { lo += 1 }
-        while hi > lo, v[hi - 1] == 0x20 || v[hi - 1] == 0x09 { hi -= 1 }
-        return UnsafeRawBufferPointer(rebasing: v[lo..<hi])
-    }
-
-    static func isFor(_ v: UnsafeRawBufferPointer) -> Bool {
-        v.count == 3 && v[0] | 0x20 == UInt8(ascii: "f") && v[1] | 0x20 == UInt8(ascii: "o") && v[2] | 0x20 == UInt8(ascii: "r")
+    static func address(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> IPAddress? {
+        IPAddress(bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: p[r])))
     }
 }
 

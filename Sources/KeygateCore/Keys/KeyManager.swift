@@ -3,7 +3,15 @@ import Foundation
 /// A refused key operation: one line for the CLI, exit code 1.
 public struct KeyError: Error, CustomStringConvertible {
     public let description: String
+    /// The key named does not exist (the console answers 404 for it).
+    public var isNotFound = false
     public init(_ d: String) { description = d }
+
+    static func noKey(_ id: String) -> KeyError {
+        var e = KeyError("no key with id \(id)")
+        e.isNotFound = true
+        return e
+    }
 }
 
 /// Settings a user gives for a key (create, update, import). nil = not given.
@@ -179,7 +187,7 @@ public struct KeyManager {
     }
 
     public func find(_ id: String) throws(KeyError) -> KeyRecord {
-        guard let r = try list().first(where: { $0.id == id }) else { throw KeyError("no key with id \(id)") }
+        guard let r = try list().first(where: { $0.id == id }) else { throw .noKey(id) }
         return r
     }
 
@@ -281,7 +289,7 @@ public struct KeyManager {
     }
 
     static func record(_ id: String, in doc: KeyStoreDocument) throws(KeyError) -> KeyRecord {
-        guard let i = doc.index(of: id) else { throw KeyError("no key with id \(id)") }
+        guard let i = doc.index(of: id) else { throw .noKey(id) }
         do {
             return try doc.record(at: i)
         } catch {

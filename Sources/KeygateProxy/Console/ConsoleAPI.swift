@@ -206,10 +206,8 @@ final class ConsoleAPI: @unchecked Sendable {
             default:
                 return Self.error(404, "not_found", "no such API: \(req.method) \(req.path)")
             }
-        } catch let e as KeyError {
-            return Self.error(e.description.hasPrefix("no key with id") ? 404 : 400, e.description.hasPrefix("no key with id") ? "not_found" : "invalid", e.description)
         } catch {
-            return Self.error(400, "invalid", "\(error)")
+            return Self.error(error.isNotFound ? 404 : 400, error.isNotFound ? "not_found" : "invalid", error.description)
         }
     }
 
