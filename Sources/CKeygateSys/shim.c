@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CKeygateSys.h"
 #include <sys/epoll.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <sys/inotify.h>
@@ -56,3 +57,5 @@ int kg_drain_fd(int fd) {
 }
 
 int kg_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+void kg_release_free_memory(void) { malloc_trim(0); }

@@ -23,6 +23,12 @@ public enum IOResult: Equatable, Sendable {
 /// The one place that calls the socket system calls: `EINTR` is retried here, `EAGAIN` comes
 /// back as `.wouldBlock`, anything else as an `IOError` naming the call.
 public enum Sys {
+    /// Returns the heap's free pages to the kernel, after start-up and reloads (which free far
+    /// more than the steady state uses): they would otherwise count as the gate's memory for good.
+    public static func releaseFreeMemory() {
+        kg_release_free_memory()
+    }
+
     @inline(__always)
     public static func read(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
         while true {

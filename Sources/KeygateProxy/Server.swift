@@ -169,6 +169,8 @@ public final class Server: @unchecked Sendable {
             log.warning(
                 "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
         }
+        // On the control queue, after the loops' own start-up work queued before it.
+        control.async { Sys.releaseFreeMemory() }
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
                 + (admin.map { ", admin on \($0.endpoint)" } ?? "") + (console.map { ", console on \($0.scheme)://\($0.endpoint)" } ?? ""))
@@ -246,6 +248,8 @@ public final class Server: @unchecked Sendable {
                 if policyToo { reloadTLS(reason: reason, force: true) }
                 reloads.ok.add(1, ordering: .relaxed)
                 log.info("reload (\(reason)): \(next.keyCount) keys in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+                // The old snapshot goes when the loops drop it; the parse's garbage is gone now.
+                Sys.releaseFreeMemory()
             } catch {
                 reloads.failed.add(1, ordering: .relaxed)
                 log.error("reload (\(reason)) failed, keeping the last good configuration: \(error)")

@@ -32,4 +32,8 @@ int kg_drain_fd(int fd);
 /// An anonymous in-memory file (memfd); -1 on failure.
 int kg_memfd(const char *name);
 
+/// Hands the heap's free pages back to the kernel (glibc's malloc_trim): start-up and reloads
+/// free far more than the steady state ever uses again.
+void kg_release_free_memory(void);
+
 #endif

@@ -51,9 +51,11 @@ public final class GeoIPDatabase: @unchecked Sendable {
         defer { close(src) }
         let dst = kg_memfd("keygate-geoip")
         guard dst >= 0 else { throw OpenError(path: path, message: "cannot copy: \(String(cString: strerror(errno)))") }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        // Not zeroed, and small: a zeroed megabyte here stayed resident in the heap for good.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+        defer { buffer.deallocate() }
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
+            let n = read(src, buffer.baseAddress, buffer.count)
             if n < 0 && errno == EINTR { continue }
             if n < 0 {
                 close(dst)
@@ -62,7 +64,7 @@ public final class GeoIPDatabase: @unchecked Sendable {
             if n == 0 { break }
             var off = 0
             while off < n {
-                let w = buffer.withUnsafeBytes { write(dst, $0.baseAddress! + off, n - off) }
+                let w = write(dst, buffer.baseAddress! + off, n - off)
                 if w <= 0 {
                     close(dst)
                     throw OpenError(path: path, message: "cannot copy: \(String(cString: strerror(errno)))")
