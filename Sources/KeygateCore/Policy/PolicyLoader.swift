@@ -22,7 +22,10 @@ public enum PolicyLoader {
         let name = displayName ?? file
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            // Every value is read from its text (`scalar.string`), never from a resolved tag, so
+            // Yams' default resolver (regular expressions: ICU's code and tables loaded at
+            // start-up, several MiB of memory for good) is not needed.
+            root = try Yams.compose(yaml: text, .basic)
         } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
             // Report each repeated key on the line where it is repeated.
             throw PolicyError(problems: duplicates.map { key in
