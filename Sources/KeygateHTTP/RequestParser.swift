@@ -22,17 +22,9 @@ public enum RequestParser {
     public static func parse(_ head: UnsafeRawBufferPointer, limits: RequestLimits = RequestLimits()) throws(HTTPParseError) -> RequestHead {
         var bytes = [UInt8](head)
         let count = bytes.count
-        var result: RequestHead?
-        var failure: HTTPParseError?
-        bytes.withUnsafeBufferPointer { p in
-            do throws(HTTPParseError) {
-                result = try parse(p, count: count, limits: limits)
-            } catch {
-                failure = error
-            }
-        }
-        if let failure { throw failure }
-        var r = result!
+        // Returned straight out of the closure: parking it in an optional first cost a copy of
+        // the head (three retains and releases) per request.
+        var r = try bytes.withUnsafeBufferPointer { (p) throws(HTTPParseError) -> RequestHead in try parse(p, count: count, limits: limits) }
         if r.target.lowerBound == -1 {
             // Absolute-form with an empty path means "/" (RFC 9112 §3.2.2).
             bytes.append(UInt8(ascii: "/"))

@@ -44,7 +44,30 @@ final class KeyFormatTests: XCTestCase {
 
     func testCRC32MatchesZlib() {
         XCTAssertEqual(CRC32.checksum(Array("123456789".utf8)), 0xCBF4_3926)
+        XCTAssertEqual(CRC32.checksum([]), 0)
+        XCTAssertEqual(CRC32.checksum(Array("The quick brown fox jumps over the lazy dog".utf8)), 0x414F_A339)
         XCTAssertEqual(Base62.encode(61, width: 3), Array("00z".utf8))
+    }
+
+    /// Eight bytes a step gives what one byte a step gives, at every length and alignment.
+    func testCRC32SlicedMatchesBytewise() {
+        func bytewise(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for b in bytes {
+                c ^= UInt32(b)
+                for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            }
+            return c ^ 0xFFFF_FFFF
+        }
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<200).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for start in 0..<9 {
+            for length in 0...(data.count - start) {
+                let slice = data[start..<(start + length)]
+                let sliced = slice.withUnsafeBytes { CRC32.checksum($0) }
+                XCTAssertEqual(sliced, bytewise(slice), "start \(start), length \(length)")
+            }
+        }
     }
 
     func testDigestRoundTripAndKnownValue() {

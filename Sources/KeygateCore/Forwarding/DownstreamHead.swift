@@ -27,13 +27,16 @@ public enum DownstreamHead {
     public static func append(
         _ r: ResponseHead, request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], to out: inout [UInt8]
     ) -> Plan {
-        r.bytes.withUnsafeBufferPointer { append(r, bytes: $0, request: request, keepAlive: keepAlive, rateHeaders: rateHeaders, requestID: requestID, to: &out) }
+        r.bytes.withUnsafeBufferPointer {
+            append(r, bytes: $0, requestWasHead: request.isHead, requestVersion: request.version, keepAlive: keepAlive, rateHeaders: rateHeaders,
+                   requestID: requestID, to: &out)
+        }
     }
 
     /// As above, for a head parsed in place (`ResponseParser.parseInPlace`): its ranges point into `p`.
     public static func append(
-        _ r: ResponseHead, bytes p: UnsafeBufferPointer<UInt8>, request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8],
-        to out: inout [UInt8]
+        _ r: ResponseHead, bytes p: UnsafeBufferPointer<UInt8>, requestWasHead: Bool, requestVersion: HTTPVersion, keepAlive: Bool,
+        rateHeaders: [UInt8], requestID: [UInt8], to out: inout [UInt8]
     ) -> Plan {
         var keep = keepAlive
         var chunk = false
@@ -42,7 +45,7 @@ public enum DownstreamHead {
         out.append(contentsOf: UnsafeBufferPointer(rebasing: p[9..<r.statusLine.upperBound]))
         out.append("\r\n" as StaticString)
         // Answers to HEAD, and 304s, describe a body they do not carry: their length stays.
-        let keepLength = request.isHead || r.status == 304
+        let keepLength = requestWasHead || r.status == 304
         let hasRequestID = appendEndToEndFields(r, p, keepLength: keepLength, to: &out)
         switch r.framing {
         case .contentLength(let n):
@@ -52,7 +55,7 @@ public enum DownstreamHead {
                 out.append("\r\n" as StaticString)
             }
         case .chunked, .untilClose:
-            if request.version == .http11 {
+            if requestVersion == .http11 {
                 chunk = true
                 out.append("Transfer-Encoding: chunked\r\n" as StaticString)
             } else {
@@ -71,7 +74,7 @@ public enum DownstreamHead {
         }
         if !keep {
             out.append("Connection: close\r\n" as StaticString)
-        } else if request.version == .http10 {
+        } else if requestVersion == .http10 {
             out.append("Connection: keep-alive\r\n" as StaticString)
         }
         out.append("\r\n" as StaticString)

@@ -12,18 +12,27 @@ public struct ResponseRelay {
 
     /// What the client's head depends on, asked for when the final head arrives.
     public struct Context {
-        public var request: RequestHead
+        /// What the answer's framing depends on in the request: not the whole head, whose copy
+        /// per response cost three retains and releases.
+        public var requestWasHead: Bool
+        public var requestVersion: HTTPVersion
         public var keepAlive: Bool
         public var rateHeaders: [UInt8]
         public var requestID: [UInt8]
         /// The request asked for a WebSocket upgrade that the gate let through.
         public var upgrade: Bool
-        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
-            self.request = request
+        public init(requestWasHead: Bool, requestVersion: HTTPVersion, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
+            self.requestWasHead = requestWasHead
+            self.requestVersion = requestVersion
             self.keepAlive = keepAlive
             self.rateHeaders = rateHeaders
             self.requestID = requestID
             self.upgrade = upgrade
+        }
+
+        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
+            self.init(requestWasHead: request.isHead, requestVersion: request.version, keepAlive: keepAlive, rateHeaders: rateHeaders,
+                      requestID: requestID, upgrade: upgrade)
         }
     }
 
@@ -172,7 +181,8 @@ public struct ResponseRelay {
             let c = context()
             var out: [UInt8] = []
             plan = DownstreamHead.append(
-                r, bytes: headBytes, request: c.request, keepAlive: c.keepAlive, rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
+                r, bytes: headBytes, requestWasHead: c.requestWasHead, requestVersion: c.requestVersion, keepAlive: c.keepAlive,
+                rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
             status = r.status
             upstreamKeepAlive = r.keepAlive
             body = BodyReframer(r.framing, chunkOutput: plan.chunkToClient)
