@@ -29,10 +29,12 @@ public enum Sys {
         kg_release_free_memory()
     }
 
+    /// Reads from a socket. `recv` goes straight to the socket, where `read` goes through the
+    /// file layer first (its position lock and iterator set-up): about 1% of a request's CPU.
     @inline(__always)
     public static func read(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
         while true {
-            let n = Glibc.read(fd, buf.baseAddress, buf.count)
+            let n = Glibc.recv(fd, buf.baseAddress, buf.count, 0)
             if n >= 0 { return .done(n) }
             let e = errno
             if e == EINTR { continue }
