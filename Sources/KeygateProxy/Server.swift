@@ -169,7 +169,8 @@ public final class Server: @unchecked Sendable {
             log.warning(
                 "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
         }
-        // On the control queue, after the loops' own start-up work queued before it.
+        // Start-up's garbage (the policy's parse, the key load, the GeoIP check) is free by now;
+        // the control queue does it so the first requests never wait on it.
         control.async { Sys.releaseFreeMemory() }
         log.info(
             "keygate listening on \(policy.listen.host):\(listenPort), upstream \(policy.upstream), \(loops.count) loops, \(current.keyCount) keys"
@@ -248,7 +249,7 @@ public final class Server: @unchecked Sendable {
                 if policyToo { reloadTLS(reason: reason, force: true) }
                 reloads.ok.add(1, ordering: .relaxed)
                 log.info("reload (\(reason)): \(next.keyCount) keys in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
-                // The old snapshot goes when the loops drop it; the parse's garbage is gone now.
+                // The parse's garbage is free now (the old snapshot follows when the loops drop it).
                 Sys.releaseFreeMemory()
             } catch {
                 reloads.failed.add(1, ordering: .relaxed)
