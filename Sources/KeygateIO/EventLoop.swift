@@ -43,7 +43,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Handlers deregistered during a batch stay alive until its end: a later event in the same
     /// batch may still name them.
     private var retired: [EventHandler] = []
-    /// A scratch buffer for reads, shared by every connection of the loop.
+    /// A scratch buffer for reads, shared by every connection of the loop. 256 KiB by default:
+    /// a 64 KiB answer and its head are then one read from the upstream and one send to the
+    /// client, where a 64 KiB buffer took three reads and two sends.
     public let readBuffer: UnsafeMutableRawBufferPointer
     /// A second scratch buffer, for ciphertext on its way out (the read buffer may hold the
     /// plaintext being encrypted).
@@ -54,7 +56,7 @@ public final class EventLoop: @unchecked Sendable {
     private var tickHandlers: [(EventLoop) -> Void] = []
     public let tickMillis = 100
 
-    public init(index: Int, readBufferSize: Int = 65536) throws(IOError) {
+    public init(index: Int, readBufferSize: Int = 262_144) throws(IOError) {
         self.index = index
         queue = DispatchQueue(label: "keygate.loop.\(index)")
         epfd = kg_epoll_create()
