@@ -276,8 +276,8 @@ extension ClientConnection {
             exchange.keepClient && exchange.head.keepAlive && !halfClosed && !ctx.draining
             && requests < ctx.snapshot.policy.limits.maxRequestsPerConnection && exchange.bodyDone
         return ResponseRelay.Context(
-            requestWasHead: exchange.head.isHead, requestVersion: exchange.head.version, keepAlive: keep, rateHeaders: exchange.rateHeaders,
-            requestID: exchange.requestID, upgrade: exchange.isUpgrade)
+            requestVersion: exchange.head.version, keepAlive: keep, rateHeaders: exchange.rateHeaders, requestID: exchange.requestID,
+            upgrade: exchange.isUpgrade)
     }
 
     /// Reading from the upstream pauses while the client has more than `highWater` unsent.

@@ -12,17 +12,16 @@ public struct ResponseRelay {
 
     /// What the client's head depends on, asked for when the final head arrives.
     public struct Context {
-        /// What the answer's framing depends on in the request: not the whole head, whose copy
-        /// per response cost three retains and releases.
-        public var requestWasHead: Bool
+        /// The request's version decides the answer's framing (whether it was a HEAD is the
+        /// relay's own `requestWasHead`): not the whole head, whose copy per response cost three
+        /// retains and releases.
         public var requestVersion: HTTPVersion
         public var keepAlive: Bool
         public var rateHeaders: [UInt8]
         public var requestID: [UInt8]
         /// The request asked for a WebSocket upgrade that the gate let through.
         public var upgrade: Bool
-        public init(requestWasHead: Bool, requestVersion: HTTPVersion, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
-            self.requestWasHead = requestWasHead
+        public init(requestVersion: HTTPVersion, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
             self.requestVersion = requestVersion
             self.keepAlive = keepAlive
             self.rateHeaders = rateHeaders
@@ -31,8 +30,7 @@ public struct ResponseRelay {
         }
 
         public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
-            self.init(requestWasHead: request.isHead, requestVersion: request.version, keepAlive: keepAlive, rateHeaders: rateHeaders,
-                      requestID: requestID, upgrade: upgrade)
+            self.init(requestVersion: request.version, keepAlive: keepAlive, rateHeaders: rateHeaders, requestID: requestID, upgrade: upgrade)
         }
     }
 
@@ -181,7 +179,7 @@ public struct ResponseRelay {
             let c = context()
             var out: [UInt8] = []
             plan = DownstreamHead.append(
-                r, bytes: headBytes, requestWasHead: c.requestWasHead, requestVersion: c.requestVersion, keepAlive: c.keepAlive,
+                r, bytes: headBytes, requestWasHead: requestWasHead, requestVersion: c.requestVersion, keepAlive: c.keepAlive,
                 rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
             status = r.status
             upstreamKeepAlive = r.keepAlive
