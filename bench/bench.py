@@ -218,9 +218,9 @@ NGINX_REFUSALS = """    if ($ip_allowed = 0) {{ return 403 '{{"error":"ip_not_al
 # both sides.
 NGINX_GATE = """
 load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
-worker_processes auto;
-pid {dir}/gate.pid;
-error_log {dir}/gate.err warn;
+worker_processes {workers};
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.err warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{
@@ -232,7 +232,7 @@ http {{
                              '"client_ip":"$remote_addr","country":"$geoip2_country","method":"$request_method","path":"$uri",'
                              '"bytes_in":$request_length,"bytes_out":$body_bytes_sent,"duration_ms":$request_time,'
                              '"upstream_ms":"$upstream_response_time"}}';
-  access_log {dir}/nginx-usage.jsonl usage buffer=64k flush=1s;
+  access_log {dir}/{name}-usage.jsonl usage buffer=64k flush=1s;
   upstream app {{
     server 127.0.0.1:{upstream};
     keepalive 64;
@@ -254,6 +254,14 @@ http {{
   }}
 }}
 """
+
+
+
+def nginx_gate(out, port, upstream, name="gate", workers="auto"):
+    """NGINX_GATE listening on PORT in front of UPSTREAM; its pid, error log and usage log are
+    named after NAME in OUT."""
+    return NGINX_GATE.format(dir=out, port=port, upstream=upstream, name=name, workers=workers)
+
 
 # The address wrk claims in X-Forwarded-For: in the allowlist, and in GB by the bench GeoIP
 # database.
@@ -390,11 +398,10 @@ def tls_bench(out, keygate, up_port, args, procs):
     kg_port, ng_port = 18088, 18089
     kg = start_keygate(keygate, out, "tls", kg_port, 18908, up_port, "usage-tls.jsonl", procs,
                        "tls:\n  certificates: [{ cert: tls.pem, key: tls.key }]\n")
-    conf = NGINX_GATE.format(dir=out, port=ng_port, upstream=up_port).replace(
+    conf = nginx_gate(out, ng_port, up_port, name="tlsgate").replace(
         f"listen 127.0.0.1:{ng_port} backlog=4096;",
         f"listen 127.0.0.1:{ng_port} ssl backlog=4096; ssl_certificate {cert}; ssl_certificate_key {key}; "
-        "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;").replace("gate.pid", "tlsgate.pid").replace(
-        "nginx-usage.jsonl", "nginx-tls-usage.jsonl")
+        "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;")
     with open(os.path.join(out, "tlsgate.conf"), "w") as f:
         f.write(conf)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -592,7 +599,7 @@ def main():
     with open(os.path.join(out, "upstream.conf"), "w") as f:
         f.write(NGINX_UPSTREAM.format(dir=out, port=up_port, small=small))
     with open(os.path.join(out, "gate.conf"), "w") as f:
-        f.write(NGINX_GATE.format(dir=out, port=ng_port, upstream=up_port))
+        f.write(nginx_gate(out, ng_port, up_port))
 
     procs = []
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -618,17 +625,20 @@ def main():
             "keygate": (f"http://127.0.0.1:{kg_port}", [kg.pid]),
             "nginx": (f"http://127.0.0.1:{ng_port}", ng_pids),
         }
+        wanted = [x for x in args.only.split(",") if x]
         # The other sizing of each gate: keygate with one loop per core (its default), nginx with
-        # one worker, so neither is compared only in the configuration that suits it.
-        auto = start_keygate(keygate, out, "keygate-auto", 18092, 18910, up_port, usage_of("auto"), procs, workers="auto")
-        targets["keygate-auto"] = ("http://127.0.0.1:18092", [auto.pid])
-        with open(os.path.join(out, "gate-1w.conf"), "w") as f:
-            f.write(NGINX_GATE.format(dir=out, port=18091, upstream=up_port).replace("worker_processes auto;", "worker_processes 1;")
-                    .replace("gate.pid", "gate-1w.pid").replace("gate.err", "gate-1w.err").replace("nginx-usage.jsonl", "nginx-1w-usage.jsonl"))
-        one = subprocess.Popen([nginx, "-c", os.path.join(out, "gate-1w.conf"), "-g", "daemon off;"])
-        procs.append(one)
-        wait_port(18091)
-        targets["nginx-1w"] = ("http://127.0.0.1:18091", children(one.pid))
+        # one worker, so neither is compared only in the configuration that suits it. Started
+        # only for a run that measures them.
+        if not wanted or "keygate-auto" in wanted:
+            auto = start_keygate(keygate, out, "keygate-auto", 18092, 18910, up_port, usage_of("auto"), procs, workers="auto")
+            targets["keygate-auto"] = ("http://127.0.0.1:18092", [auto.pid])
+        if not wanted or "nginx-1w" in wanted:
+            with open(os.path.join(out, "gate-1w.conf"), "w") as f:
+                f.write(nginx_gate(out, 18091, up_port, name="gate-1w", workers=1))
+            one = subprocess.Popen([nginx, "-c", os.path.join(out, "gate-1w.conf"), "-g", "daemon off;"])
+            procs.append(one)
+            wait_port(18091)
+            targets["nginx-1w"] = ("http://127.0.0.1:18091", children(one.pid))
         if args.network:
             targets["keygate+net"] = network_gate(out, up_port, keygate, procs)
         if args.buffering:
@@ -646,7 +656,7 @@ def main():
         if args.baseline:
             base = start_keygate(args.baseline, out, "baseline", 18082, 18902, up_port, usage_of("baseline"), procs)
             targets["baseline"] = ("http://127.0.0.1:18082", [base.pid])
-        only = [x for x in args.only.split(",") if x] or list(targets)
+        only = wanted or list(targets)
         print(f"keygate bench: {args.keys} keys, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
               f"usage log {args.usage_log}; keygate up in {startup:.2f}s")
         keys_file = os.path.join(out, "keys.txt")

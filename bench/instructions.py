@@ -100,8 +100,7 @@ def main():
         f.write(bench.NGINX_UPSTREAM.format(dir=folder, port=up_port, small="x" * 100))
     with open(os.path.join(folder, "gate.conf"), "w") as f:
         # One worker and no master, so the one process under callgrind does all the work.
-        f.write("master_process off;\n" + bench.NGINX_GATE.format(dir=folder, port=ng_port, upstream=up_port).replace(
-            "worker_processes auto;", "worker_processes 1;"))
+        f.write("master_process off;\n" + bench.nginx_gate(folder, ng_port, up_port, workers=1))
     with open(os.path.join(folder, "keygate.yaml"), "w") as f:
         f.write(f'listen: "127.0.0.1:{kg_port}"\nupstream: "http://127.0.0.1:{up_port}"\nadmin_listen: off\nworkers: 1\n'
                 f'keys_file: keys.jsonl\nusage_log: usage.jsonl\n' + bench.write_policy(folder))
