@@ -41,7 +41,7 @@ public struct BodyReframer: Sendable {
 
     /// Takes body bytes from `buf` and passes what to send to `emit`. Returns how many bytes
     /// of `buf` belonged to the body; the rest is whatever follows it.
-    public mutating func feed(_ buf: UnsafeRawBufferPointer, emit: ([UnsafeRawBufferPointer]) -> Void) throws(HTTPParseError) -> Int {
+    public mutating func feed(_ buf: UnsafeRawBufferPointer, emit: (WriteParts) -> Void) throws(HTTPParseError) -> Int {
         if isDone { return 0 }
         if untilClose {
             pass(buf, emit)
@@ -71,33 +71,33 @@ public struct BodyReframer: Sendable {
 
     /// The sender closed its side. Completes a body delimited by the close and returns true;
     /// false when the body was cut short (and must never pass for a complete one).
-    public mutating func finishAtClose(emit: ([UnsafeRawBufferPointer]) -> Void) -> Bool {
+    public mutating func finishAtClose(emit: (WriteParts) -> Void) -> Bool {
         if isDone { return true }
         guard untilClose else { return false }
         finish(emit)
         return true
     }
 
-    private mutating func finish(_ emit: ([UnsafeRawBufferPointer]) -> Void) {
+    private mutating func finish(_ emit: (WriteParts) -> Void) {
         isDone = true
-        if chunkOutput { ChunkedEncoder.lastChunk.withUnsafeBytes { emit([$0]) } }
+        if chunkOutput { ChunkedEncoder.lastChunk.withUnsafeBytes { emit(WriteParts($0)) } }
     }
 
-    private mutating func pass(_ data: UnsafeRawBufferPointer, _ emit: ([UnsafeRawBufferPointer]) -> Void) {
+    private mutating func pass(_ data: UnsafeRawBufferPointer, _ emit: (WriteParts) -> Void) {
         payloadBytes += UInt64(data.count)
         Self.pass(data, chunkOutput, emit)
     }
 
-    private static func pass(_ data: UnsafeRawBufferPointer, _ chunk: Bool, _ emit: ([UnsafeRawBufferPointer]) -> Void) {
+    private static func pass(_ data: UnsafeRawBufferPointer, _ chunk: Bool, _ emit: (WriteParts) -> Void) {
         guard !data.isEmpty else { return }
         guard chunk else {
-            emit([data])
+            emit(WriteParts(data))
             return
         }
         var header: [UInt8] = []
         ChunkedEncoder.appendChunkHeader(data.count, to: &header)
         header.withUnsafeBytes { h in
-            ChunkedEncoder.crlf.withUnsafeBytes { c in emit([h, data, c]) }
+            ChunkedEncoder.crlf.withUnsafeBytes { c in emit(WriteParts(h, data, c)) }
         }
     }
 }

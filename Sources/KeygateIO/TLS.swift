@@ -174,7 +174,7 @@ public final class TLSSession {
     }
 
     /// Encrypts `parts`; the records are then in `takeOutput`.
-    public func send(_ parts: [UnsafeRawBufferPointer]) throws(TLSError) {
+    public func send<Parts: Collection<UnsafeRawBufferPointer>>(_ parts: Parts) throws(TLSError) {
         var total = 0
         for p in parts { total += p.count }
         if parts.count > 1 && total > 0 && total <= Self.coalesceLimit {

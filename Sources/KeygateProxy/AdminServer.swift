@@ -167,7 +167,7 @@ final class AdminConnection: EventHandler, OneShotConnection {
             "HTTP/1.1 \(response.0) \(ErrorResponse.reasonPhrase(response.0) == "Error" ? "OK" : ErrorResponse.reasonPhrase(response.0))\r\nContent-Type: \(response.1)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
                 .utf8)
         if !headOnly { bytes.append(contentsOf: body) }
-        let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: true) }) ?? true
+        let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, one: raw, canWrite: true) }) ?? true
         if done {
             close()
         } else {

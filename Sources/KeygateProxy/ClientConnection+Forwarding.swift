@@ -88,7 +88,7 @@ extension ClientConnection {
         attach(upstream, to: exchange)
         exchange.upstreamStartMicros = Clock.micros()
         exchange.replay = bytes.count <= Self.maxReplayBytes ? bytes : nil
-        guard bytes.withUnsafeBytes({ upstream.send([$0]) }) else {
+        guard bytes.withUnsafeBytes({ upstream.send(one: $0) }) else {
             upstreamSendFailed(exchange, upstream)
             return false
         }
@@ -185,7 +185,7 @@ extension ClientConnection {
 
     /// Sends body parts upstream, keeping a copy for a retry while the request is small.
     /// Returns false when the send failed.
-    private func forwardBody(_ exchange: Exchange, _ u: UpstreamConnection, _ parts: [UnsafeRawBufferPointer]) -> Bool {
+    private func forwardBody(_ exchange: Exchange, _ u: UpstreamConnection, _ parts: WriteParts) -> Bool {
         if exchange.replay != nil {
             var size = exchange.replay!.count
             for p in parts { size += p.count }
@@ -343,7 +343,7 @@ extension ClientConnection {
         u.close()
         guard let fresh = try? UpstreamConnection.open(ctx: ctx) else { return false }
         attach(fresh, to: exchange)
-        guard replay.withUnsafeBytes({ fresh.send([$0]) }) else {
+        guard replay.withUnsafeBytes({ fresh.send(one: $0) }) else {
             dropUpstream(exchange)
             return false
         }

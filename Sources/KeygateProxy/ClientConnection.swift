@@ -229,10 +229,10 @@ final class ClientConnection: EventHandler {
     // MARK: output and closing
 
     func sendToClient(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { sendToClient([$0]) }
+        bytes.withUnsafeBytes { sendToClient(one: $0) }
     }
 
-    func sendToClient(_ parts: [UnsafeRawBufferPointer]) {
+    func sendToClient(_ parts: WriteParts) {
         if phase == .closed || writeFailed { return }
         if let t = tls {
             do {
@@ -250,7 +250,7 @@ final class ClientConnection: EventHandler {
     /// One buffer for the client, without a parts array on the plain path.
     func sendToClient(one part: UnsafeRawBufferPointer) {
         guard tls == nil else {
-            sendToClient([part])
+            sendToClient(WriteParts(part))
             return
         }
         sendRaw(one: part)
@@ -262,7 +262,7 @@ final class ClientConnection: EventHandler {
     }
 
     /// Bytes for the socket as they are (ciphertext, when TLS is on).
-    func sendRaw(_ parts: [UnsafeRawBufferPointer]) {
+    func sendRaw(_ parts: WriteParts) {
         write { (out) throws(IOError) in try out.send(fd, parts: parts, canWrite: true) }
     }
 

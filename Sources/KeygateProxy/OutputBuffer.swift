@@ -1,3 +1,4 @@
+import KeygateHTTP
 import KeygateIO
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ struct OutputBuffer {
 
     /// Writes `parts` in order (after anything already pending). Returns false when some bytes
     /// had to be kept for later (the caller arms EPOLLOUT).
-    mutating func send(_ fd: Int32, parts: [UnsafeRawBufferPointer], canWrite: Bool) throws(IOError) -> Bool {
+    mutating func send(_ fd: Int32, parts: WriteParts, canWrite: Bool) throws(IOError) -> Bool {
         if parts.count == 1 { return try send(fd, one: parts[0], canWrite: canWrite) }
         if !isEmpty || !canWrite {
             for p in parts { pending.append(contentsOf: p) }

@@ -1,3 +1,4 @@
+import KeygateHTTP
 import KeygateIO
 #if canImport(Glibc)
 import Glibc
@@ -163,7 +164,7 @@ final class UpstreamConnection: EventHandler {
                 beforeHandshake = []
                 var failure: TLSError?
                 pending.withUnsafeBytes { raw in
-                    do throws(TLSError) { try t.send([raw]) } catch { failure = error }
+                    do throws(TLSError) { try t.send(CollectionOfOne(raw)) } catch { failure = error }
                 }
                 if let failure { throw failure }
             }
@@ -181,7 +182,7 @@ final class UpstreamConnection: EventHandler {
     /// Sends bytes (or queues them while connecting). Returns false on a write error, which
     /// `sendFailure` then describes; the caller decides what follows, so a send never runs the
     /// client's failure handling from inside the client's own call.
-    func send(_ parts: [UnsafeRawBufferPointer]) -> Bool {
+    func send(_ parts: WriteParts) -> Bool {
         let before = bytesWritten
         for p in parts { bytesWritten += p.count }
         if let t = tls {
@@ -203,7 +204,7 @@ final class UpstreamConnection: EventHandler {
 
     /// One buffer of a tunnel, without a parts array on the plain path.
     func send(one part: UnsafeRawBufferPointer) -> Bool {
-        guard tls == nil else { return send([part]) }
+        guard tls == nil else { return send(WriteParts(part)) }
         let before = bytesWritten
         bytesWritten += part.count
         return writePlain(before: before) { (out, fd, canWrite) throws(IOError) in try out.send(fd, one: part, canWrite: canWrite) }

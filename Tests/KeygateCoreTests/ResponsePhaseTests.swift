@@ -49,7 +49,7 @@ final class ResponsePhaseTests: XCTestCase {
         XCTAssertFalse(plan.keepAlive)
     }
 
-    func collect(_ f: (([UnsafeRawBufferPointer]) -> Void) throws -> Void) rethrows -> String {
+    func collect(_ f: ((WriteParts) -> Void) throws -> Void) rethrows -> String {
         var out: [UInt8] = []
         try f { parts in for p in parts { out.append(contentsOf: p) } }
         return String(decoding: out, as: UTF8.self)

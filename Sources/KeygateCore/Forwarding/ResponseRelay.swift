@@ -64,7 +64,7 @@ public struct ResponseRelay {
     /// Feeds bytes from the upstream; passes what the client should get to `emit`. The client's
     /// head is handed on together with the first body bytes, so both leave in one write.
     public mutating func feed(
-        _ buf: UnsafeRawBufferPointer, context: () -> Context, emit: ([UnsafeRawBufferPointer]) -> Void
+        _ buf: UnsafeRawBufferPointer, context: () -> Context, emit: (WriteParts) -> Void
     ) throws(Failure) {
         if headDone {
             try relayBody(buf, emit)
@@ -103,13 +103,13 @@ public struct ResponseRelay {
 
     /// The upstream closed. True when that completes the answer (a body delimited by the
     /// close); false when the answer was cut short.
-    public mutating func upstreamClosed(emit: ([UnsafeRawBufferPointer]) -> Void) -> Bool {
+    public mutating func upstreamClosed(emit: (WriteParts) -> Void) -> Bool {
         guard var b = body else { return false }
         defer { body = b }
         return b.finishAtClose(emit: emit)
     }
 
-    private mutating func relayWithHead(_ rest: UnsafeRawBufferPointer, _ head: inout [UInt8]?, _ emit: ([UnsafeRawBufferPointer]) -> Void) throws(Failure) {
+    private mutating func relayWithHead(_ rest: UnsafeRawBufferPointer, _ head: inout [UInt8]?, _ emit: (WriteParts) -> Void) throws(Failure) {
         if let h = head {
             head = nil
             var failure: Failure?
@@ -121,13 +121,13 @@ public struct ResponseRelay {
                             emit(parts)
                         } else {
                             sentHead = true
-                            emit([hb] + parts)
+                            emit(parts.prepending(hb))
                         }
                     }
                 } catch {
                     failure = error
                 }
-                if !sentHead && failure == nil { emit([hb]) }
+                if !sentHead && failure == nil { emit(WriteParts(hb)) }
             }
             if let failure { throw failure }
         } else {
@@ -189,7 +189,7 @@ public struct ResponseRelay {
         return offset
     }
 
-    private mutating func relayBody(_ buf: UnsafeRawBufferPointer, _ emit: ([UnsafeRawBufferPointer]) -> Void) throws(Failure) {
+    private mutating func relayBody(_ buf: UnsafeRawBufferPointer, _ emit: (WriteParts) -> Void) throws(Failure) {
         guard var b = body, !buf.isEmpty else { return }
         if b.isDone {
             trailingGarbage = true

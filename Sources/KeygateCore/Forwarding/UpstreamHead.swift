@@ -42,7 +42,9 @@ public enum UpstreamHead {
         }
         appendQuery(head, s, to: &out)
         out.append(" HTTP/1.1\r\n" as StaticString)
-        var forwardedFor: [Range<Int>] = []
+        // Nearly always one X-Forwarded-For line: held inline, further ones in an array.
+        var forwardedFor: Range<Int>? = nil
+        var moreForwardedFor: [Range<Int>] = []
         var forwardedProto: Range<Int>? = nil
         b.withUnsafeBufferPointer { p in
             for f in head.fields {
@@ -56,7 +58,7 @@ public enum UpstreamHead {
                     // Only a trusted proxy's chain is believed; everyone else's is dropped.
                     if d.viaTrustedProxy {
                         if p.equalsLowercased(n, "x-forwarded-for") {
-                            forwardedFor.append(f.value)
+                            if forwardedFor == nil { forwardedFor = f.value } else { moreForwardedFor.append(f.value) }
                             continue
                         }
                         if p.equalsLowercased(n, "x-forwarded-proto") {
@@ -93,13 +95,22 @@ public enum UpstreamHead {
             }
         }
         if d.country != 0 {
-            field(s.identityPrefix, "Country", [UInt8(d.country >> 8), UInt8(d.country & 0xFF)], &out)
+            // Two letters, written in place (an array of them was an allocation per request).
+            out.append(contentsOf: s.identityPrefix)
+            out.append("Country: " as StaticString)
+            out.append(UInt8(truncatingIfNeeded: d.country >> 8))
+            out.append(UInt8(truncatingIfNeeded: d.country))
+            out.append("\r\n" as StaticString)
         }
         if upgrade { out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString) }
         out.append("X-Request-Id: " as StaticString)
         out.append(contentsOf: requestID)
         out.append("\r\nX-Forwarded-For: " as StaticString)
-        for r in forwardedFor {
+        if let r = forwardedFor {
+            out.append(b, r)
+            out.append(", " as StaticString)
+        }
+        for r in moreForwardedFor {
             out.append(b, r)
             out.append(", " as StaticString)
         }

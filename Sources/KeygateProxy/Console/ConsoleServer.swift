@@ -226,7 +226,7 @@ final class ConsoleConnection: EventHandler, OneShotConnection, @unchecked Senda
             if sendTLSOutput(t) { close() }
             return
         }
-        let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [raw], canWrite: true) }) ?? true
+        let done = (try? bytes.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, one: raw, canWrite: true) }) ?? true
         if done {
             close()
         } else {
@@ -243,7 +243,7 @@ final class ConsoleConnection: EventHandler, OneShotConnection, @unchecked Senda
         while true {
             let n = chunk.withUnsafeMutableBytes { t.takeOutput(into: $0) }
             if n == 0 { break }
-            done = (try? chunk.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, parts: [UnsafeRawBufferPointer(rebasing: raw[0..<n])], canWrite: true) }) ?? false
+            done = (try? chunk.withUnsafeBytes { (raw) throws(IOError) -> Bool in try out.send(fd, one: UnsafeRawBufferPointer(rebasing: raw[0..<n]), canWrite: true) }) ?? false
         }
         if !done && !closed { console.loop.setInterest(fd, answered ? Events.write : Events.read | Events.write) }
         return done
