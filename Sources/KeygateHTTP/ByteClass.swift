@@ -1,29 +1,48 @@
-/// Byte classes from RFC 9110 and RFC 3986, as 256-entry tables so each check is one load.
-/// Byte classes from RFC 9110 and RFC 3986, as switch-based functions: no lazily initialised
+/// Byte classes from RFC 9110 and RFC 3986, as bit masks and compares: no lazily initialised
 /// tables on the hot path.
 @usableFromInline
 enum ByteClass {
-    @inline(__always) static func isTchar(_ b: UInt8) -> Bool {
-        switch b {
-        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
-        case 0x21, 0x23, 0x24, 0x25, 0x26, 0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x5E, 0x5F, 0x60, 0x7C, 0x7E: return true
-        default: return false
-        }
-    }
+    /// token characters (RFC 9110 §5.6.2): ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA.
+    @inline(__always) static func isTchar(_ b: UInt8) -> Bool { inSet(b, 0x03FF_6CFA_0000_0000, 0x57FF_FFFF_C7FF_FFFE) }
 
     /// Characters allowed in a request target: unreserved, gen-delims but `#`, sub-delims, `%`.
-    @inline(__always) static func isTargetChar(_ b: UInt8) -> Bool {
-        switch b {
-        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
-        // - . _ ~ : / ? [ ] @ ! $ & ' ( ) * + , ; = %
-        case 0x2D, 0x2E, 0x5F, 0x7E, 0x3A, 0x2F, 0x3F, 0x5B, 0x5D, 0x40, 0x21, 0x24, 0x26, 0x27, 0x28, 0x29, 0x2A, 0x2B, 0x2C, 0x3B, 0x3D, 0x25:
-            return true
-        default: return false
-        }
+    @inline(__always) static func isTargetChar(_ b: UInt8) -> Bool { inSet(b, 0xAFFF_FFF2_0000_0000, 0x47FF_FFFE_AFFF_FFFF) }
+
+    /// A byte set below 0x80 as two 64-bit masks: a shift and a test per byte, where a switch
+    /// over the ranges was a chain of compares.
+    @inline(__always) private static func inSet(_ b: UInt8, _ low: UInt64, _ high: UInt64) -> Bool {
+        if b < 64 { return (low >> UInt64(b)) & 1 != 0 }
+        if b < 128 { return (high >> UInt64(b - 64)) & 1 != 0 }
+        return false
     }
 
     /// Field-value bytes: VCHAR, obs-text, SP and HT. NUL, other controls and DEL are refused.
     @inline(__always) static func isFieldValue(_ b: UInt8) -> Bool { b == 0x09 || (b >= 0x20 && b != 0x7F) }
+
+    /// Whether every byte of `r` is a field-value byte. Eight bytes a step: a word with no byte
+    /// below 0x20 and none equal to 0x7F passes at once (bytes from 0x80 up are obs-text and never
+    /// flagged); a flagged word (a tab, or a real control) is checked byte by byte.
+    static func allFieldValue(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> Bool {
+        guard let base = p.baseAddress, !r.isEmpty else { return true }
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var i = r.lowerBound
+        while i + 8 <= r.upperBound {
+            let x = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+            let below20 = (x &- ones &* 0x20) & ~x & highs
+            let d = x ^ (ones &* 0x7F)
+            let del = (d &- ones) & ~d & highs
+            if below20 | del != 0 {
+                for j in i..<(i + 8) where !isFieldValue(base[j]) { return false }
+            }
+            i += 8
+        }
+        while i < r.upperBound {
+            if !isFieldValue(base[i]) { return false }
+            i += 1
+        }
+        return true
+    }
 
     /// The value of a hex digit, or 0xFF.
     @inline(__always) static func hexValue(_ b: UInt8) -> UInt8 {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One field line of a head, as byte ranges into the head's storage (value without OWS).
 public struct HeaderField: Sendable, Equatable {
     public var name: Range<Int>
@@ -26,11 +30,7 @@ enum FieldLine {
         var ve = line.upperBound
         while vs < ve, p[vs] == 0x20 || p[vs] == 0x09 { vs += 1 }
         while ve > vs, p[ve - 1] == 0x20 || p[ve - 1] == 0x09 { ve -= 1 }
-        var j = vs
-        while j < ve {
-            if !ByteClass.isFieldValue(p[j]) { throw .bad("control character in a field value") }
-            j += 1
-        }
+        if !ByteClass.allFieldValue(p, vs..<ve) { throw .bad("control character in a field value") }
         return HeaderField(name: name, value: vs..<ve)
     }
 
@@ -39,15 +39,14 @@ enum FieldLine {
         _ p: UnsafeBufferPointer<UInt8>, from: Int, to: Int,
         _ body: (Range<Int>) throws(HTTPParseError) -> Void
     ) throws(HTTPParseError) {
+        // memchr per line, not a loop per byte: the head scanner has already seen every byte.
+        guard from < to, let base = p.baseAddress else { return }
         var s = from
-        var i = from
-        while i < to {
-            if p[i] == 0x0A {
-                let end = i - 1  // scanner guaranteed CR before LF
-                if end > s { try body(s..<end) }
-                s = i + 1
-            }
-            i += 1
+        while s < to, let lf = memchr(base + s, 0x0A, to - s) {
+            let i = UnsafeRawPointer(lf) - UnsafeRawPointer(base)
+            let end = i - 1  // scanner guaranteed CR before LF
+            if end > s { try body(s..<end) }
+            s = i + 1
         }
     }
 }

@@ -28,6 +28,47 @@ final class RequestParserTests: XCTestCase {
         }
     }
 
+    /// Every byte value at every offset of a 19-byte value (so across and inside the eight-byte
+    /// steps of the value check): refused exactly when it is a control other than a tab, or DEL.
+    func testFieldValueBytesAtEveryOffset() {
+        for b in 0...255 where b != 0x0A && b != 0x0D {
+            for at in 1..<18 {
+                var value = Array(repeating: UInt8(ascii: "v"), count: 19)
+                value[at] = UInt8(b)
+                let bytes = Array("GET / HTTP/1.1\r\nHost: a\r\nX-T: ".utf8) + value + Array("\r\n\r\n".utf8)
+                var scanner = HeadScanner()
+                let parsed = bytes.withUnsafeBytes { raw -> Bool in
+                    guard let end = try? scanner.scan(raw) else { return false }
+                    return (try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: raw[scanner.start..<end]))) != nil
+                }
+                let allowed = b == 0x09 || (b >= 0x20 && b != 0x7F)
+                XCTAssertEqual(parsed, allowed, "byte \(b) at \(at)")
+            }
+        }
+    }
+
+    /// Every byte value in a field name and in a request target, against the RFC sets.
+    func testNameAndTargetBytes() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        let target = Set("-._~:/?[]@!$&'()*+,;=%0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        func parses(_ bytes: [UInt8]) -> Bool {
+            var scanner = HeadScanner()
+            return bytes.withUnsafeBytes { raw -> Bool in
+                guard let end = try? scanner.scan(raw) else { return false }
+                return (try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: raw[scanner.start..<end]))) != nil
+            }
+        }
+        for b in 0...255 where b != 0x0A && b != 0x0D && b != UInt8(ascii: ":") {
+            let name = Array("GET / HTTP/1.1\r\nHost: a\r\nX-".utf8) + [UInt8(b)] + Array("T: v\r\n\r\n".utf8)
+            XCTAssertEqual(parses(name), tchar.contains(UInt8(b)), "byte \(b) in a field name")
+        }
+        // `#` ends the target (a fragment is never sent), and `%` must start an escape.
+        for b in 0...255 where b != 0x0A && b != 0x0D && b != 0x20 && b != UInt8(ascii: "%") {
+            let line = Array("GET /a".utf8) + [UInt8(b)] + Array("b HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+            XCTAssertEqual(parses(line), target.contains(UInt8(b)), "byte \(b) in a target")
+        }
+    }
+
     func testSimpleGet() throws {
         let (head, end) = try parseRequest("GET /suppliers?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Api-Key: abc\r\n\r\nNEXT").get()
         XCTAssertEqual(end, 66)
