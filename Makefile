@@ -55,7 +55,8 @@ clean:
 
 # libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, then the
 # files others write: key-store lines, usage-log lines, the policy; and the forwarding headers
-# of trusted proxies. New inputs that reach new code are kept in the corpus folders.
+# of trusted proxies. New inputs that reach new code go to fuzz/findings*, outside git; the
+# committed corpus folders are the seeds.
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 fuzz: deps
@@ -65,8 +66,9 @@ fuzz: deps
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
 	for t in record usage policy forwarded; do \
+	  mkdir -p fuzz/findings-$$t; \
 	  KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=fuzz/crash-$$t- fuzz/corpus-$$t || exit 1; \
+	    -artifact_prefix=fuzz/crash-$$t- fuzz/findings-$$t fuzz/corpus-$$t || exit 1; \
 	done
 
 # The HTTP fixtures against keygate and against nginx as a plain reverse proxy.
