@@ -256,7 +256,6 @@ http {{
 """
 
 
-
 def nginx_gate(out, port, upstream, name="gate", workers="auto"):
     """NGINX_GATE listening on PORT in front of UPSTREAM; its pid, error log and usage log are
     named after NAME in OUT."""

@@ -187,9 +187,7 @@ extension ClientConnection {
     /// Returns false when the send failed.
     private func forwardBody(_ exchange: Exchange, _ u: UpstreamConnection, _ parts: WriteParts) -> Bool {
         if exchange.replay != nil {
-            var size = exchange.replay!.count
-            for p in parts { size += p.count }
-            if size > Self.maxReplayBytes {
+            if exchange.replay!.count + parts.byteCount > Self.maxReplayBytes {
                 exchange.replay = nil
             } else {
                 for p in parts { exchange.replay!.append(contentsOf: p) }

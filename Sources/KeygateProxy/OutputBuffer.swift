@@ -21,8 +21,7 @@ struct OutputBuffer {
             for p in parts { pending.append(contentsOf: p) }
             return canWrite ? try flush(fd) : false
         }
-        var total = 0
-        for p in parts { total += p.count }
+        let total = parts.byteCount
         if total == 0 { return true }
         // The iovecs live on the stack: no allocation per write.
         var failure: IOError?

@@ -184,7 +184,7 @@ final class UpstreamConnection: EventHandler {
     /// client's failure handling from inside the client's own call.
     func send(_ parts: WriteParts) -> Bool {
         let before = bytesWritten
-        for p in parts { bytesWritten += p.count }
+        bytesWritten += parts.byteCount
         if let t = tls {
             if !t.handshakeDone {
                 for p in parts { beforeHandshake.append(contentsOf: p) }

@@ -28,10 +28,6 @@ public struct ResponseRelay {
             self.requestID = requestID
             self.upgrade = upgrade
         }
-
-        public init(request: RequestHead, keepAlive: Bool, rateHeaders: [UInt8], requestID: [UInt8], upgrade: Bool = false) {
-            self.init(requestVersion: request.version, keepAlive: keepAlive, rateHeaders: rateHeaders, requestID: requestID, upgrade: upgrade)
-        }
     }
 
     var scanner = HeadScanner(maxHeadBytes: 65536, maxLineBytes: 65536, maxRequestLineBytes: 65536)
