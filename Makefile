@@ -1,6 +1,6 @@
 # keygate — make demo | make test | make bench
 SWIFT ?= swift
-APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev redis-server pkg-config curl python3 openssl ca-certificates chromium chromium-driver
+APT_PACKAGES := libssl-dev libmaxminddb-dev libhiredis-dev libyaml-dev redis-server pkg-config curl python3 openssl ca-certificates chromium chromium-driver
 BENCH_PACKAGES := nginx libnginx-mod-http-geoip2 wrk slowhttptest valgrind
 PYTEST := python3 -m pytest
 
@@ -27,7 +27,7 @@ apt:
 build: deps
 	$(SWIFT) build
 
-# Linked like the image in deploy/Dockerfile (the Swift runtime and Foundation inside the binary):
+# Linked like the image in deploy/Dockerfile (the Swift runtime and FoundationEssentials inside the binary):
 # what is measured is what ships, and it starts with less memory than the shared libraries take.
 release: deps
 	$(SWIFT) build -c release --static-swift-stdlib

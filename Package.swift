@@ -13,7 +13,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -21,12 +20,14 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // GeoIP country lookups, from apt's libmaxminddb-dev.
         .systemLibrary(name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
+        // The policy file's YAML, from apt's libyaml-dev: its event parser, composed by KeygateCore.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         // Redis, for counters shared by a fleet of gates, from apt's libhiredis-dev.
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // Pure HTTP/1.1: bytes in, values or typed errors out. No Foundation, no Dispatch.
         .target(name: "KeygateHTTP", swiftSettings: fast),
         // Policy, keys, GeoIP, the decision and the usage event.
-        .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "CKeygateSys", "Yams"], swiftSettings: fast),
+        .target(name: "KeygateCore", dependencies: ["KeygateHTTP", "COpenSSL", "CMaxMindDB", "CKeygateSys", "CYAML"], swiftSettings: fast),
         // The only module with sockets and Dispatch sources.
         // epoll and accept4, which Swift's Glibc module does not import.
         .target(name: "CKeygateSys"),

@@ -7,6 +7,8 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <pthread.h>
+#include <string.h>
 
 int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -59,3 +61,10 @@ int kg_drain_fd(int fd) {
 int kg_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 void kg_release_free_memory(void) { malloc_trim(0); }
+
+void kg_set_thread_name(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, sizeof short_name - 1);
+    short_name[sizeof short_name - 1] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}

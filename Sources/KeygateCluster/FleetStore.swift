@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 /// What the fleet keeps in Redis, and the commands that read and write it. Every name starts

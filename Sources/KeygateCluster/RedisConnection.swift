@@ -1,5 +1,6 @@
 import CHiredis
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 /// A Redis answer, copied out of hiredis's reply tree.

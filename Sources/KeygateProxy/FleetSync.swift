@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 import KeygateCluster
 import KeygateCore
 import KeygateIO
@@ -48,9 +50,7 @@ final class FleetSync: @unchecked Sendable {
     /// Connects once before the gate accepts (so it starts in the right mode), then runs.
     func start() {
         connect()
-        let thread = Thread { [self] in run() }
-        thread.name = "keygate-fleet"
-        thread.start()
+        DetachedThread.start(name: "keygate-fleet") { [self] in run() }
     }
 
     /// Pushes what is still counted here and stops the thread (at the end of a drain).

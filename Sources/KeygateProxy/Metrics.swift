@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 /// Prometheus text exposition of the gate's counters.
@@ -39,7 +40,7 @@ enum Metrics {
                 "keygate_tls_handshakes_total", "counter", "TLS handshakes by result.", [("result=\"ok\"", m.tlsHandshakes[0]), ("result=\"failed\"", m.tlsHandshakes[1])])
             s += family(
                 "keygate_tls_certificate_expiry_timestamp_seconds", "gauge", "When each certificate in use expires.",
-                server.tlsCertificates.withLock({ $0 }).map { ("name=\"\($0.name.replacingOccurrences(of: "\"", with: ""))\"", $0.notAfter) })
+                server.tlsCertificates.withLock({ $0 }).map { ("name=\"\($0.name.replacing("\"", with: ""))\"", $0.notAfter) })
             s += family("keygate_tls_reloads_total", "counter", "Certificate reloads by result.", results(server.tlsReloads))
         }
         if let fleet = server.fleetSync {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import Logging
 
@@ -30,6 +31,6 @@ struct StderrLineHandler: LogHandler {
 
     func log(event: LogEvent) {
         let line = "\(Timestamp.format(millis: Timestamp.nowMillis())) \(event.level) \(event.message)\n"
-        FileHandle.standardError.write(line.data(using: .utf8)!)
+        StandardStreams.writeError(line)
     }
 }

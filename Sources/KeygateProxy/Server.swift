@@ -1,5 +1,7 @@
 import Dispatch
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateIO
 import Synchronization
@@ -86,7 +88,7 @@ public final class Server: @unchecked Sendable {
         do {
             usageLog = try UsageLog(path: policy.usageLog)
         } catch {
-            throw ServeError("\(error.localizedDescription)")
+            throw ServeError("\(error)")
         }
     }
 

@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateIO
 
@@ -16,8 +17,8 @@ final class StoreWatcher {
 
     func start() {
         let snapshot = server.currentSnapshotUnsafe
-        var folders = Set([(snapshot.policy.keysFile as NSString).deletingLastPathComponent])
-        if let geo = snapshot.policy.geoipDB { folders.insert((geo as NSString).deletingLastPathComponent) }
+        var folders = Set([PathText.directory(of: snapshot.policy.keysFile)])
+        if let geo = snapshot.policy.geoipDB { folders.insert(PathText.directory(of: geo)) }
         for folder in folders {
             if let w = FolderWatch(folder: folder, queue: server.control, onChange: { [unowned self] in self.check() }) {
                 watches.append(w)

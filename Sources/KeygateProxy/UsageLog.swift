@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateHTTP
 import Synchronization
@@ -25,7 +26,7 @@ public final class UsageLog: Sendable {
         if path == "-" { return 1 }
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard fd >= 0 else {
-            throw NSError(domain: "keygate", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "cannot open usage log \(path): \(String(cString: strerror(errno)))"])
+            throw ServeError("cannot open usage log \(path): \(String(cString: strerror(errno)))")
         }
         return fd
     }
@@ -37,7 +38,7 @@ public final class UsageLog: Sendable {
             backlog.subtract(size, ordering: .relaxed)
             let total = dropped.add(events, ordering: .relaxed).newValue
             if total == events || total % 10000 < events {
-                FileHandle.standardError.write("keygate: usage log cannot keep up, \(total) events dropped so far\n".data(using: .utf8)!)
+                StandardStreams.writeError("keygate: usage log cannot keep up, \(total) events dropped so far\n")
             }
             return
         }
@@ -74,7 +75,7 @@ public final class UsageLog: Sendable {
         let e = errno
         let total = dropped.add(events, ordering: .relaxed).newValue
         if total == events || total / 10000 != (total - events) / 10000 {
-            FileHandle.standardError.write("keygate: usage log write failed (\(String(cString: strerror(e)))), \(total) events dropped so far\n".data(using: .utf8)!)
+            StandardStreams.writeError("keygate: usage log write failed (\(String(cString: strerror(e)))), \(total) events dropped so far\n")
         }
     }
 

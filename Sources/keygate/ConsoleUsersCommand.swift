@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 struct ConsoleUsersCommand: ParsableCommand {
@@ -18,7 +19,7 @@ struct ConsoleUsersAdd: ParsableCommand {
     func run() throws {
         guard let r = ConsoleUser.Role(rawValue: role) else { throw CLIFailure("--role must be admin or viewer") }
         let policy = try options.policy()
-        var input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        var input = String(decoding: StandardStreams.readInput(), as: UTF8.self)
         // One trailing newline (from echo or a terminal) is not part of the password.
         if input.hasSuffix("\r\n") {
             input.removeLast(2)

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateProxy
 
@@ -12,9 +13,9 @@ struct Demo: ParsableCommand {
     @Option(help: "Port of the web console.") var consolePort: UInt16 = 9902
 
     func run() throws {
-        let configDir = (dir as NSString).appendingPathComponent("config")
+        let configDir = PathText.join(dir, "config")
         try FileManager.default.createDirectory(atPath: configDir, withIntermediateDirectories: true)
-        let policyPath = (configDir as NSString).appendingPathComponent("keygate.yaml")
+        let policyPath = PathText.join(configDir, "keygate.yaml")
         let policy = """
             # keygate demo policy: the gate on :\(port) in front of an echo service on :\(upstreamPort).
             listen: "127.0.0.1:\(port)"
@@ -88,7 +89,7 @@ struct Demo: ParsableCommand {
 
             """
         // Written straight to the descriptor: the gate keeps running, so nothing flushes later.
-        FileHandle.standardOutput.write(message.data(using: .utf8)!)
+        StandardStreams.writeOutput(message)
         server.wait()
     }
 }

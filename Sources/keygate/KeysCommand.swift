@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCluster
 import KeygateCore
 import KeygateIO
@@ -154,7 +155,7 @@ struct KeysShow: ParsableCommand {
             ("created_at", r.created_at), ("updated_at", r.updated_at), ("revoked_at", r.revoked_at),
             ("revoke_reason", r.revoke_reason), ("rotated_from", r.rotated_from), ("rotated_to", r.rotated_to), ("last_used", lastUsed ?? "never"),
         ]
-        for (k, v) in lines { if let v { print("\(k.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v)") } }
+        for (k, v) in lines { if let v { print("\(k.padded(to: 14)) \(v)") } }
     }
 }
 
@@ -308,7 +309,7 @@ struct KeysImport: ParsableCommand {
         if let from {
             guard let text = try? String(contentsOfFile: from, encoding: .utf8) else { throw CLIFailure("cannot read \(from)") }
             for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let l = line.trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+                let l = line.trimmed { $0 == "\r" }
                 if l.isEmpty || l.hasPrefix("#") { continue }
                 let parts = l.split(separator: "\t", maxSplits: 1)
                 guard parts.count == 2 else { throw CLIFailure("\(from):\(i + 1): expected SECRET<TAB>NAME") }
@@ -317,8 +318,8 @@ struct KeysImport: ParsableCommand {
                 items.append((String(parts[0]), s))
             }
         } else {
-            let data = FileHandle.standardInput.readDataToEndOfFile()
-            let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let data = StandardStreams.readInput()
+            let secret = String(decoding: data, as: UTF8.self).trimmed()
             items.append((secret, try flags.settings(updating: false)))
         }
         let records = try attempt { () throws(KeyError) in try m.importKeys(items) }

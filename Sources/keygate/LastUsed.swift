@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCluster
 import KeygateCore
 
@@ -12,6 +13,6 @@ enum LastUsedFile {
 /// After a change to a key's standing: tells the fleet, or says on stderr why it could not.
 func pushToFleet(_ policy: Policy, id: String, _ action: FleetStore.Action) {
     if let warning = FleetClient.push(policy, id: id, action: action) {
-        FileHandle.standardError.write(Data("keygate: warning: \(warning)\n".utf8))
+        StandardStreams.writeError("keygate: warning: \(warning)\n")
     }
 }

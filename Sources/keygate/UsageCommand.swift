@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 struct Usage: ParsableCommand {
@@ -43,7 +44,7 @@ struct Usage: ParsableCommand {
             printTable(report)
         }
         if report.malformed > 0 {
-            FileHandle.standardError.write("keygate: skipped \(report.malformed) malformed line(s) of \(report.lines)\n".data(using: .utf8)!)
+            StandardStreams.writeError("keygate: skipped \(report.malformed) malformed line(s) of \(report.lines)\n")
         }
     }
 
@@ -58,7 +59,7 @@ struct Usage: ParsableCommand {
             rows.append([
                 k, Output.clip(g.name ?? "-", 20), Output.clip(g.owner ?? "-", 12), String(g.requests), String(g.allowed), denied.isEmpty ? "0" : denied,
                 g.lastMillis > 0 ? Output.minute(Timestamp.format(millis: g.lastMillis)) : "-", "\(g.distinctClientIPs)\(g.clientIPsCapped ? "+" : "")",
-                String(format: "%.2f", g.p50), String(format: "%.2f", g.p99),
+                Output.twoDecimals(g.p50), Output.twoDecimals(g.p99),
                 g.topRoutes.map { "\($0.0) (\($0.1))" }.joined(separator: ", "), g.topCountries.map { "\($0.0) \($0.1)" }.joined(separator: ", "),
             ])
         }
@@ -71,12 +72,12 @@ struct Usage: ParsableCommand {
         for (k, g) in sortedGroups(r) {
             groups.append([
                 by: k, "name": g.name as Any, "owner": g.owner as Any, "requests": g.requests, "allowed": g.allowed, "denied": g.denied,
-                "last_used": g.lastMillis > 0 ? Timestamp.format(millis: g.lastMillis) : NSNull(), "distinct_client_ips": g.distinctClientIPs,
+                "last_used": g.lastMillis > 0 ? Timestamp.format(millis: g.lastMillis) : JSONValue.null, "distinct_client_ips": g.distinctClientIPs,
                 "top_routes": g.topRoutes.map { ["route": $0.0, "requests": $0.1] }, "top_countries": g.topCountries.map { ["country": $0.0, "requests": $0.1] },
                 "p50_ms": (g.p50 * 100).rounded() / 100, "p99_ms": (g.p99 * 100).rounded() / 100,
             ])
         }
-        let doc: [String: Any] = ["by": by, "groups": groups.map(Output.clean), "events": r.matched, "lines": r.lines, "malformed": r.malformed]
+        let doc: [String: Any] = ["by": by, "groups": groups, "events": r.matched, "lines": r.lines, "malformed": r.malformed]
         Output.printJSONValue(doc)
     }
 }
@@ -84,22 +85,15 @@ struct Usage: ParsableCommand {
 /// Streams a file's lines in 1 MiB reads; `.gz` files through `gzip -dc`.
 enum LineReader {
     static func forEachLine(_ path: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws {
-        var process: Process?
-        let handle: FileHandle
+        var child: pid_t?
+        let fd: Int32
         if path.hasSuffix(".gz") {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", "exec gzip -dc \"$0\"", path]
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            try p.run()
-            process = p
-            handle = pipe.fileHandleForReading
+            (child, fd) = try gunzip(path)
         } else {
-            guard let h = FileHandle(forReadingAtPath: path) else { throw CLIFailure("cannot read usage log \(path)") }
-            handle = h
+            fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw CLIFailure("cannot read usage log \(path)") }
         }
-        let fd = handle.fileDescriptor
+        defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var carry: [UInt8] = []
         while true {
@@ -122,9 +116,35 @@ enum LineReader {
             }
         }
         if !carry.isEmpty { carry.withUnsafeBufferPointer { body($0) } }
-        if let process {
-            process.waitUntilExit()
-            if process.terminationStatus != 0 { throw CLIFailure("cannot decompress \(path)") }
+        if let child {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+            // Exited with 0: the low seven bits (the signal) and the exit code are both zero.
+            if status != 0 { throw CLIFailure("cannot decompress \(path)") }
         }
+    }
+
+    /// `gzip -dc PATH` as a child whose output is the returned descriptor.
+    static func gunzip(_ path: String) throws -> (pid_t, Int32) {
+        var pipeEnds: [Int32] = [-1, -1]
+        guard pipe(&pipeEnds) == 0 else { throw CLIFailure("cannot decompress \(path): no pipe") }
+        // The read end stays with this process only; the write end becomes the child's output.
+        _ = fcntl(pipeEnds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(pipeEnds[1], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+        let argv = ["/bin/sh", "-c", "exec gzip -dc \"$0\"", path]
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, "/bin/sh", &actions, nil, &cArgs, environ)
+        close(pipeEnds[1])
+        guard rc == 0 else {
+            close(pipeEnds[0])
+            throw CLIFailure("cannot decompress \(path): \(String(cString: strerror(rc)))")
+        }
+        return (pid, pipeEnds[0])
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 
 // Exit codes: 0 ok, 1 refused or invalid input (one line on stderr), 2 usage error.
@@ -7,7 +8,7 @@ do {
     var command = try Keygate.parseAsRoot()
     try command.run()
 } catch let error as CLIFailure {
-    FileHandle.standardError.write("keygate: \(error.message)\n".data(using: .utf8)!)
+    StandardStreams.writeError("keygate: \(error.message)\n")
     exit(1)
 } catch {
     let code = Keygate.exitCode(for: error)
@@ -15,7 +16,7 @@ do {
         Keygate.exit(withError: error)
     }
     if code == .validationFailure {
-        FileHandle.standardError.write((Keygate.fullMessage(for: error) + "\n").data(using: .utf8)!)
+        StandardStreams.writeError(Keygate.fullMessage(for: error) + "\n")
         exit(2)
     }
     Keygate.exit(withError: error)

@@ -26,6 +26,8 @@ int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 
 /// A non-blocking inotify descriptor watching `folder` for files written, moved in or removed.
 int kg_watch_folder(const char *folder);
+/// Names the calling thread (the first 15 bytes), as `top -H` and `ps -L` show it.
+void kg_set_thread_name(const char *name);
 /// Drains pending inotify events; returns how many bytes were read (0 when none).
 int kg_drain_fd(int fd);
 

@@ -61,7 +61,7 @@ public final class Snapshot: Sendable {
         prefixBytes = Array(policy.keyPrefix.utf8)
         credentialHeaders = policy.credentialHeaders.map { Array($0.lowercased().utf8) }
         credentialQuery = policy.credentialQuery.map { Array($0.utf8) }
-        identityPrefixLower = Array(policy.identityPrefix.lowercased().replacingOccurrences(of: "_", with: "-").utf8)
+        identityPrefixLower = Array(policy.identityPrefix.lowercased().replacing("_", with: "-").utf8)
         identityPrefix = Array(policy.identityPrefix.utf8)
         loadedAtMillis = Timestamp.nowMillis()
     }

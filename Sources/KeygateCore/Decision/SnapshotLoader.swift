@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Identity of a file's content as the file system tells it: changes on every replace or write.
 public struct FileStamp: Equatable, Sendable {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// One change to the key store: who, what, which key, and each changed field (old → new).
 public struct AuditEntry: Codable {
@@ -33,60 +34,20 @@ public struct AuditEntry: Codable {
     }
 }
 
-/// A small JSON value, for diffs of records.
-public enum JSONValue: Codable, Equatable {
-    case string(String), number(Double), bool(Bool), array([JSONValue]), object([String: JSONValue]), null
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .string(let s): try c.encode(s)
-        case .number(let n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
-        case .bool(let b): try c.encode(b)
-        case .array(let a): try c.encode(a)
-        case .object(let o): try c.encode(o)
-        case .null: try c.encodeNil()
-        }
-    }
-
-    static func fields(_ r: KeyRecord) -> [String: JSONValue] {
-        guard let data = try? JSONEncoder().encode(r), let v = try? JSONDecoder().decode(JSONValue.self, from: data), case .object(let o) = v else { return [:] }
-        return o
-    }
-}
-
 extension JSONValue {
-    /// A value in a few characters, for tables, CSV and history lines.
-    public static func short(_ v: JSONValue?) -> String {
-        switch v {
-        case nil, .null?: return "-"
-        case .string(let s)?: return s
-        case .number(let n)?: return n == n.rounded() && abs(n) < 9e15 ? String(Int64(n)) : String(n)
-        case .bool(let b)?: return String(b)
-        case .array(let a)?: return "[" + a.map { short($0) }.joined(separator: ",") + "]"
-        case .object(let o)?: return "{" + o.keys.sorted().map { "\($0):\(short(o[$0]))" }.joined(separator: ",") + "}"
-        }
+    static func fields(_ r: KeyRecord) -> [String: JSONValue] {
+        JSONValue.of(r)?.object ?? [:]
     }
 }
 
 extension KeyRecord {
     /// The record as a JSON object with every optional field present (null when unset), for
     /// the CLI's --json and the console's answers.
-    public func jsonObject() -> [String: Any] {
+    public func jsonObject() -> [String: JSONValue] {
         // A record always encodes; should that ever fail, the fields are missing, not the process.
-        var o = (try? JSONEncoder().encode(self)).flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] } ?? [:]
+        var o = JSONValue.fields(self)
         for k in ["description", "owner", "not_before", "expires_at", "rate", "burst", "quota", "revoked_at", "revoke_reason", "rotated_from", "rotated_to"] where o[k] == nil {
-            o[k] = NSNull()
+            o[k] = .null
         }
         return o
     }
@@ -108,7 +69,7 @@ public enum AuditLog {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let folder = (path as NSString).deletingLastPathComponent
+        let folder = PathText.directory(of: path)
         KeyStoreFile.keepOwner(of: folder.isEmpty ? "." : folder, folder: ".", on: fd)
         let failure = KeyStoreFile.writeAndSync(fd, data)
         if failure != 0 { throw KeyStoreError(path: path, line: nil, message: "cannot write the audit log: \(String(cString: strerror(failure)))") }

@@ -1,5 +1,6 @@
 import COpenSSL
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The people who may use the web console: `console-users.jsonl`, one user per line,
 /// `{"name","role","password","created_at"}`, where `password` is a salted scrypt hash
@@ -21,12 +22,12 @@ public enum ConsoleUsers {
         guard let data = FileManager.default.contents(atPath: path) else { return [] }
         var users: [ConsoleUser] = []
         for (i, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any], let name = o["name"] as? String,
-                let role = (o["role"] as? String).flatMap(ConsoleUser.Role.init), let password = o["password"] as? String
+            guard let o = JSONValue.parseObject(line), let name = o["name"]?.string,
+                let role = o["role"]?.string.flatMap(ConsoleUser.Role.init), let password = o["password"]?.string
             else {
                 throw KeyError("\(path):\(i + 1): not a console user (name, role admin|viewer, password)")
             }
-            users.append(ConsoleUser(name: name, role: role, password: password, createdAt: o["created_at"] as? String ?? ""))
+            users.append(ConsoleUser(name: name, role: role, password: password, createdAt: o["created_at"]?.string ?? ""))
         }
         return users
     }
@@ -59,8 +60,8 @@ public enum ConsoleUsers {
         try body(&users)
         var out: [UInt8] = []
         for u in users {
-            let o: [String: Any] = ["name": u.name, "role": u.role.rawValue, "password": u.password, "created_at": u.createdAt]
-            guard let line = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) else { continue }
+            let o: JSONValue = ["name": JSONValue(u.name), "role": JSONValue(u.role.rawValue), "password": JSONValue(u.password), "created_at": JSONValue(u.createdAt)]
+            guard let line = o.encoded() else { continue }
             out.append(contentsOf: line)
             out.append(0x0A)
         }

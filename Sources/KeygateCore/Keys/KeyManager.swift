@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A refused key operation: one line for the CLI, exit code 1.
 public struct KeyError: Error, CustomStringConvertible {
@@ -66,7 +67,7 @@ public struct KeySettings {
             }
         }
         if let name {
-            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
+            guard !name.trimmed().isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
             r.name = name
         }
         if let owner { r.owner = owner.isEmpty ? nil : owner }
@@ -169,8 +170,8 @@ public struct KeyManager {
     public let actor: String
     public var storePath: String { policy.keysFile }
     public var auditPath: String {
-        let dir = (policy.keysFile as NSString).deletingLastPathComponent
-        return (dir as NSString).appendingPathComponent("keys.audit.jsonl")
+        let dir = PathText.directory(of: policy.keysFile)
+        return PathText.join(dir, "keys.audit.jsonl")
     }
 
     public init(policy: Policy, actor: String) {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// `keys.state.json` beside the store: what gates observe about keys — last use, and requests
 /// counted against each quota in its current period — merged by every gate that shares the
@@ -29,7 +30,7 @@ public enum KeyStateFile {
     /// In `state_dir`: beside the key store unless the policy names another folder (so the
     /// store can be mounted read-only).
     public static func path(for policy: Policy) -> String {
-        (policy.stateDir as NSString).appendingPathComponent("keys.state.json")
+        PathText.join(policy.stateDir, "keys.state.json")
     }
 
     /// The file's state; a file that is missing reads as empty.
@@ -40,15 +41,15 @@ public enum KeyStateFile {
     public static func load(_ path: String) throws(LoadError) -> State {
         var state = State()
         guard let data = FileManager.default.contents(atPath: path) else { return state }
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        guard let object = JSONValue.parseObject(data) else {
             throw LoadError("\(path): not a JSON object")
         }
-        for (id, ts) in object["last_used"] as? [String: String] ?? [:] {
-            if let ms = Timestamp.parseMillis(ts) { state.lastUsed[id] = ms / 1000 }
+        for (id, ts) in object["last_used"]?.object ?? [:] {
+            if let ts = ts.string, let ms = Timestamp.parseMillis(ts) { state.lastUsed[id] = ms / 1000 }
         }
-        for (id, q) in object["quota_used"] as? [String: [String: Any]] ?? [:] {
-            if let period = q["period"] as? String, let number = q["used"] as? NSNumber {
-                let used = number.doubleValue.isFinite ? min(max(number.doubleValue, 0), Double(Bounds.quotaCount)) : 0
+        for (id, q) in object["quota_used"]?.object ?? [:] {
+            if let period = q.object?["period"]?.string, let number = q.object?["used"]?.number {
+                let used = number.isFinite ? min(max(number, 0), Double(Bounds.quotaCount)) : 0
                 state.quota[id] = QuotaUse(period: period, used: Int64(used))
             }
         }

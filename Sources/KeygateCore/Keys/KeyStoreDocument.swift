@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The key store as the CLI edits it: every line kept as written, with only its id and hash
 /// read, so a change to one key in a 100,000-key store decodes one record, not all of them.

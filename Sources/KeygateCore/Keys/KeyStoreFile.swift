@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A problem in a key store file, with the line it is on.
 public struct KeyStoreError: Error, CustomStringConvertible, Sendable {
@@ -104,8 +105,8 @@ public enum KeyStoreFile {
     public static func writeAtomically(
         _ data: [UInt8], to path: String, mode: mode_t = 0o600, beforeRename: () throws(KeyStoreError) -> Void
     ) throws(KeyStoreError) {
-        let dir = (path as NSString).deletingLastPathComponent
-        let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
+        let dir = PathText.directory(of: path)
+        let tmp = (dir.isEmpty ? "." : dir) + "/.\(PathText.lastComponent(path)).tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw KeyStoreError(path: path, line: nil, message: "cannot write: \(String(cString: strerror(errno)))") }
         var failure = writeAndSync(fd, data)

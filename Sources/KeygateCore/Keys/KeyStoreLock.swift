@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// An advisory lock beside the key store (`keys.jsonl.lock`): the store itself is replaced by
 /// rename, so the lock lives on a file that stays put.
@@ -10,7 +11,7 @@ public final class KeyStoreLock {
         fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KeyStoreError(path: lockPath, line: nil, message: "cannot open lock: \(String(cString: strerror(errno)))") }
         // Shared by the CLI (maybe as root) and the gate's own user: owned like the store.
-        KeyStoreFile.keepOwner(of: storePath, folder: (storePath as NSString).deletingLastPathComponent, on: fd)
+        KeyStoreFile.keepOwner(of: storePath, folder: PathText.directory(of: storePath), on: fd)
         while flock(fd, LOCK_EX) != 0 {
             if errno == EINTR { continue }
             close(fd)

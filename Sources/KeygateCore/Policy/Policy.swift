@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The validated policy file: plain values with defaults, built only by `PolicyLoader`.
 public struct Policy: Sendable {
@@ -107,7 +108,7 @@ public struct Policy: Sendable {
     public var tls: TLS?
     /// Where the gate writes what it learns (last use, quota counts); nil = beside the store.
     public var stateDirectory: String?
-    public var stateDir: String { stateDirectory ?? (keysFile as NSString).deletingLastPathComponent }
+    public var stateDir: String { stateDirectory ?? PathText.directory(of: keysFile) }
     /// TLS to the upstream (`upstream: https://…`); nil = plain HTTP.
     public var upstreamTLS: UpstreamTLS?
     /// Limits, quotas, last use and revocations shared with other gates through Redis; nil =
@@ -127,7 +128,7 @@ public struct Policy: Sendable {
 
     /// The console users file: the policy's, or `console-users.jsonl` beside the policy.
     public var consoleUsersFile: String {
-        console?.usersFile ?? ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent("console-users.jsonl")
+        console?.usersFile ?? PathText.join(PathText.directory(of: file), "console-users.jsonl")
     }
 
     public struct Cluster: Sendable, Equatable {

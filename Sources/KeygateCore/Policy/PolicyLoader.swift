@@ -1,5 +1,5 @@
-import Foundation
-import Yams
+import FoundationEssentials
+import Glibc
 
 /// Every problem found in a policy file, each as `file:line: message`.
 public struct PolicyError: Error, CustomStringConvertible, Sendable {
@@ -20,49 +20,16 @@ public enum PolicyLoader {
 
     public static func parse(_ text: String, file: String, displayName: String? = nil) throws(PolicyError) -> Policy {
         let name = displayName ?? file
-        let root: Node?
+        let root: YAMLNode?
         do {
-            // Every value is read from its text (`scalar.string`), never from a resolved tag, so
-            // Yams' default resolver (regular expressions: ICU's code and tables loaded at
-            // start-up, several MiB of memory for good) is not needed.
-            root = try Yams.compose(yaml: text, .basic)
-        } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
-            // Report each repeated key on the line where it is repeated.
-            throw PolicyError(problems: duplicates.map { key in
-                "\(name):\(lastLine(of: key, in: text) ?? context.mark.line): duplicate field \"\(key)\""
-            })
-        } catch let error as YamlError {
-            throw PolicyError(problems: ["\(name):\(yamlErrorLine(error)): \(yamlErrorProblem(error))"])
+            root = try YAMLDocument.compose(text)
         } catch {
-            throw PolicyError(problems: ["\(name): \(error)"])
+            throw PolicyError(problems: ["\(name):\(error.line): \(error.problem)"])
         }
-        var v = Validator(name: name, dir: (file as NSString).deletingLastPathComponent)
+        var v = Validator(name: name, dir: PathText.directory(of: file))
         let policy = v.build(root)
         if !v.problems.isEmpty { throw PolicyError(problems: v.problems) }
         return policy
-    }
-
-    static func lastLine(of key: String, in text: String) -> Int? {
-        var found: Int?
-        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let t = line.drop { $0 == " " }
-            if t.hasPrefix(key + ":") || t.hasPrefix("\"\(key)\":") { found = i + 1 }
-        }
-        return found
-    }
-
-    static func yamlErrorLine(_ e: YamlError) -> Int {
-        switch e {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
-        default: return 1
-        }
-    }
-
-    static func yamlErrorProblem(_ e: YamlError) -> String {
-        switch e {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return "YAML: \(problem)"
-        default: return "YAML: \(String(describing: e).split(separator: "\n").first ?? "")"
-        }
     }
 }
 
@@ -77,22 +44,22 @@ struct Validator {
         self.dir = dir
     }
 
-    mutating func fail(_ node: Node?, _ message: String) {
-        problems.append("\(name):\(node?.mark?.line ?? 1): \(message)")
+    mutating func fail(_ node: YAMLNode?, _ message: String) {
+        problems.append("\(name):\(node?.line ?? 1): \(message)")
     }
 
     func resolve(_ path: String) -> String {
-        path.hasPrefix("/") ? path : (dir as NSString).appendingPathComponent(path)
+        path.hasPrefix("/") ? path : PathText.join(dir, path)
     }
 
     /// Iterates a mapping's pairs, refusing unknown keys.
-    mutating func fields(_ node: Node, _ where_: String, known: [String], _ body: (inout Validator, String, Node) -> Void) {
-        guard case .mapping(let m) = node else {
+    mutating func fields(_ node: YAMLNode, _ where_: String, known: [String], _ body: (inout Validator, String, YAMLNode) -> Void) {
+        guard case .mapping(let m) = node.content else {
             fail(node, "\(where_) must be a mapping")
             return
         }
         for (k, value) in m {
-            guard let key = k.scalar?.string else {
+            guard let key = k.text else {
                 fail(k, "\(where_): keys must be plain names")
                 continue
             }
@@ -105,28 +72,28 @@ struct Validator {
         }
     }
 
-    mutating func string(_ node: Node, _ path: String) -> String? {
-        guard case .scalar(let s) = node else {
+    mutating func string(_ node: YAMLNode, _ path: String) -> String? {
+        guard case .scalar(let s) = node.content else {
             fail(node, "\(path) must be a string")
             return nil
         }
-        return s.string
+        return s
     }
 
-    mutating func strings(_ node: Node, _ path: String) -> [(String, Node)] {
-        guard case .sequence(let seq) = node else {
+    mutating func strings(_ node: YAMLNode, _ path: String) -> [(String, YAMLNode)] {
+        guard case .sequence(let seq) = node.content else {
             fail(node, "\(path) must be a list")
             return []
         }
-        var out: [(String, Node)] = []
+        var out: [(String, YAMLNode)] = []
         for (i, item) in seq.enumerated() {
             if let s = string(item, "\(path)[\(i)]") { out.append((s, item)) }
         }
         return out
     }
 
-    mutating func bool(_ node: Node, _ path: String) -> Bool? {
-        switch node.scalar?.string.lowercased() {
+    mutating func bool(_ node: YAMLNode, _ path: String) -> Bool? {
+        switch node.text?.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
         default:
@@ -135,23 +102,23 @@ struct Validator {
         }
     }
 
-    mutating func int(_ node: Node, _ path: String, min: Int = 0, max: Int) -> Int? {
-        guard let s = node.scalar?.string, let v = Int(s.replacingOccurrences(of: "_", with: "")), v >= min, v <= max else {
+    mutating func int(_ node: YAMLNode, _ path: String, min: Int = 0, max: Int) -> Int? {
+        guard let s = node.text, let v = Int(s.replacing("_", with: "")), v >= min, v <= max else {
             fail(node, "\(path) must be a whole number from \(min) to \(max)")
             return nil
         }
         return v
     }
 
-    mutating func duration(_ node: Node, _ path: String) -> Int64? {
-        guard let s = node.scalar?.string, let ms = DurationText.parseMillis(s), ms > 0, ms <= Bounds.timeoutMillis else {
-            fail(node, "\(path): \"\(node.scalar?.string ?? "")\" is not a duration of at most 7d (like 500ms, 10s, 2m, 1h)")
+    mutating func duration(_ node: YAMLNode, _ path: String) -> Int64? {
+        guard let s = node.text, let ms = DurationText.parseMillis(s), ms > 0, ms <= Bounds.timeoutMillis else {
+            fail(node, "\(path): \"\(node.text ?? "")\" is not a duration of at most 7d (like 500ms, 10s, 2m, 1h)")
             return nil
         }
         return ms
     }
 
-    mutating func endpoint(_ node: Node, _ path: String) -> Policy.Endpoint? {
+    mutating func endpoint(_ node: YAMLNode, _ path: String) -> Policy.Endpoint? {
         guard let s = string(node, path) else { return nil }
         guard let e = Self.parseEndpoint(s) else {
             fail(node, "\(path): \"\(s)\" is not host:port")
@@ -182,7 +149,7 @@ struct Validator {
         return Policy.Endpoint(host: String(host), port: p)
     }
 
-    mutating func cidrs(_ node: Node, _ path: String) -> [CIDR] {
+    mutating func cidrs(_ node: YAMLNode, _ path: String) -> [CIDR] {
         var out: [CIDR] = []
         for (i, (s, item)) in strings(node, path).enumerated() {
             if let c = CIDR(s) { out.append(c) } else { fail(item, "\(path)[\(i)]: \"\(s)\" is not a CIDR") }
@@ -190,7 +157,7 @@ struct Validator {
         return out
     }
 
-    mutating func countryList(_ node: Node, _ path: String) -> Set<String> {
+    mutating func countryList(_ node: YAMLNode, _ path: String) -> Set<String> {
         var out = Set<String>()
         for (i, (s, item)) in strings(node, path).enumerated() {
             if CountryCode.isValid(s) { out.insert(s.uppercased()) } else { fail(item, "\(path)[\(i)]: \"\(s)\" is not an ISO 3166-1 alpha-2 country code") }
@@ -198,7 +165,7 @@ struct Validator {
         return out
     }
 
-    mutating func routes(_ node: Node, _ path: String) -> [RoutePattern] {
+    mutating func routes(_ node: YAMLNode, _ path: String) -> [RoutePattern] {
         var out: [RoutePattern] = []
         for (i, (s, item)) in strings(node, path).enumerated() {
             do {
@@ -210,16 +177,16 @@ struct Validator {
         return out
     }
 
-    mutating func build(_ root: Node?) -> Policy {
+    mutating func build(_ root: YAMLNode?) -> Policy {
         var p = Policy(file: "", keysFile: resolve("keys.jsonl"), usageLog: resolve("usage.jsonl"))
         guard let root else {
             fail(nil, "the policy file is empty")
             return p
         }
-        var countriesNode: Node? = nil
+        var countriesNode: YAMLNode? = nil
         var upstreamHTTPS = false
-        var upstreamTLSNode: Node? = nil
-        var consoleNode: Node? = nil
+        var upstreamTLSNode: YAMLNode? = nil
+        var consoleNode: YAMLNode? = nil
         var upstreamCA: String? = nil
         var upstreamServerName: String? = nil
         var upstreamVerify = true
@@ -234,7 +201,7 @@ struct Validator {
                 guard let s = v.string(node, key) else { return }
                 let https = s.hasPrefix("https://")
                 guard https || s.hasPrefix("http://"),
-                    let e = Validator.parseEndpoint(String(s.dropFirst(https ? 8 : 7)).trimmingCharacters(in: CharacterSet(charactersIn: "/")), names: true)
+                    let e = Validator.parseEndpoint(String(s.dropFirst(https ? 8 : 7)).trimmed { $0 == "/" }, names: true)
                 else {
                     v.fail(node, "upstream: \"\(s)\" must be http://host:port or https://host:port")
                     return
@@ -242,9 +209,9 @@ struct Validator {
                 p.upstream = e
                 upstreamHTTPS = https
             case "admin_listen":
-                if node.scalar?.string == "" || node.scalar?.string == "off" { p.adminListen = nil } else if let e = v.endpoint(node, key) { p.adminListen = e }
+                if node.text == "" || node.text == "off" { p.adminListen = nil } else if let e = v.endpoint(node, key) { p.adminListen = e }
             case "workers":
-                if node.scalar?.string == "auto" { p.workers = 0 } else if let n = v.int(node, key, min: 1, max: 256) {
+                if node.text == "auto" { p.workers = 0 } else if let n = v.int(node, key, min: 1, max: 256) {
                     p.workers = n
                 }
             case "keys_file": if let s = v.string(node, key) { p.keysFile = v.resolve(s) }
@@ -293,7 +260,7 @@ struct Validator {
                             case "allow": p.access.countries.allow = v.countryList(cn, "access.countries.allow")
                             case "deny": p.access.countries.deny = v.countryList(cn, "access.countries.deny")
                             default:
-                                switch cn.scalar?.string {
+                                switch cn.text {
                                 case "allow": p.access.countries.unknownAllowed = true
                                 case "deny": p.access.countries.unknownAllowed = false
                                 default: v.fail(cn, "access.countries.unknown must be allow or deny")
@@ -306,8 +273,8 @@ struct Validator {
             case "state_dir":
                 if let dir = v.string(node, key) {
                     let full = v.resolve(dir)
-                    var isDir: ObjCBool = false
-                    if !FileManager.default.fileExists(atPath: full, isDirectory: &isDir) || !isDir.boolValue {
+                    var info = stat()
+                    if stat(full, &info) != 0 || info.st_mode & S_IFMT != S_IFDIR {
                         v.fail(node, "state_dir: \(full) is not a folder")
                     } else if access(full, W_OK) != 0 {
                         v.fail(node, "state_dir: \(full) is not writable")
@@ -354,7 +321,7 @@ struct Validator {
                 if let redis {
                     c.redis = redis
                     p.cluster = c
-                } else if case .mapping = node, !namedRedis {
+                } else if case .mapping = node.content, !namedRedis {
                     v.fail(node, "cluster needs redis (redis://host:port/db)")
                 }
             case "upstream_tls":
@@ -378,7 +345,7 @@ struct Validator {
                 v.fields(node, key, known: ["certificates", "min_version", "client_certificates"]) { v, k, n in
                     switch k {
                     case "certificates":
-                        guard case .sequence(let items) = n, !items.isEmpty else {
+                        guard case .sequence(let items) = n.content, !items.isEmpty else {
                             v.fail(n, "tls.certificates must be a list of {cert, key}")
                             return
                         }
@@ -396,7 +363,7 @@ struct Validator {
                             t.certificates.append(pair)
                         }
                     case "min_version":
-                        switch n.scalar?.string {
+                        switch n.text {
                         case "1.2": t.minTLS13 = false
                         case "1.3": t.minTLS13 = true
                         default: v.fail(n, "tls.min_version must be \"1.2\" or \"1.3\"")
@@ -433,12 +400,12 @@ struct Validator {
                     }
                 }
             case "scopes":
-                guard case .mapping(let m) = node else {
+                guard case .mapping(let m) = node.content else {
                     v.fail(node, "scopes must be a mapping of scope name to routes")
                     return
                 }
                 for (k, n) in m {
-                    guard let scope = k.scalar?.string, !scope.isEmpty else {
+                    guard let scope = k.text, !scope.isEmpty else {
                         v.fail(k, "scopes: names must be plain strings")
                         continue
                     }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Synchronization
 
 /// What happened to one key in one hour (or one day): counts, and the same requests by denial
@@ -28,18 +29,27 @@ public struct RollupCell: Sendable, Equatable {
         if d[k] != nil || d.count < maxNames { d[k, default: 0] += n } else { d["other", default: 0] += n }
     }
 
-    var json: [String: Any] {
-        ["requests": requests, "denied": denied, "reasons": reasons, "statuses": statuses, "routes": routes, "countries": countries]
+    var json: JSONValue {
+        func counts(_ m: [String: Int]) -> JSONValue { .object(m.mapValues { JSONValue($0) }) }
+        return [
+            "requests": JSONValue(requests), "denied": JSONValue(denied), "reasons": counts(reasons), "statuses": counts(statuses),
+            "routes": counts(routes), "countries": counts(countries),
+        ]
     }
 
-    init?(json o: [String: Any]) {
-        guard let r = o["requests"] as? Int, let d = o["denied"] as? Int, r >= 0, d >= 0 else { return nil }
-        requests = r
-        denied = d
-        reasons = o["reasons"] as? [String: Int] ?? [:]
-        statuses = o["statuses"] as? [String: Int] ?? [:]
-        routes = o["routes"] as? [String: Int] ?? [:]
-        countries = o["countries"] as? [String: Int] ?? [:]
+    init?(json o: [String: JSONValue]) {
+        guard let r = o["requests"]?.int64, let d = o["denied"]?.int64, r >= 0, d >= 0 else { return nil }
+        func counts(_ v: JSONValue?) -> [String: Int] {
+            var out: [String: Int] = [:]
+            for (k, n) in v?.object ?? [:] { if let i = n.int64, i >= 0 { out[k] = Int(i) } }
+            return out
+        }
+        requests = Int(r)
+        denied = Int(d)
+        reasons = counts(o["reasons"])
+        statuses = counts(o["statuses"])
+        routes = counts(o["routes"])
+        countries = counts(o["countries"])
     }
 }
 
@@ -163,24 +173,26 @@ public final class UsageRollups: Sendable {
     public func save() throws {
         guard let path else { return }
         prune(nowMillis: Timestamp.nowMillis())
-        let object: [String: Any] = storage.withLock { s in
-            func encode(_ m: [String: [Int64: RollupCell]]) -> [String: Any] {
-                m.mapValues { cells in Dictionary(uniqueKeysWithValues: cells.map { (String($0.key), $0.value.json) }) }
+        let object: JSONValue = storage.withLock { s in
+            func encode(_ m: [String: [Int64: RollupCell]]) -> JSONValue {
+                .object(m.mapValues { cells in .object(Dictionary(uniqueKeysWithValues: cells.map { (String($0.key), $0.value.json) })) })
             }
             return ["version": 1, "hourly": encode(s.hourly), "daily": encode(s.daily)]
         }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        guard let data = object.encoded() else { return }
         try KeyStoreFile.writeAtomically(data, to: path, mode: 0o600)
     }
 
     private func load(_ path: String) {
         guard let data = FileManager.default.contents(atPath: path),
-            let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+            let o = JSONValue.parseObject(data)
         else { return }
-        func decode(_ v: Any?) -> [String: [Int64: RollupCell]] {
+        func decode(_ v: JSONValue?) -> [String: [Int64: RollupCell]] {
             var out: [String: [Int64: RollupCell]] = [:]
-            for (id, cells) in v as? [String: [String: [String: Any]]] ?? [:] {
-                for (k, c) in cells { if let i = Int64(k), let cell = RollupCell(json: c) { out[id, default: [:]][i] = cell } }
+            for (id, cells) in v?.object ?? [:] {
+                for (k, c) in cells.object ?? [:] {
+                    if let i = Int64(k), let fields = c.object, let cell = RollupCell(json: fields) { out[id, default: [:]][i] = cell }
+                }
             }
             return out
         }
@@ -192,6 +204,6 @@ public final class UsageRollups: Sendable {
 
     /// `keys.rollups.json` in the policy's `state_dir`.
     public static func path(for policy: Policy) -> String {
-        (policy.stateDir as NSString).appendingPathComponent("keys.rollups.json")
+        PathText.join(policy.stateDir, "keys.rollups.json")
     }
 }

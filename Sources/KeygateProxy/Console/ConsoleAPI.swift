@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCluster
 import KeygateCore
 
@@ -101,7 +102,7 @@ final class ConsoleAPI: @unchecked Sendable {
     // MARK: sessions
 
     private func login(_ req: ConsoleRequest) -> ConsoleResponse {
-        guard let o = Self.object(req.body), let name = o["user"] as? String, let password = o["password"] as? String else {
+        guard let o = Self.object(req.body), let name = o["user"]?.string, let password = o["password"]?.string else {
             return Self.error(400, "bad_request", "send {\"user\": …, \"password\": …}")
         }
         let wait = sessions.lockedFor(user: name, address: req.peer)
@@ -188,7 +189,7 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, .delete)
                 return Self.json(200, ["deleted": id])
             case ("POST", "revoke"):
-                let r = try m.revoke(id, reason: (o["reason"] as? String).flatMap { $0.isEmpty ? nil : $0 })
+                let r = try m.revoke(id, reason: o["reason"]?.string.flatMap { $0.isEmpty ? nil : $0 })
                 pushToFleet(id, .revoke)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "disable"), ("POST", "enable"):
@@ -196,7 +197,7 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, action == "enable" ? .enable : .disable)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "rotate"):
-                let grace = o["grace"] as? String ?? "24h"
+                let grace = o["grace"]?.string ?? "24h"
                 guard let ms = DurationText.parseMillis(grace) else { return Self.error(400, "invalid", "grace \"\(grace)\" is not a duration (like 24h)") }
                 let (record, key, old) = try m.rotate(id, graceMillis: ms)
                 var out = keyJSON(record, now: now, lastUsed: [:], spark: [:])
@@ -227,12 +228,12 @@ final class ConsoleAPI: @unchecked Sendable {
 
     /// A record as the console shows it: never its hash.
     func keyJSON(_ r: KeyRecord, now: Int64, lastUsed: [String: Int64], spark: [String: [Int]]) -> [String: Any] {
-        var o = r.jsonObject()
+        var o: [String: Any] = r.jsonObject()
         o["hash"] = nil
         let state = r.effectiveState(nowMillis: now)
         o["state"] = state
         let used = lastUsed[r.id]
-        o["last_used"] = used.map { Timestamp.format(seconds: $0) } ?? NSNull()
+        o["last_used"] = used.map { Timestamp.format(seconds: $0) } ?? JSONValue.null
         let row = spark[r.id] ?? [Int](repeating: 0, count: 24)
         o["spark"] = row
         o["requests_24h"] = row.reduce(0, +)
@@ -245,23 +246,21 @@ final class ConsoleAPI: @unchecked Sendable {
     }
 
     /// Create and update fields, as the CLI's flags: `null` (or "") clears a field on update.
-    static func settings(_ o: [String: Any], updating: Bool) throws(KeyError) -> KeySettings {
+    static func settings(_ o: [String: JSONValue], updating: Bool) throws(KeyError) -> KeySettings {
         var s = KeySettings()
         func text(_ k: String) throws(KeyError) -> String? {
-            guard let v = o[k] else { return nil }
-            if v is NSNull { return nil }
-            guard let t = v as? String else { throw KeyError("\(k) must be a string") }
+            guard let v = o[k], !v.isNull else { return nil }
+            guard let t = v.string else { throw KeyError("\(k) must be a string") }
             return t.isEmpty ? nil : t
         }
-        func list(_ v: Any?, _ k: String) throws(KeyError) -> [String]? {
-            guard let v, !(v is NSNull) else { return nil }
-            guard let a = v as? [Any], a.allSatisfy({ $0 is String }) else { throw KeyError("\(k) must be a list of strings") }
-            let items = (a as! [String]).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            return items
+        func list(_ v: JSONValue?, _ k: String) throws(KeyError) -> [String]? {
+            guard let v, !v.isNull else { return nil }
+            guard let a = v.strings else { throw KeyError("\(k) must be a list of strings") }
+            return a.map { $0.trimmed() }.filter { !$0.isEmpty }
         }
         func isCleared(_ k: String) -> Bool {
             guard let v = o[k] else { return false }
-            return v is NSNull || (v as? String)?.isEmpty == true || (v as? [Any])?.isEmpty == true
+            return v.isNull || v.string?.isEmpty == true || v.array?.isEmpty == true
         }
         let known: Set<String> = [
             "name", "owner", "description", "scopes", "allow_ips", "countries", "not_before", "expires", "ttl", "rate", "burst", "quota",
@@ -275,14 +274,14 @@ final class ConsoleAPI: @unchecked Sendable {
         s.ttl = try text("ttl")
         s.rate = try text("rate")
         s.quota = try text("quota")
-        if let b = o["burst"], !(b is NSNull) {
-            guard let n = b as? Int else { throw KeyError("burst must be a whole number") }
-            s.burst = n
+        if let b = o["burst"], !b.isNull {
+            guard let n = b.int64, let small = Int(exactly: n) else { throw KeyError("burst must be a whole number") }
+            s.burst = small
         }
         if let scopes = try list(o["scopes"], "scopes"), !scopes.isEmpty { s.scopes = scopes }
         if let ips = try list(o["allow_ips"], "allow_ips"), !ips.isEmpty { s.allowIPs = ips }
-        if let c = o["countries"], !(c is NSNull) {
-            guard let cd = c as? [String: Any] else { throw KeyError("countries must be {\"allow\": […], \"deny\": […]}") }
+        if let c = o["countries"], !c.isNull {
+            guard let cd = c.object else { throw KeyError("countries must be {\"allow\": […], \"deny\": […]}") }
             if let a = try list(cd["allow"], "countries.allow"), !a.isEmpty { s.allowCountries = a }
             if let d = try list(cd["deny"], "countries.deny"), !d.isEmpty { s.denyCountries = d }
         }
@@ -292,9 +291,9 @@ final class ConsoleAPI: @unchecked Sendable {
                 ("expires", .expires), ("rate", .rate), ("burst", .burst), ("quota", .quota),
             ]
             for (k, c) in map where isCleared(k) { s.clear.insert(c) }
-            if let c = o["countries"] as? [String: Any], (c["allow"] as? [Any])?.isEmpty ?? true, (c["deny"] as? [Any])?.isEmpty ?? true {
+            if let c = o["countries"]?.object, c["allow"]?.array?.isEmpty ?? true, c["deny"]?.array?.isEmpty ?? true {
                 s.clear.insert(.countries)
-            } else if o["countries"] is NSNull {
+            } else if o["countries"]?.isNull == true {
                 s.clear.insert(.countries)
             }
             if isCleared("name") { throw KeyError("name cannot be empty") }
@@ -354,20 +353,20 @@ final class ConsoleAPI: @unchecked Sendable {
     static func csvField(_ s: String) -> String {
         var v = s
         if let first = v.first, "=+-@\t\r".contains(first) { v = "'" + v }
-        if v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) { v = "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        if v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) { v = "\"" + v.replacing("\"", with: "\"\"") + "\"" }
         return v
     }
 
     // MARK: helpers
 
-    static func object(_ body: [UInt8]) -> [String: Any]? {
+    static func object(_ body: [UInt8]) -> [String: JSONValue]? {
         guard !body.isEmpty else { return nil }
-        return (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
+        return JSONValue.parseObject(body)
     }
 
     static func json(_ status: Int, _ value: Any) -> ConsoleResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        return ConsoleResponse(status: status, body: Array(data) + [0x0A])
+        let data = JSONValue.from(value)?.encoded() ?? Array("{}".utf8)
+        return ConsoleResponse(status: status, body: data + [0x0A])
     }
 
     static func error(_ status: Int, _ code: String, _ message: String) -> ConsoleResponse {
@@ -378,7 +377,7 @@ final class ConsoleAPI: @unchecked Sendable {
         guard let header else { return nil }
         for part in header.split(separator: ";") {
             let kv = part.split(separator: "=", maxSplits: 1)
-            if kv.count == 2, kv[0].trimmingCharacters(in: .whitespaces) == name { return String(kv[1]).trimmingCharacters(in: .whitespaces) }
+            if kv.count == 2, kv[0].trimmed() == name { return String(kv[1]).trimmed() }
         }
         return nil
     }

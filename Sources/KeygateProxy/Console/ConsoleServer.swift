@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateHTTP
 import KeygateIO
@@ -191,7 +192,7 @@ final class ConsoleConnection: EventHandler, OneShotConnection, @unchecked Senda
         let q = h.query
         if !q.isEmpty {
             for pair in h.bytes.string(q).split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacing("+", with: " ").percentDecoded ?? String($0) }
                 if let k = kv.first, query[k] == nil { query[k] = kv.count > 1 ? kv[1] : "" }
             }
         }

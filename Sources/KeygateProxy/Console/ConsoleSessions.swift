@@ -1,5 +1,6 @@
 import COpenSSL
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import Synchronization
 
@@ -35,8 +36,8 @@ final class ConsoleSessions: Sendable {
     static func token() -> String {
         var bytes = [UInt8](repeating: 0, count: 32)
         _ = RAND_bytes(&bytes, 32)
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return Data(bytes).base64EncodedString().replacing("+", with: "-").replacing("/", with: "_")
+            .replacing("=", with: "")
     }
 
     func create(user: String) -> (token: String, session: Session) {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import KeygateCore
 import KeygateHTTP
 import KeygateIO
@@ -16,7 +17,7 @@ public final class EchoUpstream: @unchecked Sendable {
         self.port = Sockets.localPort(fd)
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
-        Thread.detachNewThread { [self] in acceptLoop() }
+        DetachedThread.start { [self] in acceptLoop() }
     }
 
     private func acceptLoop() {
@@ -26,7 +27,7 @@ public final class EchoUpstream: @unchecked Sendable {
                 if errno == EINTR { continue }
                 return
             }
-            Thread.detachNewThread { [self] in serve(c) }
+            DetachedThread.start { [self] in serve(c) }
         }
     }
 
@@ -70,11 +71,11 @@ public final class EchoUpstream: @unchecked Sendable {
             var headers: [String: String] = [:]
             for f in head.fields { headers[head.bytes.string(f.name)] = head.bytes.string(f.value) }
             let digest = KeyDigest(hashing: String(decoding: body, as: UTF8.self)).stored
-            let object: [String: Any] = [
-                "method": head.methodString(), "path": head.bytes.string(head.target), "headers": headers, "body_bytes": body.count,
-                "body_sha256": String(digest.dropFirst(7)),
+            let object: JSONValue = [
+                "method": JSONValue(head.methodString()), "path": JSONValue(head.bytes.string(head.target)), "headers": .object(headers.mapValues(JSONValue.string)),
+                "body_bytes": JSONValue(body.count), "body_sha256": JSONValue(String(digest.dropFirst(7))),
             ]
-            let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+            let json = object.encoded(pretty: true) ?? []
             var response = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(json.count + 1)\r\n\r\n".utf8)
             response.append(contentsOf: json)
             response.append(0x0A)
