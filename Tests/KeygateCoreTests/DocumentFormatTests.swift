@@ -1,3 +1,4 @@
+import Dispatch
 import KeygateCore
 import XCTest
 
@@ -64,6 +65,22 @@ final class DocumentFormatTests: XCTestCase {
         XCTAssertNil(JSONValue.parse(Array("{".utf8)))
         XCTAssertNil(JSONValue.parseObject(Array("[1]".utf8)))
         XCTAssertNil(JSONValue.number(.nan).encoded())
+    }
+
+    func testDeeplyNestedJSONIsRefusedNotFollowed() {
+        // A console request body is at most a few dozen KiB; this is deeper than any.
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        XCTAssertNil(JSONValue.parse(Array(deep.utf8)))
+        let deepObject = String(repeating: "{\"a\":", count: 50_000) + "1" + String(repeating: "}", count: 50_000)
+        XCTAssertNil(JSONValue.parse(Array(deepObject.utf8)))
+        // The deepest the decoder takes, parsed where the console parses: a Dispatch worker.
+        let allowed = String(repeating: "[", count: 500) + String(repeating: "]", count: 500)
+        let done = expectation(description: "parsed on a worker thread")
+        DispatchQueue.global().async {
+            XCTAssertNotNil(JSONValue.parse(Array(allowed.utf8)))
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 10)
     }
 
     func testJSONValueFromSwiftValues() throws {
