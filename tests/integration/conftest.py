@@ -76,6 +76,8 @@ scopes:
         with open(self.config) as f:
             if "admin_listen: off" not in f.read():
                 assert wait_port(self.admin_port), "the admin endpoint did not start: " + open(self.stderr_path).read()
+        # A port that answers while this process has exited belongs to someone else.
+        assert self.proc.poll() is None, f"keygate exited ({self.proc.returncode}) right after start: " + open(self.stderr_path).read()
         return self
 
     def stop(self):
