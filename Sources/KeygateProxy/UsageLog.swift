@@ -54,15 +54,7 @@ public final class UsageLog: Sendable {
     /// disk, a closed pipe on stdout) loses only the lines it did not complete.
     static func writeAll(_ fd: Int32, _ batch: [UInt8], events: Int) -> Int {
         batch.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    break
-                }
-                off += n
-            }
+            let off = System.writeAll(fd, raw).written
             if off == raw.count { return events }
             var lines = 0
             for b in raw[0..<off] where b == 0x0A { lines += 1 }

@@ -40,7 +40,7 @@ struct ConsoleUsersList: ParsableCommand {
         let policy = try options.policy()
         let users = try attempt { () throws(KeyError) in try ConsoleUsers.read(policy.consoleUsersFile) }
         if json {
-            Output.printJSONArray(users.map { ["name": $0.name, "role": $0.role.rawValue, "created_at": $0.createdAt] })
+            Output.printJSON(users.map { ["name": $0.name, "role": $0.role.rawValue, "created_at": $0.createdAt] })
             return
         }
         Output.printTable([["NAME", "ROLE", "CREATED"]] + users.map { [$0.name, $0.role.rawValue, $0.createdAt] })

@@ -113,7 +113,7 @@ struct KeysList: ParsableCommand {
         let now = Timestamp.nowMillis()
         let lastUsed = LastUsedFile.read(for: m.policy)
         if json {
-            Output.printJSONArray(records.map { Output.recordJSON($0, state: $0.effectiveState(nowMillis: now), extra: ["last_used": lastUsed[$0.id] as Any]) })
+            Output.printJSON(records.map { Output.recordJSON($0, state: $0.effectiveState(nowMillis: now), extra: ["last_used": lastUsed[$0.id] as Any]) })
             return
         }
         var rows = [["ID", "NAME", "OWNER", "STATE", "CREATED", "EXPIRES", "LAST USED"]]
@@ -327,7 +327,7 @@ struct KeysImport: ParsableCommand {
             // Like create, without "key": the secret is the caller's and is never echoed.
             let now = Timestamp.nowMillis()
             let objects = records.map { Output.recordJSON($0, state: $0.effectiveState(nowMillis: now), extra: [:]) }
-            if from == nil, let one = objects.first { Output.printJSON(one) } else { Output.printJSONArray(objects) }
+            if from == nil, let one = objects.first { Output.printJSON(one) } else { Output.printJSON(objects) }
             return
         }
         for r in records { print("Imported key \(r.id) (\(r.name))") }

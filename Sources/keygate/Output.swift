@@ -27,17 +27,9 @@ enum Output {
         return o
     }
 
-    static func printJSON(_ o: [String: Any]) {
-        printJSONValue(o)
-    }
-
-    static func printJSONArray(_ a: [[String: Any]]) {
-        printJSONValue(a)
-    }
-
     /// Prints JSON (optionals print as their value or null); a value JSON cannot hold (a NaN) is
     /// a one-line error, exit 1.
-    static func printJSONValue(_ v: Any) {
+    static func printJSON(_ v: Any) {
         guard let bytes = JSONValue.from(v)?.encoded() else {
             StandardStreams.writeError("keygate: cannot print this as JSON\n")
             exit(1)

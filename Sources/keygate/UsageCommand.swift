@@ -78,7 +78,7 @@ struct Usage: ParsableCommand {
             ])
         }
         let doc: [String: Any] = ["by": by, "groups": groups, "events": r.matched, "lines": r.lines, "malformed": r.malformed]
-        Output.printJSONValue(doc)
+        Output.printJSON(doc)
     }
 }
 

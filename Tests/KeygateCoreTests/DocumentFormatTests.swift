@@ -105,14 +105,19 @@ final class DocumentFormatTests: XCTestCase {
         XCTAssertEqual(PathText.lastComponent("keys.jsonl"), "keys.jsonl")
     }
 
-    func testTrimmingAndPercentDecoding() {
+    func testTrimmingAndFormDecoding() {
         XCTAssertEqual("  a b \t".trimmed(), "a b")
         XCTAssertEqual("   ".trimmed(), "")
         XCTAssertEqual("//x//".trimmed { $0 == "/" }, "x")
-        XCTAssertEqual("a%20b%2Fc".percentDecoded, "a b/c")
-        XCTAssertEqual("caf%C3%A9".percentDecoded, "café")
-        XCTAssertNil("50%".percentDecoded)
-        XCTAssertNil("%zz".percentDecoded)
-        XCTAssertNil("%FF".percentDecoded)
+        // The console reads its query with the gate's own parser and decoder.
+        func decoded(_ s: String) -> String {
+            let bytes = Array(s.utf8)
+            return bytes.withUnsafeBufferPointer { String(decoding: QueryCredential.decode($0, 0..<bytes.count), as: UTF8.self) }
+        }
+        XCTAssertEqual(decoded("a%20b%2Fc"), "a b/c")
+        XCTAssertEqual(decoded("caf%C3%A9"), "café")
+        XCTAssertEqual(decoded("a+b"), "a b")
+        XCTAssertEqual(decoded("50%"), "50%")
+        XCTAssertEqual(decoded("%zz"), "%zz")
     }
 }

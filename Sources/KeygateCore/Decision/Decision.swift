@@ -326,7 +326,9 @@ public enum QueryCredential {
         }
     }
 
-    static func decode(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> [UInt8] {
+    /// A form-encoded name or value, decoded: `%XX` escapes and `+` for a space; a malformed
+    /// escape is kept as it is.
+    public static func decode(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(r.count)
         var i = r.lowerBound

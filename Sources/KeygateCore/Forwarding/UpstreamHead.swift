@@ -98,22 +98,19 @@ public enum UpstreamHead {
             // Two letters, written in place (an array of them was an allocation per request).
             out.append(contentsOf: s.identityPrefix)
             out.append("Country: " as StaticString)
-            out.append(UInt8(truncatingIfNeeded: d.country >> 8))
-            out.append(UInt8(truncatingIfNeeded: d.country))
+            CountryCode.append(d.country, to: &out)
             out.append("\r\n" as StaticString)
         }
         if upgrade { out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n" as StaticString) }
         out.append("X-Request-Id: " as StaticString)
         out.append(contentsOf: requestID)
         out.append("\r\nX-Forwarded-For: " as StaticString)
-        if let r = forwardedFor {
+        func hop(_ r: Range<Int>) {
             out.append(b, r)
             out.append(", " as StaticString)
         }
-        for r in moreForwardedFor {
-            out.append(b, r)
-            out.append(", " as StaticString)
-        }
+        if let r = forwardedFor { hop(r) }
+        for r in moreForwardedFor { hop(r) }
         peer.append(to: &out)
         out.append("\r\nX-Forwarded-Proto: " as StaticString)
         if let r = forwardedProto {

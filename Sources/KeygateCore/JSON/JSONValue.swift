@@ -93,7 +93,6 @@ public enum JSONValue: Codable, Equatable, Sendable {
 
     public var string: String? { if case .string(let s) = self { return s } else { return nil } }
     public var number: Double? { if case .number(let n) = self { return n } else { return nil } }
-    public var bool: Bool? { if case .bool(let b) = self { return b } else { return nil } }
     public var array: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
     public var object: [String: JSONValue]? { if case .object(let o) = self { return o } else { return nil } }
     public var isNull: Bool { self == .null }
@@ -117,25 +116,12 @@ public enum JSONValue: Codable, Equatable, Sendable {
 
     public init(_ s: String) { self = .string(s) }
     public init(_ n: Int) { self = .number(Double(n)) }
-    public init(_ n: Int64) { self = .number(Double(n)) }
-    public init(_ n: Double) { self = .number(n) }
-    public init(_ b: Bool) { self = .bool(b) }
-    public init(_ a: [String]) { self = .array(a.map(JSONValue.string)) }
-    /// `.null` for nil.
-    public init(_ s: String?) { self = s.map(JSONValue.string) ?? .null }
-    public init(_ n: Int64?) { self = n.map { .number(Double($0)) } ?? .null }
 }
 
-extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByBooleanLiteral,
-    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
-{
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByDictionaryLiteral {
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .number(Double(value)) }
-    public init(floatLiteral value: Double) { self = .number(value) }
-    public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last })) }
-    public init(nilLiteral: ()) { self = .null }
 }
 
 extension JSONValue {

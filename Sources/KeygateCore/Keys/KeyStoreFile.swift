@@ -137,19 +137,7 @@ public enum KeyStoreFile {
 extension KeyStoreFile {
     /// Writes all of `data` and fsyncs; 0, or the errno that stopped it.
     static func writeAndSync(_ fd: Int32, _ data: [UInt8]) -> Int32 {
-        var failure: Int32 = 0
-        data.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                off += n
-            }
-        }
+        var failure = data.withUnsafeBytes { System.writeAll(fd, $0).error }
         if failure == 0 && fsync(fd) != 0 { failure = errno }
         return failure
     }

@@ -1,5 +1,6 @@
 import CKeygateSys
 import CMaxMindDB
+import KeygateHTTP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -195,6 +196,12 @@ extension CountryCode {
         let u = Array(code.utf8)
         guard u.count == 2 else { return 0 }
         return pack(u[0], u[1])
+    }
+
+    /// The two letters of a packed code, as the upstream head and the usage line write them.
+    public static func append<S: ByteSink>(_ c: UInt16, to out: inout S) {
+        out.append(UInt8(truncatingIfNeeded: c >> 8))
+        out.append(UInt8(truncatingIfNeeded: c))
     }
 
     public static func unpack(_ c: UInt16) -> String {

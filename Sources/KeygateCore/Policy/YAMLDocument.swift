@@ -67,13 +67,13 @@ private struct Composer {
     }
 
     mutating func document() throws(YAMLError) -> YAMLNode? {
-        _ = try expect(YAML_STREAM_START_EVENT)
+        try expect(YAML_STREAM_START_EVENT)
         var event = try next()
         if event.type == YAML_STREAM_END_EVENT { return nil }
         guard event.type == YAML_DOCUMENT_START_EVENT else { throw YAMLError(line: event.line, problem: "YAML: expected a document") }
         event = try next()
         let root = try node(event, depth: 0)
-        _ = try expect(YAML_DOCUMENT_END_EVENT)
+        try expect(YAML_DOCUMENT_END_EVENT)
         event = try next()
         guard event.type == YAML_STREAM_END_EVENT else {
             throw YAMLError(line: event.line, problem: "YAML: one document is expected; a second starts here")
@@ -120,10 +120,9 @@ private struct Composer {
         return built
     }
 
-    mutating func expect(_ type: yaml_event_type_t) throws(YAMLError) -> Event {
+    mutating func expect(_ type: yaml_event_type_t) throws(YAMLError) {
         let event = try next()
         guard event.type == type else { throw YAMLError(line: event.line, problem: "YAML: unexpected structure") }
-        return event
     }
 
     mutating func next() throws(YAMLError) -> Event {

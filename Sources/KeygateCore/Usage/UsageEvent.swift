@@ -69,8 +69,7 @@ public struct UsageEvent {
         out.appendLiteral(#","country":"#)
         if country != 0 {
             out.append(UInt8(ascii: "\""))
-            out.append(UInt8(country >> 8))
-            out.append(UInt8(country & 0xFF))
+            CountryCode.append(country, to: &out)
             out.append(UInt8(ascii: "\""))
         } else {
             out.appendLiteral("null")

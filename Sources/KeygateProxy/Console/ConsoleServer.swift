@@ -189,11 +189,10 @@ final class ConsoleConnection: EventHandler, OneShotConnection, @unchecked Senda
             if headers[name] == nil { headers[name] = h.bytes.string(f.value) }
         }
         var query: [String: String] = [:]
-        let q = h.query
-        if !q.isEmpty {
-            for pair in h.bytes.string(q).split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacing("+", with: " ").percentDecoded ?? String($0) }
-                if let k = kv.first, query[k] == nil { query[k] = kv.count > 1 ? kv[1] : "" }
+        h.bytes.withUnsafeBufferPointer { p in
+            QueryCredential.forEachParameter(p, h.query) { name, value in
+                let k = String(decoding: QueryCredential.decode(p, name), as: UTF8.self)
+                if query[k] == nil { query[k] = String(decoding: QueryCredential.decode(p, value), as: UTF8.self) }
             }
         }
         let req = ConsoleRequest(

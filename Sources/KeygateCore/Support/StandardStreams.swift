@@ -19,13 +19,7 @@ public enum StandardStreams {
     }
 
     static func write(_ fd: Int32, _ text: String) {
-        let bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            if n <= 0 { return }
-            off += n
-        }
+        var text = text
+        text.withUTF8 { _ = System.writeAll(fd, UnsafeRawBufferPointer($0)) }
     }
 }
