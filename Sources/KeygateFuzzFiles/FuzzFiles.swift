@@ -8,7 +8,7 @@ import KeygateHTTP
 nonisolated(unsafe) var fuzzTarget = "record"
 
 /// Every address is a trusted proxy, so every chain is read to its end.
-nonisolated(unsafe) let trustingSnapshot: Snapshot = {
+let trustingSnapshot: Snapshot = {
     let yaml = "upstream: \"http://127.0.0.1:9\"\ntrusted_proxies: [\"0.0.0.0/0\", \"::/0\"]\n"
     let policy = try! PolicyLoader.parse(yaml, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml")
     return Snapshot(policy: policy, records: [], geoip: nil)

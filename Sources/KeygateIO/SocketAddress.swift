@@ -43,12 +43,12 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             if ai.pointee.ai_family == AF_INET {
                 var sin = ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
                 inet_ntop(AF_INET, &sin.sin_addr, &buf, socklen_t(buf.count))
-                return SocketAddress(host: String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+                return SocketAddress(host: String(nulTerminated: buf), port: port)
             }
             if ai.pointee.ai_family == AF_INET6 {
                 var sin6 = ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
                 inet_ntop(AF_INET6, &sin6.sin6_addr, &buf, socklen_t(buf.count))
-                return SocketAddress(host: String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+                return SocketAddress(host: String(nulTerminated: buf), port: port)
             }
             p = ai.pointee.ai_next
         }

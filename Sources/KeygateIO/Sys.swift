@@ -114,3 +114,10 @@ public enum Sys {
         return err
     }
 }
+
+extension String {
+    /// The text a C call wrote into `chars`, up to its first NUL (all of it when there is none).
+    init(nulTerminated chars: [CChar]) {
+        self.init(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -11,7 +11,7 @@ public struct TLSError: Error, CustomStringConvertible {
     static func drained(_ what: String) -> TLSError {
         var buf = [CChar](repeating: 0, count: 256)
         kg_tls_error(&buf, buf.count)
-        return TLSError("\(what): \(String(cString: buf))")
+        return TLSError("\(what): \(String(nulTerminated: buf))")
     }
 }
 
@@ -46,7 +46,7 @@ public final class TLSServerContext: @unchecked Sendable {
             var err = [CChar](repeating: 0, count: 256)
             guard let ctx = kg_tls_server_ctx(cert, key, minTLS13 ? 1 : 0, &err, err.count) else {
                 for c in built { SSL_CTX_free(c) }
-                throw TLSError("\(cert): \(String(cString: err))")
+                throw TLSError("\(cert): \(String(nulTerminated: err))")
             }
             let verify: (ca: String, mode: Int32)?
             switch clientCertificates {
@@ -57,13 +57,13 @@ public final class TLSServerContext: @unchecked Sendable {
             if let verify, kg_tls_client_ca(ctx, verify.ca, verify.mode, &err, err.count) == 0 {
                 SSL_CTX_free(ctx)
                 for c in built { SSL_CTX_free(c) }
-                throw TLSError("\(verify.ca): \(String(cString: err))")
+                throw TLSError("\(verify.ca): \(String(nulTerminated: err))")
             }
             var name = [CChar](repeating: 0, count: 256)
             kg_tls_first_name(ctx, &name, name.count)
             let notAfter = Int64(kg_tls_not_after(ctx))
             built.append(ctx)
-            certs.append(Certificate(name: String(cString: name), notAfter: notAfter))
+            certs.append(Certificate(name: String(nulTerminated: name), notAfter: notAfter))
         }
         contexts = built
         certificates = certs
