@@ -43,28 +43,28 @@ public final class UsageLog: Sendable {
             return
         }
         queue.async {
-            let complete = self.state.withLock { fd in Self.writeAll(fd, batch, events: events) }
+            let (complete, error) = self.state.withLock { fd in Self.writeAll(fd, batch, events: events) }
             self.backlog.subtract(size, ordering: .relaxed)
             self.written.add(complete, ordering: .relaxed)
-            if complete < events { self.failed(events - complete) }
+            if complete < events { self.failed(events - complete, error) }
         }
     }
 
-    /// Writes `batch`; returns how many whole lines reached the file. A failed write (a full
-    /// disk, a closed pipe on stdout) loses only the lines it did not complete.
-    static func writeAll(_ fd: Int32, _ batch: [UInt8], events: Int) -> Int {
+    /// Writes `batch`; returns how many whole lines reached the file, and the error that stopped
+    /// the write (0 when none). A failed write (a full disk, a closed pipe on stdout) loses only
+    /// the lines it did not complete.
+    static func writeAll(_ fd: Int32, _ batch: [UInt8], events: Int) -> (lines: Int, error: Int32) {
         batch.withUnsafeBytes { raw in
-            let off = System.writeAll(fd, raw).written
-            if off == raw.count { return events }
+            let (off, error) = System.writeAll(fd, raw)
+            if off == raw.count { return (events, 0) }
             var lines = 0
             for b in raw[0..<off] where b == 0x0A { lines += 1 }
-            return lines
+            return (lines, error)
         }
     }
 
     /// Counts events that could not be written and says so, at most once per 10,000.
-    private func failed(_ events: Int) {
-        let e = errno
+    private func failed(_ events: Int, _ e: Int32) {
         let total = dropped.add(events, ordering: .relaxed).newValue
         if total == events || total / 10000 != (total - events) / 10000 {
             StandardStreams.writeError("keygate: usage log write failed (\(String(cString: strerror(e)))), \(total) events dropped so far\n")
