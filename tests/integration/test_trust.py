@@ -148,7 +148,7 @@ def test_usage_log_on_stdout_survives_a_closed_pipe(tmp_path, upstream):
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).read().decode()
         dropped = [l for l in metrics.splitlines() if l.startswith("keygate_usage_events_dropped_total ")]
         assert dropped and int(dropped[0].split()[1]) > 0
-        assert "usage log write failed" in open(g.stderr_path).read()
+        assert "usage log write failed (Broken pipe)" in open(g.stderr_path).read()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
