@@ -92,7 +92,7 @@ public final class TLSClientContext: @unchecked Sendable {
     public init(ca: String?, serverName: String, verify: Bool) throws(TLSError) {
         var err = [CChar](repeating: 0, count: 256)
         guard let c = kg_tls_client_ctx(ca, verify ? 1 : 0, &err, err.count) else {
-            throw TLSError("\(ca ?? "system CA store"): \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            throw TLSError("\(ca ?? "system CA store"): \(String(nulTerminated: err))")
         }
         ctx = c
         self.serverName = serverName
