@@ -53,10 +53,12 @@ screenshots: build
 clean:
 	rm -rf .build run bench-out
 
-# libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, then the
-# files others write: key-store lines, usage-log lines, the policy; and the forwarding headers
-# of trusted proxies. New inputs that reach new code go to fuzz/findings*, outside git; the
-# committed corpus folders are the seeds.
+# libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, upstream
+# answers through the response relay (the same outcome however they are split into reads) and
+# WebSocket frame boundaries; then the files others write: key-store lines, usage-log lines, the
+# policy; and the forwarding headers of trusted proxies. New inputs that reach new code go to
+# fuzz/findings*, outside git; the committed corpus folders are the seeds. Swift's own crash
+# backtracer is off so that libFuzzer reports a crash and saves its input at once.
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 fuzz: deps
@@ -64,10 +66,10 @@ fuzz: deps
 	$(SWIFT) build --product KeygateFuzzFiles --scratch-path .build-fuzz $(FUZZ_FLAGS)
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
-	.build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
+	SWIFT_BACKTRACE=enable=no .build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
 	for t in record usage policy forwarded; do \
 	  mkdir -p fuzz/findings-$$t; \
-	  KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  SWIFT_BACKTRACE=enable=no KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -artifact_prefix=fuzz/crash-$$t- fuzz/findings-$$t fuzz/corpus-$$t || exit 1; \
 	done
 

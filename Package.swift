@@ -46,8 +46,9 @@ let package = Package(
                 "KeygateProxy", "KeygateCore", "KeygateIO", "KeygateCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        // libFuzzer target for the parser: `make fuzz` builds it with -sanitize=fuzzer,address.
-        .executableTarget(name: "KeygateFuzz", dependencies: ["KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // libFuzzer target for what peers send (request heads and bodies, upstream answers,
+        // WebSocket frames): `make fuzz` builds it with -sanitize=fuzzer,address.
+        .executableTarget(name: "KeygateFuzz", dependencies: ["KeygateCore", "KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         // libFuzzer target for the files others write (key-store lines, usage lines, the policy)
         // and the forwarding headers of trusted proxies.
         .executableTarget(name: "KeygateFuzzFiles", dependencies: ["KeygateCore", "KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),

@@ -35,7 +35,9 @@ public struct HeadScanner: Sendable {
             // the LF is a bare CR.
             guard let lf = memchr(base + position, 0x0A, n - position) else {
                 if n - position > 1, memchr(base + position, 0x0D, n - position - 1) != nil { throw .bareCR }
-                position = n
+                // A CR at the end of this read is looked at again with the next one: only an
+                // LF right after it makes it part of a line end.
+                position = buf[n - 1] == 0x0D ? n - 1 : n
                 break
             }
             let at = base.distance(to: UnsafeRawPointer(lf))

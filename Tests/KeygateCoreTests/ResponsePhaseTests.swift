@@ -104,6 +104,52 @@ final class ResponsePhaseTests: XCTestCase {
         XCTAssertTrue(relay.trailingGarbage)
     }
 
+    /// The client gets the same bytes, and the relay reaches the same verdict, whatever reads
+    /// the upstream's answer came in: each answer is fed whole, then cut in two at every byte.
+    func testRelayOutcomeDoesNotDependOnTheReads() {
+        let context = ResponseRelay.Context(
+            requestVersion: Fixtures.get("/").version, keepAlive: true, rateHeaders: [], requestID: Array("r".utf8), upgrade: true)
+        func outcome(_ bytes: [UInt8], head: Bool, cut: Int?) -> String {
+            var relay = ResponseRelay(requestWasHead: head)
+            var client: [UInt8] = []
+            var tunnel: [UInt8] = []
+            let pieces = cut.map { [Array(bytes[0..<$0]), Array(bytes[$0...])] } ?? [bytes]
+            for piece in pieces {
+                if relay.switched {
+                    tunnel += piece
+                    continue
+                }
+                do {
+                    try piece.withUnsafeBytes { raw in
+                        try relay.feed(raw, context: { context }) { parts in
+                            for p in parts { client += p }
+                        }
+                    }
+                } catch {
+                    return "failed: \(error)"
+                }
+                if relay.switched { tunnel += relay.tunnelLeftover }
+            }
+            let shown = String(decoding: client, as: UTF8.self).debugDescription
+            return "\(relay.status) complete=\(relay.isComplete) garbage=\(relay.trailingGarbage) client=\(shown) tunnel=\(tunnel)"
+        }
+        let answers: [(String, Bool)] = [
+            ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT", false),
+            ("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 9\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\u{81}\u{05}hello", false),
+            ("HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 1\r\n\r\nz", false),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false),
+        ]
+        for (text, head) in answers {
+            let bytes = Array(text.utf8)
+            let whole = outcome(bytes, head: head, cut: nil)
+            for cut in 1..<bytes.count {
+                XCTAssertEqual(outcome(bytes, head: head, cut: cut), whole, "\(text.debugDescription) cut at \(cut)")
+            }
+        }
+    }
+
     func testRelayRefusesASwitchAndBadFraming() {
         var relay = ResponseRelay(requestWasHead: false)
         let context = ResponseRelay.Context(requestVersion: Fixtures.get("/").version, keepAlive: true, rateHeaders: [], requestID: [])

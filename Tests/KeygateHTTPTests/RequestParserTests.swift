@@ -86,6 +86,46 @@ final class RequestParserTests: XCTestCase {
         XCTAssertEqual(status("GET / HTTP/1.1\r\nHost: a\r\n"), -1)
     }
 
+    /// The scanner's verdict on a head (its end, or the error) whatever reads it came in: each
+    /// head is fed whole, then grown one read at a time from every cut point.
+    func testScannerVerdictDoesNotDependOnTheReads() {
+        func verdict(_ bytes: [UInt8], cut: Int?) -> String {
+            var scanner = HeadScanner()
+            do {
+                if let cut {
+                    let first = try Array(bytes[0..<cut]).withUnsafeBytes { (raw) throws(HTTPParseError) -> Int? in try scanner.scan(raw) }
+                    if let first { return "end \(first)" }
+                }
+                let end = try bytes.withUnsafeBytes { (raw) throws(HTTPParseError) -> Int? in try scanner.scan(raw) }
+                return end.map { "end \($0)" } ?? "incomplete"
+            } catch let e as HTTPParseError {
+                return "error \(e.status)"
+            } catch {
+                return "unexpected \(error)"
+            }
+        }
+        let heads = [
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",  // bare CR inside a value
+            "GET / HTTP/1.1\r\nHost: a\r\n\rX: b\r\n\r\n",  // bare CR starting a line
+            "GET /\r HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",  // bare LF
+            "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ]
+        for text in heads {
+            let bytes = Array(text.utf8)
+            let whole = verdict(bytes, cut: nil)
+            for cut in 1..<bytes.count {
+                XCTAssertEqual(verdict(bytes, cut: cut), whole, "\(text.debugDescription) cut at \(cut)")
+            }
+        }
+        XCTAssertEqual(verdict(Array(heads[0].utf8), cut: 30), "error 400")
+        // The parser refuses them on its own too, should a head ever reach it unscanned.
+        for text in heads[0..<4] {
+            XCTAssertThrowsError(try Array(text.utf8).withUnsafeBytes { try RequestParser.parse($0) }, text.debugDescription)
+        }
+    }
+
     func testOneLeadingEmptyLineIsIgnored() {
         XCTAssertEqual(status("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 200)
         XCTAssertEqual(status("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400)

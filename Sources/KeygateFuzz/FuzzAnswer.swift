@@ -1,0 +1,117 @@
+import KeygateCore
+import KeygateHTTP
+
+/// What the client gets for one upstream answer, whatever reads it arrived in: the relay's
+/// verdict and the client-visible bytes (head, then payload with any chunk framing removed).
+struct RelayOutcome: Equatable {
+    var failure: String?
+    var status = 0
+    var complete = false
+    var completeAtClose = false
+    var trailingGarbage = false
+    var switched = false
+    var tunnelBytes: [UInt8] = []
+    var head: [UInt8] = []
+    var payload: [UInt8] = []
+    var payloadCount: UInt64 = 0
+}
+
+/// Feeds `bytes` to a fresh relay in the pieces `cuts` marks, as the upstream connection does
+/// (bytes after a switch go to the tunnel), then closes the upstream.
+func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: Bool, upgrade: Bool) -> RelayOutcome {
+    var relay = ResponseRelay(requestWasHead: requestWasHead)
+    let context = ResponseRelay.Context(
+        requestVersion: .http11, keepAlive: true, rateHeaders: [], requestID: Array("fuzz".utf8), upgrade: upgrade)
+    var out = RelayOutcome()
+    var wire: [UInt8] = []
+    var start = 0
+    for end in cuts + [bytes.count] where end >= start {
+        let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+        start = end
+        if relay.switched {
+            out.tunnelBytes.append(contentsOf: piece)
+            continue
+        }
+        do {
+            try relay.feed(piece, context: { context }) { parts in
+                for p in parts { wire.append(contentsOf: p) }
+            }
+        } catch {
+            out.failure = error.description
+            return out
+        }
+        if relay.switched { out.tunnelBytes.append(contentsOf: relay.tunnelLeftover) }
+    }
+    out.status = relay.status
+    out.complete = relay.isComplete
+    out.switched = relay.switched
+    out.trailingGarbage = relay.trailingGarbage
+    if !relay.switched {
+        out.completeAtClose = relay.upstreamClosed { parts in
+            for p in parts { wire.append(contentsOf: p) }
+        }
+    }
+    out.payloadCount = relay.bytesOut
+    splitClientBytes(wire, chunked: relay.plan.chunkToClient, into: &out)
+    return out
+}
+
+/// Splits what went to the client into its head and its payload, de-chunking when the relay
+/// chunked the body; chunking that does not decode is a bug.
+func splitClientBytes(_ wire: [UInt8], chunked: Bool, into out: inout RelayOutcome) {
+    var headEnd = wire.count
+    if wire.count >= 4 {
+        for i in 0...(wire.count - 4) where wire[i] == 13 && wire[i + 1] == 10 && wire[i + 2] == 13 && wire[i + 3] == 10 {
+            headEnd = i + 4
+            break
+        }
+    }
+    out.head = Array(wire[0..<headEnd])
+    let body = Array(wire[headEnd...])
+    guard chunked, !out.switched else {
+        out.payload = body
+        return
+    }
+    var decoder = ChunkedDecoder()
+    var payload: [UInt8] = []
+    let used = body.withUnsafeBytes { raw in
+        (try? decoder.decode(raw, onData: { payload.append(contentsOf: $0) })) ?? -1
+    }
+    if used != body.count { fatalError("the relay's chunked output does not decode (\(used) of \(body.count) bytes)") }
+    out.payload = payload
+}
+
+/// The same answer whole and cut in two and three places: the client must get the same thing.
+func fuzzAnswer(_ bytes: UnsafeRawBufferPointer) {
+    let n = bytes.count
+    guard n >= 2 else { return }
+    // The request's kind and the cuts come from the input's length and hash, not its first
+    // bytes, which a well-formed answer always starts with.
+    let requestWasHead = n & 1 != 0
+    let upgrade = n & 2 == 0
+    let whole = relayOutcome(bytes, cuts: [], requestWasHead: requestWasHead, upgrade: upgrade)
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    let a = Int(hash % UInt64(n + 1))
+    let b = a + Int((hash >> 32) % UInt64(n - a + 1))
+    for cuts in [[a], [a, b], [n / 2], Array(stride(from: 1, to: min(n, 64), by: 1))] {
+        let split = relayOutcome(bytes, cuts: cuts, requestWasHead: requestWasHead, upgrade: upgrade)
+        if split != whole { fatalError("the answer's outcome depends on its reads: cuts \(cuts.prefix(3))…\nwhole: \(whole)\nsplit: \(split)") }
+    }
+    if whole.failure == nil && !whole.switched && whole.payloadCount != UInt64(whole.payload.count) {
+        fatalError("payload count \(whole.payloadCount) against \(whole.payload.count) bytes sent")
+    }
+}
+
+/// A WebSocket stream's frame boundaries must not depend on how the stream was read.
+func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
+    var whole = WebSocketFrames()
+    whole.advance(bytes)
+    var bytewise = WebSocketFrames()
+    var boundaries = 0
+    for i in 0..<bytes.count {
+        bytewise.advance(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + 1)]))
+        if bytewise.atBoundary { boundaries += 1 }
+    }
+    if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries) boundaries seen)") }
+}
