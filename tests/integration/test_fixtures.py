@@ -1,6 +1,8 @@
 """The raw-byte fixtures of tests/fixtures/http, replayed over a socket to a running gate."""
 import json
 import os
+import socket
+import time
 
 import pytest
 
@@ -54,3 +56,59 @@ def test_fixture_over_socket(running, name, expect, raw):
     if name == "hop-by-hop-ok":
         seen = {k.lower() for k, _ in json.loads(out.split(b"\r\n\r\n", 1)[1])["headers"]}
         assert not seen & {"connection", "keep-alive", "te", "upgrade", "x-drop"}
+
+
+def cut_after_each_cr(raw):
+    """The bytes in pieces that each end with a CR, so every CRLF is split across two reads."""
+    pieces, start = [], 0
+    for i, b in enumerate(raw):
+        if b == 0x0D:
+            pieces.append(raw[start:i + 1])
+            start = i + 1
+    return pieces + [raw[start:]]
+
+
+def answer_complete(out):
+    """A whole answer with a Content-Length has arrived (others are read until the gate closes)."""
+    head, sep, body = out.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+@pytest.mark.parametrize("name,expect,raw", list(fixtures()), ids=[f[0] for f in fixtures()])
+def test_fixture_with_every_crlf_split_across_reads(running, name, expect, raw):
+    """The same answer when each CR reaches the gate in one read and what follows it in the next."""
+    gate, upstream, key = running
+    raw = raw.replace(b"Host: x\r\n", b"Host: x\r\nx-api-key: " + key.encode() + b"\r\n", 1)
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=2.0)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out = b""
+    try:
+        for piece in cut_after_each_cr(raw):
+            if piece:
+                s.sendall(piece)
+                time.sleep(0.003)
+        while not answer_complete(out):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        s.close()
+    status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else 0
+    assert status == expect, (name, out[:300])
+    if expect >= 400:
+        assert out.count(b"HTTP/1.1 ") == 1, name
+        # The same reason as when the bytes arrive in one read.
+        whole = raw_exchange(gate.port, raw, read_timeout=2.0)
+        def reason(answer):
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            return body["error"], body["message"]
+        assert reason(out) == reason(whole), name
