@@ -1,6 +1,8 @@
 """make soak: mixed traffic for SOAK_SECONDS — valid and invalid requests, slow clients, large
-bodies, key reloads every few seconds, upstream restarts — sampling the gate's RSS and open
-descriptors. Prints figures; a crash, an fd leak or a lost usage line shows in them."""
+bodies, WebSocket tunnels ended every way (close frame, reset, half-close, a frame cut short, the
+key revoked), key reloads every few seconds, upstream restarts — sampling the gate's RSS and open
+descriptors. Prints figures; a crash, an fd leak, a tunnel left counted or a lost usage line
+shows in them."""
 import json
 import os
 import random
@@ -12,13 +14,17 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
-from conftest import Gate  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from conftest import Gate, metric  # noqa: E402
+from test_websocket import ws_open  # noqa: E402
+from upstream import Upstream, ws_frame, ws_read_frame  # noqa: E402
 
 seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 stop = time.time() + seconds
 lock = threading.Lock()
-counts = {"answered": 0, "ok": 0, "denied": 0, "errors": 0, "slow_closed": 0}
+counts = {"answered": 0, "ok": 0, "denied": 0, "errors": 0, "slow_closed": 0, "tunnels": 0, "tunnels_refused": 0,
+          "tunnels_revoked": 0, "tunnel_errors": 0}
+# Keys the tunnel clients use; the main loop revokes the oldest and adds one every few seconds.
+tunnel_keys = []
 
 
 def bump(k, n=1):
@@ -99,6 +105,49 @@ def slow_clients(port):
             s.close()
 
 
+def tunnels(gate):
+    """Opens tunnels, echoes a few messages (1 B to 70 KB) and ends each one a different way."""
+    import struct
+    rng = random.Random()
+    while time.time() < stop:
+        with lock:
+            key = rng.choice(tunnel_keys)
+        try:
+            s, reader, status, _ = ws_open(gate, "/ws", key)
+        except (OSError, ValueError, IndexError):
+            bump("tunnel_errors")
+            time.sleep(0.05)
+            continue
+        if status != 101:  # 502 while the upstream restarts, 401 for a key revoked just now
+            bump("tunnels_refused")
+            s.close()
+            time.sleep(0.05)
+            continue
+        bump("tunnels")
+        try:
+            s.settimeout(10)
+            for _ in range(rng.randint(0, 5)):
+                s.sendall(ws_frame(rng.choice([1, 2]), os.urandom(rng.choice([1, 100, 70000])), mask=True))
+                if ws_read_frame(reader)[0] == 8:  # closed by the gate: the key was revoked
+                    bump("tunnels_revoked")
+                    break
+            end = rng.randint(0, 3)
+            if end == 0:
+                s.sendall(ws_frame(8, b"\x03\xe8", mask=True))
+            elif end == 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+            elif end == 2:
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):
+                    pass
+            else:
+                s.sendall(b"\x82\xfe\x10")  # a frame header cut short
+        except (OSError, EOFError, ValueError, IndexError):
+            bump("tunnel_errors")
+        finally:
+            s.close()
+
+
 def sample(pid):
     with open(f"/proc/{pid}/status") as f:
         rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")][0] // 1024
@@ -112,9 +161,15 @@ def main():
     port = up.port
     g = Gate(tmp, port, extra="timeouts: { header_read: 2s, idle: 5s }\n")
     key = g.create_key()["key"]
+    tunnel_ids = []
+    for _ in range(3):
+        k = g.create_key()
+        tunnel_keys.append(k["key"])
+        tunnel_ids.append(k["id"])
     g.start()
     threads = [threading.Thread(target=client, args=(g.port, key, k), daemon=True) for k in ["valid"] * 4 + ["invalid"] * 2 + ["large"]]
     threads.append(threading.Thread(target=slow_clients, args=(g.port,), daemon=True))
+    threads += [threading.Thread(target=tunnels, args=(g,), daemon=True) for _ in range(2)]
     for t in threads:
         t.start()
     samples = []
@@ -125,6 +180,13 @@ def main():
         now = time.time()
         if now >= next_reload:
             g.cli("keys", "create", "--name", f"soak {reloads}")
+            # Revoke a key tunnels use (open tunnels on it are closed with 1008) and add another.
+            k = g.create_key()
+            with lock:
+                tunnel_keys.append(k["key"])
+                tunnel_keys.pop(0)
+            tunnel_ids.append(k["id"])
+            g.cli("keys", "revoke", tunnel_ids.pop(0))
             reloads += 1
             next_reload = now + 3
         if now >= next_restart and now > stop - seconds + 30:
@@ -142,13 +204,20 @@ def main():
     time.sleep(1)
     alive = g.proc.poll() is None
     end = sample(g.proc.pid) if alive else (0, 0)
+    gauges = {m: metric(g, m) for m in ("keygate_tunnels_open", "keygate_connections_open")} if alive else {}
     g.stop()
-    lines = len(g.usage_lines())
+    usage = g.usage_lines()
+    lines = len(usage)
+    tunnel_lines = sum(1 for u in usage if u.get("status") == 101)
     up.stop()
     print(f"soak {seconds}s: gate alive at the end: {alive}; {reloads} key reloads, {restarts} upstream restarts")
     print(f"answers {counts['answered']} (allowed {counts['ok']}, refused {counts['denied']}), client-side errors {counts['errors']}, "
           f"slow clients cut off {counts['slow_closed']}")
-    print(f"usage lines {lines} for {counts['answered']} answered requests (+ slow clients' 408s)")
+    print(f"tunnels {counts['tunnels']} (closed by a revocation {counts['tunnels_revoked']}, refused {counts['tunnels_refused']}), "
+          f"client-side errors {counts['tunnel_errors']}; usage lines with status 101: {tunnel_lines}")
+    print(f"after the traffic: {', '.join(f'{m} {v:g}' for m, v in gauges.items())}")
+    print(f"usage lines {lines} for {counts['answered']} answered requests and {counts['tunnels'] + counts['tunnels_refused']} "
+          f"tunnel handshakes (+ slow clients' 408s)")
     print("t(s)  RSS MiB  fds")
     for t, rss, fds in samples:
         print(f"{t:5} {rss:8} {fds:5}")
