@@ -81,7 +81,8 @@ func splitClientBytes(_ wire: [UInt8], chunked: Bool, into out: inout RelayOutco
     out.payload = payload
 }
 
-/// The same answer whole and cut in two and three places: the client must get the same thing.
+/// The same answer whole, cut at one or two points, and in one-byte reads for its first 64
+/// bytes: the client must get the same thing every time.
 func fuzzAnswer(_ bytes: UnsafeRawBufferPointer) {
     let n = bytes.count
     guard n >= 2 else { return }

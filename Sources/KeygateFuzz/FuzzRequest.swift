@@ -1,9 +1,10 @@
 import KeygateHTTP
 
 /// libFuzzer entry: the request head scanner and parser, then the chunked decoder on what
-/// follows the head, exactly as a connection drives them; then the same bytes as an upstream's
-/// answer through the response relay, and as a WebSocket stream. Any crash or sanitizer report
-/// is a bug, and so is an answer whose outcome depends on how it was split into reads.
+/// follows the head, exactly as a connection drives them. The same bytes also go through the
+/// response relay as an upstream's answer and through the WebSocket frame tracker. Any crash or
+/// sanitizer report is a bug, and so is an answer whose outcome depends on how it was split
+/// into reads.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
