@@ -36,7 +36,7 @@ struct Usage: ParsableCommand {
         var report = UsageReport(pivot: UsageReport.Pivot(rawValue: by) ?? .key, filter: filter)
         for path in paths {
             guard FileManager.default.isReadableFile(atPath: path) else { throw CLIFailure("cannot read usage log \(path)") }
-            try LineReader.forEachLine(path) { report.add(line: $0) }
+            try LineReader.forEachLine(path) { report.add(line: $0, unfinished: $1) }
         }
         if json {
             printJSON(report)
@@ -45,6 +45,9 @@ struct Usage: ParsableCommand {
         }
         if report.malformed > 0 {
             StandardStreams.writeError("keygate: skipped \(report.malformed) malformed line(s) of \(report.lines)\n")
+        }
+        if report.unfinished > 0 {
+            StandardStreams.writeError("keygate: left out \(report.unfinished) last line(s) still being written (no line end yet)\n")
         }
     }
 
@@ -77,14 +80,15 @@ struct Usage: ParsableCommand {
                 "p50_ms": (g.p50 * 100).rounded() / 100, "p99_ms": (g.p99 * 100).rounded() / 100,
             ])
         }
-        let doc: [String: Any] = ["by": by, "groups": groups, "events": r.matched, "lines": r.lines, "malformed": r.malformed]
+        let doc: [String: Any] = ["by": by, "groups": groups, "events": r.matched, "lines": r.lines, "malformed": r.malformed, "unfinished": r.unfinished]
         Output.printJSON(doc)
     }
 }
 
-/// Streams a file's lines in 1 MiB reads; `.gz` files through `gzip -dc`.
+/// Streams a file's lines in 1 MiB reads; `.gz` files through `gzip -dc`. The second argument
+/// to `body` is true for a last line the file ends without a newline.
 enum LineReader {
-    static func forEachLine(_ path: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws {
+    static func forEachLine(_ path: String, _ body: (UnsafeBufferPointer<UInt8>, Bool) -> Void) throws {
         var child: pid_t?
         let fd: Int32
         if path.hasSuffix(".gz") {
@@ -104,10 +108,10 @@ enum LineReader {
                 var start = 0
                 for i in 0..<n where p[i] == 0x0A {
                     if carry.isEmpty {
-                        if i > start { body(UnsafeBufferPointer(rebasing: p[start..<i])) }
+                        if i > start { body(UnsafeBufferPointer(rebasing: p[start..<i]), false) }
                     } else {
                         carry.append(contentsOf: p[start..<i])
-                        carry.withUnsafeBufferPointer { body($0) }
+                        carry.withUnsafeBufferPointer { body($0, false) }
                         carry.removeAll(keepingCapacity: true)
                     }
                     start = i + 1
@@ -115,7 +119,7 @@ enum LineReader {
                 if start < n { carry.append(contentsOf: p[start..<n]) }
             }
         }
-        if !carry.isEmpty { carry.withUnsafeBufferPointer { body($0) } }
+        if !carry.isEmpty { carry.withUnsafeBufferPointer { body($0, true) } }
         if let child {
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}

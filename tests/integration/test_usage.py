@@ -85,6 +85,19 @@ def test_usage_report(gate, upstream, tmp_path):
         dst.write(src.read())
     both = json.loads(gate.cli("usage", "--log", str(gz), "--log", log, "--json").stdout)
     assert both["events"] == 10
+    # A live log ends in the event being written: left out and said so, not called malformed.
+    complete = open(log, "rb").read()
+    first = complete.splitlines(keepends=True)[0]
+    live = tmp_path / "live.jsonl"
+    live.write_bytes(complete + first[:40])
+    r = gate.cli("usage", "--log", str(live), "--json")
+    doc = json.loads(r.stdout)
+    assert (doc["events"], doc["malformed"], doc["unfinished"]) == (5, 1, 1)
+    assert "still being written" in r.stderr and "skipped 1 malformed" in r.stderr
+    # A whole event without its newline is an event.
+    live.write_bytes(complete + first.rstrip(b"\n"))
+    doc = json.loads(gate.cli("usage", "--log", str(live), "--json").stdout)
+    assert (doc["events"], doc["malformed"], doc["unfinished"]) == (6, 1, 0)
     table = gate.cli("usage").stdout
     assert a["id"] in table and "REQUESTS" in table
     r = gate.cli("usage", "--log", str(tmp_path / "missing.jsonl"), check=False)

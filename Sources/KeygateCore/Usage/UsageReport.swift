@@ -48,19 +48,27 @@ public struct UsageReport {
     public private(set) var lines = 0
     public private(set) var matched = 0
     public private(set) var malformed = 0
+    /// Last lines with no line end yet that do not parse: an event the gate is still writing.
+    public private(set) var unfinished = 0
 
     public init(pivot: Pivot, filter: Filter) {
         self.pivot = pivot
         self.filter = filter
     }
 
-    /// Feeds one line (without its newline).
-    public mutating func add(line: UnsafeBufferPointer<UInt8>) {
-        lines += 1
+    /// Feeds one line (without its newline). `unfinished`: the file ended before this line's
+    /// newline, as it does while the gate is appending to a live log.
+    public mutating func add(line: UnsafeBufferPointer<UInt8>, unfinished: Bool = false) {
         guard let e = UsageLine.parse(line) else {
-            malformed += 1
+            if unfinished {
+                self.unfinished += 1
+            } else {
+                lines += 1
+                malformed += 1
+            }
             return
         }
+        lines += 1
         if let s = filter.sinceMillis, e.ts < s { return }
         if let u = filter.untilMillis, e.ts >= u { return }
         if let k = filter.keyID, e.keyID != k { return }
