@@ -54,11 +54,11 @@ clean:
 	rm -rf .build run bench-out
 
 # libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, upstream
-# answers through the response relay (the same outcome however they are split into reads) and
-# WebSocket frame boundaries; then the files others write: key-store lines, usage-log lines, the
-# policy; and the forwarding headers of trusted proxies. New inputs that reach new code go to
-# fuzz/findings*, outside git; the committed corpus folders are the seeds. Swift's own crash
-# backtracer is off so that libFuzzer reports a crash and saves its input at once.
+# answers through the response relay and WebSocket frame boundaries, each also split into reads
+# (the outcome must not depend on the split); then the files others write: key-store lines,
+# usage-log lines, the policy; and the forwarding headers of trusted proxies. New inputs that
+# reach new code go to fuzz/findings*, outside git; the committed corpus folders are the seeds.
+# Swift's own crash backtracer is off so that libFuzzer reports a crash and saves its input at once.
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DKEYGATE_FUZZ
 fuzz: deps

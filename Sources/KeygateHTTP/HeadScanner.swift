@@ -56,6 +56,10 @@ public struct HeadScanner: Sendable {
                 }
                 return position
             }
+            // The same line limits as for a line still arriving below, so that a head is not
+            // refused or kept waiting depending on where its reads happened to end.
+            if lines == 0 && length > maxRequestLineBytes { throw .uriTooLong }
+            if lines > 0 && length > maxLineBytes { throw .headerTooLarge }
             lines += 1
             lineStart = position
             if position - start > maxHeadBytes { throw .headerTooLarge }

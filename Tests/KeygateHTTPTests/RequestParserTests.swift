@@ -111,6 +111,10 @@ final class RequestParserTests: XCTestCase {
             "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",  // bare LF
             "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            // An over-long line that is complete, then a head still arriving: refused at once,
+            // not only when a read happens to end inside the long line.
+            "GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "a", count: 9000) + "\r\nY: b",
+            "GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\nHost: a",
         ]
         for text in heads {
             let bytes = Array(text.utf8)
@@ -120,6 +124,8 @@ final class RequestParserTests: XCTestCase {
             }
         }
         XCTAssertEqual(verdict(Array(heads[0].utf8), cut: 30), "error 400")
+        XCTAssertEqual(verdict(Array(heads[6].utf8), cut: nil), "error 431")
+        XCTAssertEqual(verdict(Array(heads[7].utf8), cut: nil), "error 414")
         // The parser refuses them on its own too, should a head ever reach it unscanned.
         for text in heads[0..<4] {
             XCTAssertThrowsError(try Array(text.utf8).withUnsafeBytes { try RequestParser.parse($0) }, text.debugDescription)

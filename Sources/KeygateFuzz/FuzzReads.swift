@@ -1,3 +1,6 @@
+// Differential checks: what the gate makes of bytes from a peer must not depend on how the
+// bytes were split into reads (a request head, an upstream's answer, a WebSocket stream).
+
 import KeygateCore
 import KeygateHTTP
 
@@ -115,4 +118,41 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
         if bytewise.atBoundary { boundaries += 1 }
     }
     if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries) boundaries seen)") }
+}
+
+/// What the gate makes of a request head arriving in the reads `cuts` marks, with the gate's
+/// own relation between scanner and parser limits (scaled down so the fuzzer reaches them):
+/// refused, or where the head ends and what it says.
+func requestVerdict(_ bytes: UnsafeRawBufferPointer, cuts: [Int]) -> String {
+    var scanner = HeadScanner(maxHeadBytes: 4096, maxLineBytes: 1024, maxRequestLineBytes: 1024 + 64)
+    let limits = RequestLimits(maxHeadBytes: 4096, maxFields: 100, maxLineBytes: 1024, maxTargetBytes: 1024)
+    var end: Int? = nil
+    for cut in cuts + [bytes.count] {
+        do {
+            end = try scanner.scan(UnsafeRawBufferPointer(rebasing: bytes[0..<cut]))
+        } catch {
+            return "refused"
+        }
+        if end != nil { break }
+    }
+    guard let end else { return "incomplete" }
+    guard let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end]), limits: limits) else {
+        return "refused"
+    }
+    return "end \(end): \(head.methodString()) \(head.bytes.string(head.target)) \(head.fields.count) fields \(head.framing) keepAlive \(head.keepAlive)"
+}
+
+/// A request accepted in one read is accepted in any reads, and the other way round: a limit
+/// checked on an incomplete head must never refuse what the whole head would pass.
+func fuzzRequestReads(_ bytes: UnsafeRawBufferPointer) {
+    let n = bytes.count
+    guard n >= 2 else { return }
+    let whole = requestVerdict(bytes, cuts: [])
+    var hash: UInt64 = 0x84_2222_5CB2_9CE4
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    let a = Int(hash % UInt64(n + 1))
+    for cuts in [[a], [n / 2], Array(stride(from: 1, to: n, by: max(1, n / 64)))] {
+        let split = requestVerdict(bytes, cuts: cuts.filter { $0 > 0 && $0 < n })
+        if split != whole { fatalError("the request's verdict depends on its reads: cuts \(cuts.prefix(3))…\nwhole: \(whole)\nsplit: \(split)") }
+    }
 }
