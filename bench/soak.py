@@ -7,6 +7,7 @@ import json
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +24,8 @@ stop = time.time() + seconds
 lock = threading.Lock()
 counts = {"answered": 0, "ok": 0, "denied": 0, "errors": 0, "slow_closed": 0, "tunnels": 0, "tunnels_refused": 0,
           "tunnels_revoked": 0, "tunnel_errors": 0}
-# Keys the tunnel clients use; the main loop revokes the oldest and adds one every few seconds.
+# Keys the tunnel clients use (as `keys create --json` prints them); the main loop revokes the
+# oldest and adds one every few seconds.
 tunnel_keys = []
 
 
@@ -107,11 +109,10 @@ def slow_clients(port):
 
 def tunnels(gate):
     """Opens tunnels, echoes a few messages (1 B to 70 KB) and ends each one a different way."""
-    import struct
     rng = random.Random()
     while time.time() < stop:
         with lock:
-            key = rng.choice(tunnel_keys)
+            key = rng.choice(tunnel_keys)["key"]
         try:
             s, reader, status, _ = ws_open(gate, "/ws", key)
         except (OSError, ValueError, IndexError):
@@ -161,11 +162,7 @@ def main():
     port = up.port
     g = Gate(tmp, port, extra="timeouts: { header_read: 2s, idle: 5s }\n")
     key = g.create_key()["key"]
-    tunnel_ids = []
-    for _ in range(3):
-        k = g.create_key()
-        tunnel_keys.append(k["key"])
-        tunnel_ids.append(k["id"])
+    tunnel_keys.extend(g.create_key() for _ in range(3))
     g.start()
     threads = [threading.Thread(target=client, args=(g.port, key, k), daemon=True) for k in ["valid"] * 4 + ["invalid"] * 2 + ["large"]]
     threads.append(threading.Thread(target=slow_clients, args=(g.port,), daemon=True))
@@ -181,12 +178,11 @@ def main():
         if now >= next_reload:
             g.cli("keys", "create", "--name", f"soak {reloads}")
             # Revoke a key tunnels use (open tunnels on it are closed with 1008) and add another.
-            k = g.create_key()
+            added = g.create_key()
             with lock:
-                tunnel_keys.append(k["key"])
-                tunnel_keys.pop(0)
-            tunnel_ids.append(k["id"])
-            g.cli("keys", "revoke", tunnel_ids.pop(0))
+                tunnel_keys.append(added)
+                oldest = tunnel_keys.pop(0)
+            g.cli("keys", "revoke", oldest["id"])
             reloads += 1
             next_reload = now + 3
         if now >= next_restart and now > stop - seconds + 30:

@@ -28,7 +28,7 @@ func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: 
     var out = RelayOutcome()
     var wire: [UInt8] = []
     var start = 0
-    for end in cuts + [bytes.count] where end >= start {
+    for end in cuts + [bytes.count] {
         let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
         start = end
         if relay.switched {
@@ -62,13 +62,8 @@ func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: 
 /// Splits what went to the client into its head and its payload, de-chunking when the relay
 /// chunked the body; chunking that does not decode is a bug.
 func splitClientBytes(_ wire: [UInt8], chunked: Bool, into out: inout RelayOutcome) {
-    var headEnd = wire.count
-    if wire.count >= 4 {
-        for i in 0...(wire.count - 4) where wire[i] == 13 && wire[i + 1] == 10 && wire[i + 2] == 13 && wire[i + 3] == 10 {
-            headEnd = i + 4
-            break
-        }
-    }
+    var scanner = HeadScanner(maxHeadBytes: 1 << 20, maxLineBytes: 1 << 20, maxRequestLineBytes: 1 << 20)
+    let headEnd = (try? wire.withUnsafeBytes { try scanner.scan($0) }) ?? nil ?? wire.count
     out.head = Array(wire[0..<headEnd])
     let body = Array(wire[headEnd...])
     guard chunked, !out.switched else {
@@ -94,8 +89,7 @@ func fuzzAnswer(_ bytes: UnsafeRawBufferPointer) {
     let requestWasHead = n & 1 != 0
     let upgrade = n & 2 == 0
     let whole = relayOutcome(bytes, cuts: [], requestWasHead: requestWasHead, upgrade: upgrade)
-    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    let hash = inputHash(bytes)
     let a = Int(hash % UInt64(n + 1))
     let b = a + Int((hash >> 32) % UInt64(n - a + 1))
     for cuts in [[a], [a, b], [n / 2], Array(stride(from: 1, to: min(n, 64), by: 1))] {
@@ -105,6 +99,13 @@ func fuzzAnswer(_ bytes: UnsafeRawBufferPointer) {
     if whole.failure == nil && !whole.switched && whole.payloadCount != UInt64(whole.payload.count) {
         fatalError("payload count \(whole.payloadCount) against \(whole.payload.count) bytes sent")
     }
+}
+
+/// FNV-1a of the input: where to cut it, the same for the same input.
+func inputHash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    return hash
 }
 
 /// A WebSocket stream's frame boundaries must not depend on how the stream was read.
@@ -148,9 +149,7 @@ func fuzzRequestReads(_ bytes: UnsafeRawBufferPointer) {
     let n = bytes.count
     guard n >= 2 else { return }
     let whole = requestVerdict(bytes, cuts: [])
-    var hash: UInt64 = 0x84_2222_5CB2_9CE4
-    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-    let a = Int(hash % UInt64(n + 1))
+    let a = Int((inputHash(bytes) >> 16) % UInt64(n + 1))
     for cuts in [[a], [n / 2], Array(stride(from: 1, to: n, by: max(1, n / 64)))] {
         let split = requestVerdict(bytes, cuts: cuts.filter { $0 > 0 && $0 < n })
         if split != whole { fatalError("the request's verdict depends on its reads: cuts \(cuts.prefix(3))…\nwhole: \(whole)\nsplit: \(split)") }

@@ -56,19 +56,20 @@ public struct HeadScanner: Sendable {
                 }
                 return position
             }
-            // The same line limits as for a line still arriving below, so that a head is not
-            // refused or kept waiting depending on where its reads happened to end.
-            if lines == 0 && length > maxRequestLineBytes { throw .uriTooLong }
-            if lines > 0 && length > maxLineBytes { throw .headerTooLarge }
+            try checkLimits(lineLength: length)
             lines += 1
             lineStart = position
-            if position - start > maxHeadBytes { throw .headerTooLarge }
         }
         // No end yet: refuse early rather than buffer an endless line.
-        let pending = position - lineStart
-        if lines == 0 && pending > maxRequestLineBytes { throw .uriTooLong }
-        if lines > 0 && pending > maxLineBytes { throw .headerTooLarge }
-        if position - start > maxHeadBytes { throw .headerTooLarge }
+        try checkLimits(lineLength: position - lineStart)
         return nil
+    }
+
+    /// The same limits for a line seen whole and for one still arriving, so that a head is not
+    /// refused or kept waiting depending on where its reads happened to end.
+    @inline(__always)
+    private func checkLimits(lineLength: Int) throws(HTTPParseError) {
+        if lineLength > (lines == 0 ? maxRequestLineBytes : maxLineBytes) { throw lines == 0 ? .uriTooLong : .headerTooLarge }
+        if position - start > maxHeadBytes { throw .headerTooLarge }
     }
 }

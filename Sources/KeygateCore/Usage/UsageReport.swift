@@ -59,16 +59,16 @@ public struct UsageReport {
     /// Feeds one line (without its newline). `unfinished`: the file ended before this line's
     /// newline, as it does while the gate is appending to a live log.
     public mutating func add(line: UnsafeBufferPointer<UInt8>, unfinished: Bool = false) {
-        guard let e = UsageLine.parse(line) else {
-            if unfinished {
-                self.unfinished += 1
-            } else {
-                lines += 1
-                malformed += 1
-            }
+        let parsed = UsageLine.parse(line)
+        if parsed == nil && unfinished {
+            self.unfinished += 1
             return
         }
         lines += 1
+        guard let e = parsed else {
+            malformed += 1
+            return
+        }
         if let s = filter.sinceMillis, e.ts < s { return }
         if let u = filter.untilMillis, e.ts >= u { return }
         if let k = filter.keyID, e.keyID != k { return }
