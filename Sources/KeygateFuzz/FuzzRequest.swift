@@ -2,15 +2,17 @@ import KeygateHTTP
 
 /// libFuzzer entry: the request head scanner and parser, then the chunked decoder on what
 /// follows the head, exactly as a connection drives them. The same bytes also go through the
-/// response relay as an upstream's answer and through the WebSocket frame tracker. Any crash or
-/// sanitizer report is a bug, and so is a request or an answer whose outcome depends on how it
-/// was split into reads.
+/// response relay as an upstream's answer and through the WebSocket frame tracker, and a request
+/// the gate would forward has its upstream head checked. Any crash or sanitizer report is a bug,
+/// and so is a request or an answer whose outcome depends on how it was split into reads, and a
+/// forwarded head that carries a credential or reads back differently.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
     fuzzAnswer(bytes)
     fuzzFrames(bytes)
     fuzzRequestReads(bytes)
+    fuzzForwardedHead(bytes)
     var scanner = HeadScanner(maxHeadBytes: 4096, maxLineBytes: 1024, maxRequestLineBytes: 1100)
     guard let end = try? scanner.scan(bytes) else { return 0 }
     guard let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end])) else { return 0 }

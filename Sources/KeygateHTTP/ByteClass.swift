@@ -75,6 +75,22 @@ extension UnsafeBufferPointer where Element == UInt8 {
         }
         return true
     }
+
+    /// `equalsLowercased` for a field name, reading `_` as `-`: apps that see fields as
+    /// `HTTP_X_FORWARDED_FOR` fold `x_forwarded_for` and `x-forwarded-for` to one name.
+    @inlinable
+    public func equalsFieldName(_ range: Range<Int>, _ literal: StaticString) -> Bool {
+        guard range.count == literal.utf8CodeUnitCount else { return false }
+        let lit = literal.utf8Start
+        var i = 0
+        for p in range {
+            let b = self[p]
+            let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : (b == 0x5F ? 0x2D : b)
+            if l != lit[i] { return false }
+            i += 1
+        }
+        return true
+    }
 }
 
 extension Array where Element == UInt8 {

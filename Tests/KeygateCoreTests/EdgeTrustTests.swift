@@ -43,10 +43,56 @@ final class EdgeTrustTests: XCTestCase {
         XCTAssertFalse(out.contains(key), out)
     }
 
+    func testABearerTokenAfterATabIsACredentialToo() throws {
+        let s = try snapshot("public_routes: [\"GET /status\"]\n")
+        var (d, out) = forward(Fixtures.head("GET /status HTTP/1.1\r\nHost: g\r\nAuthorization: bEaReR\t\t\(key)\r\n\r\n"), s)
+        XCTAssertEqual(d.key?.record.id, "CCCCCCCC")
+        XCTAssertFalse(out.contains(key), out)
+        (d, out) = forward(Fixtures.head("GET /status HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer\tkg_wrong_secret\r\n\r\n"), s)
+        XCTAssertNil(d.key)
+        XCTAssertFalse(out.contains("kg_wrong_secret"), out)
+        // Not a bearer scheme: the app's own.
+        (d, out) = forward(Fixtures.head("GET /status HTTP/1.1\r\nHost: g\r\nAuthorization: Bearertoken\r\n\r\n"), s)
+        XCTAssertTrue(out.contains("Authorization: Bearertoken\r\n"), out)
+    }
+
+    func testAKeyFieldWithUnderscoresIsTheKeyField() throws {
+        // CGI-style apps read both as HTTP_X_API_KEY.
+        let s = try snapshot("public_routes: [\"GET /status\"]\ncredentials: {headers: [x-api-key, X_Other_Key]}\n")
+        var (d, out) = forward(Fixtures.get("/x", ["X_API_KEY": key]), s)
+        XCTAssertEqual(d.key?.record.id, "CCCCCCCC")
+        XCTAssertFalse(out.contains(key), out)
+        (d, _) = forward(Fixtures.get("/x", ["x-api-key": key, "x_api_key": "kg_other_secret"]), s)
+        XCTAssertEqual(d.denial, .malformed_key)
+        (d, out) = forward(Fixtures.get("/status", ["x-other-key": "kg_other_secret"]), s)
+        XCTAssertNil(d.denial)
+        XCTAssertFalse(out.contains("kg_other_secret"), out)
+        XCTAssertEqual(UpstreamHead.refusal(Fixtures.get("/x", ["x-api-key": key, "Connection": "x_other_key"]), snapshot: s), "Connection names the credential field")
+    }
+
     func testBasicAuthorizationIsNotACredential() throws {
         let s = try snapshot("public_routes: [\"GET /status\"]\n")
         let (_, out) = forward(Fixtures.get("/status", ["Authorization": "Basic dTpw"]), s)
         XCTAssertTrue(out.contains("Authorization: Basic dTpw\r\n"), out)
+    }
+
+    func testAQueryKeyParameterIsKnownByItsDecodedName() throws {
+        let s = try snapshot("credentials: {headers: [x-api-key], query: [api_key]}\n")
+        // Escaped, the name is still the credential: it authenticates and is removed.
+        var (d, out) = forward(Fixtures.get("/ws?room=7&api%5Fkey=\(key)&x=%41"), s)
+        XCTAssertNil(d.denial)
+        XCTAssertEqual(d.key?.record.id, "CCCCCCCC")
+        XCTAssertTrue(out.hasPrefix("GET /ws?room=7&x=%41 HTTP/1.1\r\n"), out)
+        XCTAssertFalse(out.contains(key), out)
+        // A second key under an escaped name is two credentials, not one checked and one passed on.
+        (d, out) = forward(Fixtures.get("/ws?api_key=\(key)&%61pi_key=kg_other_secret"), s)
+        XCTAssertEqual(d.denial, .malformed_key)
+        (d, out) = forward(Fixtures.get("/ws?x=1&api%5fkey=kg_other_secret", ["x-api-key": key]), s)
+        XCTAssertEqual(d.denial, .malformed_key)
+        // Names that only look alike stay parameters of the app.
+        (d, out) = forward(Fixtures.get("/ws?api_key2=a&api%5Fke=b&api_ke%79x=c&api_key=\(key)"), s)
+        XCTAssertNil(d.denial)
+        XCTAssertTrue(out.hasPrefix("GET /ws?api_key2=a&api%5Fke=b&api_ke%79x=c HTTP/1.1\r\n"), out)
     }
 
     func testEscapedSlashesAreRefusedByDefault() throws {

@@ -34,6 +34,26 @@ final class UpstreamHeadTests: XCTestCase {
         XCTAssertTrue(out.contains("X-Forwarded-Proto: https\r\n"), out)
     }
 
+    func testLookAlikesSpelledWithUnderscoresAreDropped() throws {
+        // An app that reads fields as HTTP_X_FORWARDED_FOR cannot tell these from the gate's own.
+        let lookAlikes = "X_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nx-forwarded_host: evil\r\n"
+            + "x_request_id: forged\r\nTransfer_Encoding: chunked\r\nContent_Length: 9\r\nX_Custom: kept\r\n"
+        for trusted in [false, true] {
+            let out = try forward(Fixtures.head("GET /a HTTP/1.1\r\nHost: gate\r\nx-api-key: \(key)\r\n" + lookAlikes + "\r\n"), trusted: trusted)
+            XCTAssertFalse(out.contains("6.6.6.6") || out.contains("evil") || out.contains("forged") || out.contains("_Encoding") || out.contains("_Length"), out)
+            XCTAssertFalse(out.contains("https"), out)
+            XCTAssertTrue(out.contains("X_Custom: kept\r\n"), out)
+            XCTAssertTrue(out.contains("X-Forwarded-For: 203.0.113.7\r\n"), out)
+        }
+    }
+
+    func testAnHTTP10RequestWithoutHostGetsTheUpstreamsHost() throws {
+        let out = try forward(Fixtures.head("GET /a HTTP/1.0\r\nx-api-key: \(key)\r\n\r\n"))
+        XCTAssertTrue(out.hasPrefix("GET /a HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n"), out)
+        let kept = try forward(Fixtures.head("GET /a HTTP/1.0\r\nHost: app.example\r\nx-api-key: \(key)\r\n\r\n"))
+        XCTAssertTrue(kept.contains("Host: app.example\r\n") && !kept.contains("127.0.0.1:9000"), kept)
+    }
+
     func testChunkedIsReframedByUs() throws {
         let head = Fixtures.head("POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nx-api-key: \(key)\r\n\r\n")
         let out = try forward(head)

@@ -35,6 +35,18 @@ def test_allowed_request_carries_identity_and_no_credential(gate, upstream):
     assert headers["x-request-id"] == "trace-123"
     assert "x_keygate_owner" not in names and [v for n, v in seen["headers"] if n.lower() == "x-keygate-key-id"] == [k["id"]]
     assert seen["target"] == "/echo?q=1"
+    # Look-alikes of the forwarding fields, spelled with `_`, never reach the app.
+    status, _, seen = echo(gate, k["key"], "/echo", "-H", "X_Forwarded_For: 6.6.6.6", "-H", "x_real_ip: 6.6.6.6")
+    assert status == 200 and "6.6.6.6" not in json.dumps(seen)
+
+
+def test_http10_request_without_host_reaches_the_app_with_one(gate, upstream):
+    k = gate.create_key()
+    gate.start()
+    out = raw_exchange(gate.port, f"GET /echo HTTP/1.0\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    hosts = [v for n, v in upstream.requests[-1]["headers"] if n.lower() == "host"]
+    assert hosts == [f"127.0.0.1:{upstream.port}"]
 
 
 def test_bearer_credential_is_removed(gate, upstream):

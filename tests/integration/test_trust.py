@@ -41,6 +41,12 @@ def test_public_route_never_forwards_a_credential(tmp_path, upstream):
         assert status == 200
         assert header_names(seen)["x-keygate-key-id"] == k["id"]
         assert k["key"] not in json.dumps(seen)
+        # Spelled as some apps read them (`x_partner_key` is HTTP_X_PARTNER_KEY to a CGI-style
+        # app; a tab after the scheme): still credentials, still removed.
+        status, seen = echo(g, "/echo/public", "X_Partner_Key: partner-secret", "Authorization: Bearer\tsome-token")
+        assert status == 200 and "partner-secret" not in json.dumps(seen) and "some-token" not in json.dumps(seen)
+        status, seen = echo(g, "/echo/private", f"x_api_key: {k['key']}")
+        assert status == 200 and header_names(seen)["x-keygate-key-id"] == k["id"] and k["key"] not in json.dumps(seen)
         # A keyed route still needs the key.
         assert echo(g, "/echo/private")[0] == 401
     finally:

@@ -133,6 +133,11 @@ def test_query_key_is_stripped_and_never_logged(tmp_path, upstream):
         assert upstream.requests[-1]["target"] == "/ws?room=7"
         status, _, body, _ = curl(g.url(f"/echo?api_key={k['key']}"))
         assert status == 200 and json.loads(body)["target"] == "/echo"
+        # The name is read decoded, as the app would read it.
+        status, _, body, _ = curl(g.url(f"/echo?x=1&api%5Fkey={k['key']}"))
+        assert status == 200 and json.loads(body)["target"] == "/echo?x=1"
+        status, _, body, _ = curl(g.url(f"/echo?api_key={k['key']}&%61pi_key=kg_other_secret"))
+        assert status == 401 and json.loads(body)["error"] == "malformed_key" and b"kg_other" not in body
         status, _, body, _ = curl(g.url("/echo?api_key=kg_wrong_secret&x=1"))
         assert status == 401 and b"kg_wrong" not in body
         time.sleep(0.5)
@@ -140,7 +145,7 @@ def test_query_key_is_stripped_and_never_logged(tmp_path, upstream):
         for name in os.listdir(tmp_path):
             if name.endswith((".jsonl", ".err", ".json")) and name != "keys.jsonl" and name != "keys.audit.jsonl":
                 text = open(os.path.join(tmp_path, name), errors="replace").read()
-                assert k["key"] not in text and "kg_wrong_secret" not in text, name
+                assert k["key"] not in text and "kg_wrong_secret" not in text and "kg_other_secret" not in text, name
     finally:
         g.stop()
 

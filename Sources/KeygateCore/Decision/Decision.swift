@@ -201,15 +201,20 @@ public enum Gate {
     public static func credentialValue(_ p: UnsafeBufferPointer<UInt8>, _ f: HeaderField, _ s: Snapshot) -> Range<Int>? {
         if s.policy.bearer, f.name.count == 13, p.equalsLowercased(f.name, "authorization") {
             let v = f.value
-            guard v.count > 7, p.equalsLowercased(v.lowerBound..<(v.lowerBound + 7), "bearer ") else { return nil }
+            // The scheme, then spaces or tabs: an app that splits on any whitespace would read
+            // `Bearer<TAB>key` as a bearer token too, so the gate must not pass it on.
+            guard v.count > 7, p.equalsLowercased(v.lowerBound..<(v.lowerBound + 6), "bearer"), p[v.lowerBound + 6] == 0x20 || p[v.lowerBound + 6] == 0x09
+            else { return nil }
             var start = v.lowerBound + 7
-            while start < v.upperBound, p[start] == 0x20 { start += 1 }
+            while start < v.upperBound, p[start] == 0x20 || p[start] == 0x09 { start += 1 }
             return start..<v.upperBound
         }
         for name in s.credentialHeaders where isName(p, f.name, name) { return f.value }
         return nil
     }
 
+    /// Whether the field name at `r` is `lowerName`, case-insensitively and with `_` read as
+    /// `-`: apps that see fields as `HTTP_X_API_KEY` read `x_api_key` as `x-api-key`.
     @inline(__always)
     static func isName(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ lowerName: [UInt8]) -> Bool {
         guard r.count == lowerName.count else { return false }
@@ -217,6 +222,7 @@ public enum Gate {
         for i in r {
             var b = p[i]
             if b >= 0x41 && b <= 0x5A { b |= 0x20 }
+            if b == UInt8(ascii: "_") { b = UInt8(ascii: "-") }
             if b != lowerName[j] { return false }
             j += 1
         }
@@ -296,21 +302,28 @@ public enum QueryCredential {
         }
     }
 
-    /// Whether the parameter named by `name` carries the key.
+    /// Whether the parameter named by `name` carries the key. Names are compared decoded, as
+    /// an app reads them: `api%5Fkey` is `api_key`, so it can neither slip a second key past
+    /// the gate nor reach the app with one.
     public static func isCredential(_ p: UnsafeBufferPointer<UInt8>, _ name: Range<Int>, _ s: Snapshot) -> Bool {
-        for want in s.credentialQuery where want.count == name.count {
-            var same = true
+        for want in s.credentialQuery where want.count <= name.count {
             var j = 0
-            for i in name {
-                if p[i] != want[j] {
-                    same = false
-                    break
-                }
+            var i = name.lowerBound
+            while i < name.upperBound, j < want.count {
+                let (byte, width) = decodedByte(p, i, name.upperBound)
+                if byte != want[j] { break }
+                i += width
                 j += 1
             }
-            if same { return true }
+            if i == name.upperBound, j == want.count { return true }
         }
         return false
+    }
+
+    /// The byte that starts at `i` once decoded, and how many bytes it took.
+    static func decodedByte(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> (UInt8, Int) {
+        if p[i] == UInt8(ascii: "%"), i + 2 < end, let v = PathNormalizer.hexPair(p[i + 1], p[i + 2]) { return (v, 3) }
+        return (p[i] == UInt8(ascii: "+") ? 0x20 : p[i], 1)
     }
 
     /// Splits `a=1&b=2` into name and value ranges (the whole parameter when it has no `=`).
@@ -333,13 +346,9 @@ public enum QueryCredential {
         out.reserveCapacity(r.count)
         var i = r.lowerBound
         while i < r.upperBound {
-            if p[i] == UInt8(ascii: "%"), i + 2 < r.upperBound, let v = PathNormalizer.hexPair(p[i + 1], p[i + 2]) {
-                out.append(v)
-                i += 3
-            } else {
-                out.append(p[i] == UInt8(ascii: "+") ? 0x20 : p[i])
-                i += 1
-            }
+            let (byte, width) = decodedByte(p, i, r.upperBound)
+            out.append(byte)
+            i += width
         }
         return out
     }

@@ -59,7 +59,7 @@ public final class Snapshot: Sendable {
         allowCountries = Set(policy.access.countries.allow.map(CountryCode.pack))
         denyCountries = Set(policy.access.countries.deny.map(CountryCode.pack))
         prefixBytes = Array(policy.keyPrefix.utf8)
-        credentialHeaders = policy.credentialHeaders.map { Array($0.lowercased().utf8) }
+        credentialHeaders = policy.credentialHeaders.map { Array($0.lowercased().replacing("_", with: "-").utf8) }
         credentialQuery = policy.credentialQuery.map { Array($0.utf8) }
         identityPrefixLower = Array(policy.identityPrefix.lowercased().replacing("_", with: "-").utf8)
         identityPrefix = Array(policy.identityPrefix.utf8)

@@ -10,7 +10,7 @@ public enum UpstreamHead {
         }
         for option in head.connectionOptions {
             if head.bytes.hasFieldPrefix(option, s.identityPrefixLower) { return "Connection names an identity field" }
-            for name in s.credentialHeaders where head.bytes.equalsLowercased(option, bytes: name) {
+            for name in s.credentialHeaders where head.bytes.withUnsafeBufferPointer({ Gate.isName($0, option, name) }) {
                 return "Connection names the credential field"
             }
             if s.policy.bearer && head.bytes.equalsLowercased(option, "authorization") { return "Connection names the credential field" }
@@ -42,6 +42,12 @@ public enum UpstreamHead {
         }
         appendQuery(head, s, to: &out)
         out.append(" HTTP/1.1\r\n" as StaticString)
+        if head.hostField == nil {
+            // HTTP/1.0 may leave Host out; HTTP/1.1, which the upstream is spoken to in, may not.
+            out.append("Host: " as StaticString)
+            out.append(contentsOf: s.policy.upstream.description.utf8)
+            out.append("\r\n" as StaticString)
+        }
         // Nearly always one X-Forwarded-For line: held inline, further ones in an array.
         var forwardedFor: Range<Int>? = nil
         var moreForwardedFor: [Range<Int>] = []
@@ -52,10 +58,14 @@ public enum UpstreamHead {
                 // or a key sent twice, must not hand a secret to the app.
                 if Gate.credentialValue(p, f, s) != nil { continue }
                 let n = f.name
-                if hopByHop.contains(where: { p.equalsLowercased(n, $0) }) { continue }
+                // Names the gate sets or reads are matched with `_` read as `-`, so that no
+                // look-alike reaches an app that folds the two.
+                if hopByHop.contains(where: { p.equalsFieldName(n, $0) }) { continue }
                 if b.hasFieldPrefix(n, s.identityPrefixLower) { continue }
-                if forwarding.contains(where: { p.equalsLowercased(n, $0) }) {
-                    // Only a trusted proxy's chain is believed; everyone else's is dropped.
+                if forwarding.contains(where: { p.equalsFieldName(n, $0) }) {
+                    // Only a trusted proxy's chain is believed, under its own name; everyone
+                    // else's is dropped, and so is a look-alike.
+                    if p[n].contains(UInt8(ascii: "_")) { continue }
                     if d.viaTrustedProxy {
                         if p.equalsLowercased(n, "x-forwarded-for") {
                             if forwardedFor == nil { forwardedFor = f.value } else { moreForwardedFor.append(f.value) }
