@@ -6,31 +6,32 @@ import KeygateHTTP
 let fuzzKey = "FuzzSecret0123456789"
 
 /// Keys in `x-api-key`, as a bearer token and in `api_key`; two public routes, so that requests
-/// without the key are forwarded too.
-let forwardingSnapshot: Snapshot = {
+/// without the key are forwarded too. One snapshot per `escaped_slashes` mode.
+let forwardingSnapshots: [Snapshot] = ["reject", "unescape_and_forward", "keep"].map { mode in
     let yaml = """
         upstream: "http://127.0.0.1:9"
         credentials: {headers: [x-api-key], bearer: true, query: [api_key]}
         public_routes: ["GET /pub/**", "POST /pub/**"]
+        paths: {escaped_slashes: \(mode)}
 
         """
     let policy = try! PolicyLoader.parse(yaml, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml")
     var record = KeyRecord(id: "FUZZKEY1", name: "fuzz", hash: KeyDigest(hashing: fuzzKey).stored, createdAt: "2026-01-01T00:00:00Z")
     record.owner = "fuzz"
     return Snapshot(policy: policy, records: [record], geoip: nil)
-}()
+}
 
 /// For every request the gate would forward, the head it sends upstream must read back, with
 /// the gate's own parser, as the same method and body framing, and must carry no credential (no
 /// key field, no bearer token, no query parameter whose decoded name is a key parameter), no
 /// identity or forwarding field but those the gate wrote, and one framing field at most; field
-/// names are compared as apps that fold `_` into `-` read them.
+/// names are compared as apps that fold `_` into `-` read them. Its path must be in normal form.
 func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
     var scanner = HeadScanner()
     guard let end = try? scanner.scan(bytes),
         let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end]))
     else { return }
-    let s = forwardingSnapshot
+    let s = forwardingSnapshots[Int(inputHash(bytes) % 3)]
     let peer = IPAddress(v4: 0xCB00_7107)
     var decision = Gate.decide(head, peer: peer, snapshot: s, nowMillis: 1_800_000_000_000)
     guard case .forward = Admission.admit(head, decision: &decision, snapshot: s, nowNanos: 0, wallMillis: 1_800_000_000_000) else { return }
@@ -91,6 +92,11 @@ func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
     if upgradeFields != (upgrade ? 2 : 0) { fail("\(upgradeFields) Connection/Upgrade fields, upgrade \(upgrade)") }
 
     forwarded.bytes.withUnsafeBufferPointer { p in
+        // The path is the normal form the rules matched: normalising it again, as an upstream
+        // might, changes nothing.
+        if PathNormalizer.normalize(p, forwarded.path, escapedSlashes: s.policy.escapedSlashes) != Array(p[forwarded.path]) {
+            fail("the forwarded path is not in normal form")
+        }
         QueryCredential.forEachParameter(p, forwarded.query) { name, _ in
             if QueryCredential.decode(p, name) == Array("api_key".utf8) { fail("a key parameter was forwarded") }
         }

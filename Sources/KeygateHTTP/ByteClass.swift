@@ -64,28 +64,24 @@ extension UnsafeBufferPointer where Element == UInt8 {
     /// Case-insensitive ASCII comparison of `range` with a lowercase literal.
     @inlinable
     public func equalsLowercased(_ range: Range<Int>, _ literal: StaticString) -> Bool {
-        guard range.count == literal.utf8CodeUnitCount else { return false }
-        let lit = literal.utf8Start
-        var i = 0
-        for p in range {
-            let b = self[p]
-            let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b
-            if l != lit[i] { return false }
-            i += 1
-        }
-        return true
+        equals(range, literal, underscoreAsDash: false)
     }
 
     /// `equalsLowercased` for a field name, reading `_` as `-`: apps that see fields as
     /// `HTTP_X_FORWARDED_FOR` fold `x_forwarded_for` and `x-forwarded-for` to one name.
     @inlinable
     public func equalsFieldName(_ range: Range<Int>, _ literal: StaticString) -> Bool {
+        equals(range, literal, underscoreAsDash: true)
+    }
+
+    @inlinable @inline(__always)
+    func equals(_ range: Range<Int>, _ literal: StaticString, underscoreAsDash: Bool) -> Bool {
         guard range.count == literal.utf8CodeUnitCount else { return false }
         let lit = literal.utf8Start
         var i = 0
         for p in range {
             let b = self[p]
-            let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : (b == 0x5F ? 0x2D : b)
+            let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : (underscoreAsDash && b == 0x5F ? 0x2D : b)
             if l != lit[i] { return false }
             i += 1
         }
