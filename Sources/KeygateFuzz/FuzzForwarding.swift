@@ -6,33 +6,38 @@ import KeygateHTTP
 let fuzzKey = "FuzzSecret0123456789"
 
 /// Keys in `x-api-key`, as a bearer token and in `api_key`; two public routes, so that requests
-/// without the key are forwarded too. One snapshot per `escaped_slashes` mode.
-let forwardingSnapshots: [Snapshot] = ["reject", "unescape_and_forward", "keep"].map { mode in
-    let yaml = """
-        upstream: "http://127.0.0.1:9"
-        credentials: {headers: [x-api-key], bearer: true, query: [api_key]}
-        public_routes: ["GET /pub/**", "POST /pub/**"]
-        paths: {escaped_slashes: \(mode)}
-
-        """
-    let policy = try! PolicyLoader.parse(yaml, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml")
-    var record = KeyRecord(id: "FUZZKEY1", name: "fuzz", hash: KeyDigest(hashing: fuzzKey).stored, createdAt: "2026-01-01T00:00:00Z")
-    record.owner = "fuzz"
-    return Snapshot(policy: policy, records: [record], geoip: nil)
+/// without the key are forwarded too. One snapshot per `escaped_slashes` mode, each with the
+/// peer untrusted and trusted as a proxy.
+let forwardingSnapshots: [Snapshot] = ["reject", "unescape_and_forward", "keep"].flatMap { mode in
+    ["", "trusted_proxies: [\"203.0.113.0/24\"]\n"].map { trust in
+        let yaml = """
+            upstream: "http://127.0.0.1:9"
+            credentials: {headers: [x-api-key], bearer: true, query: [api_key]}
+            public_routes: ["GET /pub/**", "POST /pub/**"]
+            paths: {escaped_slashes: \(mode)}
+            \(trust)
+            """
+        let policy = try! PolicyLoader.parse(yaml, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml")
+        var record = KeyRecord(id: "FUZZKEY1", name: "fuzz", hash: KeyDigest(hashing: fuzzKey).stored, createdAt: "2026-01-01T00:00:00Z")
+        record.owner = "fuzz"
+        return Snapshot(policy: policy, records: [record], geoip: nil)
+    }
 }
 
 /// For every request the gate would forward, the head it sends upstream must read back, with
 /// the gate's own parser, as the same method and body framing, and must carry no credential (no
 /// key field, no bearer token, no query parameter whose decoded name is a key parameter), no
-/// identity or forwarding field but those the gate wrote, and one framing field at most; field
-/// names are compared as apps that fold `_` into `-` read them. Its path must be in normal form.
+/// identity field but those the gate wrote, no forwarding field from an untrusted peer and no
+/// look-alike of one from any peer, one X-Forwarded-For ending with the peer, and one framing
+/// field at most; field names are compared as apps that fold `_` into `-` read them. Its path
+/// must be in normal form.
 func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
     var scanner = HeadScanner()
     guard let end = try? scanner.scan(bytes),
         let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end]))
     else { return }
-    let s = forwardingSnapshots[Int(inputHash(bytes) % 3)]
-    let peer = IPAddress(v4: 0xCB00_7107)
+    let s = forwardingSnapshots[Int(inputHash(bytes) % UInt64(forwardingSnapshots.count))]
+    let peer = IPAddress(v4: 0xCB00_7107)  // 203.0.113.7
     var decision = Gate.decide(head, peer: peer, snapshot: s, nowMillis: 1_800_000_000_000)
     guard case .forward = Admission.admit(head, decision: &decision, snapshot: s, nowNanos: 0, wallMillis: 1_800_000_000_000) else { return }
     let upgrade = head.isWebSocketUpgrade
@@ -66,7 +71,8 @@ func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
     var gateFields: [String: Int] = [:]
     for f in forwarded.fields {
         // Lowercase, `_` read as `-`: the name as an app that folds the two would see it.
-        let name = String(decoding: forwarded.bytes[f.name], as: UTF8.self).lowercased().replacing("_", with: "-")
+        let spelled = String(decoding: forwarded.bytes[f.name], as: UTF8.self).lowercased()
+        let name = spelled.replacing("_", with: "-")
         let value = String(decoding: forwarded.bytes[f.value], as: UTF8.self)
         if name == "x-api-key" { fail("a key field was forwarded") }
         let scheme = Array(value.lowercased().utf8.prefix(7))
@@ -79,8 +85,13 @@ func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
         }
         if name == "upgrade" || name == "connection" { upgradeFields += 1 }
         if name == "content-length" || name == "transfer-encoding" { framingFields += 1 }
-        if ["x-forwarded-for", "x-forwarded-proto", "x-request-id"].contains(name) { gateFields[name, default: 0] += 1 }
-        if ["x-real-ip", "forwarded", "x-forwarded-host"].contains(name) { fail("\(name) from an untrusted peer was forwarded") }
+        if ["x-forwarded-for", "x-forwarded-proto", "x-request-id"].contains(name) {
+            gateFields[name, default: 0] += 1
+            if name == "x-forwarded-for", !value.hasSuffix("203.0.113.7") { fail("X-Forwarded-For does not end with the peer") }
+        }
+        let forwarding = ["x-forwarded-for", "x-forwarded-proto", "x-request-id", "x-real-ip", "forwarded", "x-forwarded-host"]
+        if forwarding.contains(name), spelled != name { fail("a look-alike of \(name) was forwarded") }
+        if ["x-real-ip", "forwarded", "x-forwarded-host"].contains(name), !decision.viaTrustedProxy { fail("\(name) from an untrusted peer was forwarded") }
     }
     if let key = decision.key {
         if keyIDs != [key.record.id] { fail("key id fields \(keyIDs) for key \(key.record.id)") }
