@@ -31,12 +31,9 @@ let forwardingSnapshots: [Snapshot] = ["reject", "unescape_and_forward", "keep"]
 /// look-alike of one from any peer, one X-Forwarded-For ending with the peer, and one framing
 /// field at most; field names are compared as apps that fold `_` into `-` read them. Its path
 /// must be in normal form.
-func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
-    var scanner = HeadScanner()
-    guard let end = try? scanner.scan(bytes),
-        let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end]))
-    else { return }
-    let s = forwardingSnapshots[Int(inputHash(bytes) % UInt64(forwardingSnapshots.count))]
+/// `pick` chooses the snapshot.
+func fuzzForwardedHead(_ head: RequestHead, pick: UInt64) {
+    let s = forwardingSnapshots[Int(pick % UInt64(forwardingSnapshots.count))]
     let peer = IPAddress(v4: 0xCB00_7107)  // 203.0.113.7
     var decision = Gate.decide(head, peer: peer, snapshot: s, nowMillis: 1_800_000_000_000)
     guard case .forward = Admission.admit(head, decision: &decision, snapshot: s, nowNanos: 0, wallMillis: 1_800_000_000_000) else { return }
@@ -47,8 +44,7 @@ func fuzzForwardedHead(_ bytes: UnsafeRawBufferPointer) {
     func fail(_ why: String) -> Never {
         fatalError("\(why)\nforwarded: \(String(decoding: out, as: UTF8.self).debugDescription)")
     }
-    // Limits wide enough for what the gate adds to a head at the client's limits.
-    var again = HeadScanner(maxHeadBytes: 1 << 20, maxLineBytes: 1 << 20, maxRequestLineBytes: 1 << 20)
+    var again = wideScanner()
     let forwarded: RequestHead
     do {
         guard let fend = try out.withUnsafeBytes({ try again.scan($0) }), fend == out.count else {

@@ -62,7 +62,7 @@ func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: 
 /// Splits what went to the client into its head and its payload, de-chunking when the relay
 /// chunked the body; chunking that does not decode is a bug.
 func splitClientBytes(_ wire: [UInt8], chunked: Bool, into out: inout RelayOutcome) {
-    var scanner = HeadScanner(maxHeadBytes: 1 << 20, maxLineBytes: 1 << 20, maxRequestLineBytes: 1 << 20)
+    var scanner = wideScanner()
     let headEnd = (try? wire.withUnsafeBytes { try scanner.scan($0) }) ?? nil ?? wire.count
     out.head = Array(wire[0..<headEnd])
     let body = Array(wire[headEnd...])
@@ -99,6 +99,12 @@ func fuzzAnswer(_ bytes: UnsafeRawBufferPointer) {
     if whole.failure == nil && !whole.switched && whole.payloadCount != UInt64(whole.payload.count) {
         fatalError("payload count \(whole.payloadCount) against \(whole.payload.count) bytes sent")
     }
+}
+
+/// A scanner for heads the gate wrote: limits wide enough for what it adds to a head that was
+/// at the client's limits.
+func wideScanner() -> HeadScanner {
+    HeadScanner(maxHeadBytes: 1 << 20, maxLineBytes: 1 << 20, maxRequestLineBytes: 1 << 20)
 }
 
 /// FNV-1a of the input: where to cut it, the same for the same input.

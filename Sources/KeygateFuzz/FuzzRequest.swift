@@ -12,10 +12,10 @@ public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     fuzzAnswer(bytes)
     fuzzFrames(bytes)
     fuzzRequestReads(bytes)
-    fuzzForwardedHead(bytes)
     var scanner = HeadScanner(maxHeadBytes: 4096, maxLineBytes: 1024, maxRequestLineBytes: 1100)
     guard let end = try? scanner.scan(bytes) else { return 0 }
     guard let head = try? RequestParser.parse(UnsafeRawBufferPointer(rebasing: bytes[scanner.start..<end])) else { return 0 }
+    fuzzForwardedHead(head, pick: inputHash(bytes))
     _ = head.pathString()
     _ = head.isConnectionOption(head.method)
     if head.framing == .chunked {

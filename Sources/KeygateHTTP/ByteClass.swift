@@ -64,26 +64,36 @@ extension UnsafeBufferPointer where Element == UInt8 {
     /// Case-insensitive ASCII comparison of `range` with a lowercase literal.
     @inlinable
     public func equalsLowercased(_ range: Range<Int>, _ literal: StaticString) -> Bool {
-        equals(range, literal, underscoreAsDash: false)
+        matches(range, literal.utf8Start, literal.utf8CodeUnitCount, underscoreAsDash: false, prefixOnly: false)
     }
 
     /// `equalsLowercased` for a field name, reading `_` as `-`: apps that see fields as
     /// `HTTP_X_FORWARDED_FOR` fold `x_forwarded_for` and `x-forwarded-for` to one name.
     @inlinable
     public func equalsFieldName(_ range: Range<Int>, _ literal: StaticString) -> Bool {
-        equals(range, literal, underscoreAsDash: true)
+        matches(range, literal.utf8Start, literal.utf8CodeUnitCount, underscoreAsDash: true, prefixOnly: false)
     }
 
+    /// `equalsFieldName` with a lowercase name in bytes (one read from the policy).
+    @inlinable
+    public func equalsFieldName(_ range: Range<Int>, bytes other: [UInt8]) -> Bool {
+        other.withUnsafeBufferPointer { matches(range, $0.baseAddress, $0.count, underscoreAsDash: true, prefixOnly: false) }
+    }
+
+    /// The one comparison behind the others: `range` (or its first `count` bytes, with
+    /// `prefixOnly`) against lowercase `other`, folding ASCII case and, if asked, `_` into `-`.
     @inlinable @inline(__always)
-    func equals(_ range: Range<Int>, _ literal: StaticString, underscoreAsDash: Bool) -> Bool {
-        guard range.count == literal.utf8CodeUnitCount else { return false }
-        let lit = literal.utf8Start
+    func matches(_ range: Range<Int>, _ other: UnsafePointer<UInt8>?, _ count: Int, underscoreAsDash: Bool, prefixOnly: Bool) -> Bool {
+        guard prefixOnly ? range.count >= count : range.count == count else { return false }
+        guard count > 0, let other else { return true }
         var i = 0
-        for p in range {
+        var p = range.lowerBound
+        while i < count {
             let b = self[p]
             let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : (underscoreAsDash && b == 0x5F ? 0x2D : b)
-            if l != lit[i] { return false }
+            if l != other[i] { return false }
             i += 1
+            p += 1
         }
         return true
     }
@@ -98,33 +108,18 @@ extension Array where Element == UInt8 {
     /// Case-insensitive ASCII comparison of `range` with lowercase `other` bytes.
     @inlinable
     public func equalsLowercased(_ range: Range<Int>, bytes other: [UInt8]) -> Bool {
-        guard range.count == other.count else { return false }
-        var i = 0
-        for p in range {
-            let b = self[p]
-            let l = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b
-            if l != other[i] { return false }
-            i += 1
+        withUnsafeBufferPointer { p in
+            other.withUnsafeBufferPointer { p.matches(range, $0.baseAddress, $0.count, underscoreAsDash: false, prefixOnly: false) }
         }
-        return true
     }
 
     /// True when the bytes in `range` start with lowercase `prefix`, case-insensitively,
     /// reading `_` as `-` (some frameworks fold both to one name).
     @inlinable
     public func hasFieldPrefix(_ range: Range<Int>, _ prefix: [UInt8]) -> Bool {
-        guard range.count >= prefix.count else { return false }
-        var i = 0
-        var p = range.lowerBound
-        while i < prefix.count {
-            var b = self[p]
-            b = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b
-            if b == UInt8(ascii: "_") { b = UInt8(ascii: "-") }
-            if b != prefix[i] { return false }
-            i += 1
-            p += 1
+        withUnsafeBufferPointer { p in
+            prefix.withUnsafeBufferPointer { p.matches(range, $0.baseAddress, $0.count, underscoreAsDash: true, prefixOnly: true) }
         }
-        return true
     }
 
     public func string(_ range: Range<Int>) -> String {

@@ -209,24 +209,10 @@ public enum Gate {
             while start < v.upperBound, p[start] == 0x20 || p[start] == 0x09 { start += 1 }
             return start..<v.upperBound
         }
-        for name in s.credentialHeaders where isName(p, f.name, name) { return f.value }
+        // Matched with `_` read as `-`: apps that see fields as `HTTP_X_API_KEY` read
+        // `x_api_key` as `x-api-key`.
+        for name in s.credentialHeaders where p.equalsFieldName(f.name, bytes: name) { return f.value }
         return nil
-    }
-
-    /// Whether the field name at `r` is `lowerName`, case-insensitively and with `_` read as
-    /// `-`: apps that see fields as `HTTP_X_API_KEY` read `x_api_key` as `x-api-key`.
-    @inline(__always)
-    static func isName(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ lowerName: [UInt8]) -> Bool {
-        guard r.count == lowerName.count else { return false }
-        var j = 0
-        for i in r {
-            var b = p[i]
-            if b >= 0x41 && b <= 0x5A { b |= 0x20 }
-            if b == UInt8(ascii: "_") { b = UInt8(ascii: "-") }
-            if b != lowerName[j] { return false }
-            j += 1
-        }
-        return true
     }
 }
 

@@ -10,7 +10,7 @@ public enum UpstreamHead {
         }
         for option in head.connectionOptions {
             if head.bytes.hasFieldPrefix(option, s.identityPrefixLower) { return "Connection names an identity field" }
-            for name in s.credentialHeaders where head.bytes.withUnsafeBufferPointer({ Gate.isName($0, option, name) }) {
+            for name in s.credentialHeaders where head.bytes.withUnsafeBufferPointer({ $0.equalsFieldName(option, bytes: name) }) {
                 return "Connection names the credential field"
             }
             if s.policy.bearer && head.bytes.equalsLowercased(option, "authorization") { return "Connection names the credential field" }
