@@ -19,6 +19,8 @@ public enum FleetStore {
     public static let changes = "keygate:changes"
     public static func channel(_ a: RedisAddress) -> String { "keygate:changes:\(a.db)" }
     public static func quota(_ label: String) -> String { "keygate:quota:\(label)" }
+    /// What a count read back may be: HINCRBY totals only grow from zero.
+    static let countRange: ClosedRange<Int64> = 0...Int64.max
     /// How far back a (re)connecting gate reads pushed changes.
     public static let replayMillis: Int64 = 86_400_000
 
@@ -76,7 +78,7 @@ public enum FleetStore {
         if case .error(let e) = reply { throw RedisError("sync: \(e)") }
         let parts = reply.items
         guard parts.count == 3 else { throw RedisError("sync: unexpected answer") }
-        return Totals(rate: parts[0].numbersByName, day: parts[1].numbersByName, month: parts[2].numbersByName)
+        return Totals(rate: parts[0].numbersByName(in: countRange), day: parts[1].numbersByName(in: countRange), month: parts[2].numbersByName(in: countRange))
     }
 
     // MARK: pushed key changes
@@ -148,14 +150,14 @@ public enum FleetStore {
     public static func lastUse(_ c: RedisConnection) throws(RedisError) -> [String: Int64] {
         let reply = try c.command(["HGETALL", lastUsed])
         if case .error(let e) = reply { throw RedisError("HGETALL: \(e)") }
-        return reply.numbersByName
+        return reply.numbersByName(in: 0...Timestamp.latestSeconds)
     }
 
     /// Requests counted against a key's quota in the current period, by the whole fleet.
     public static func quotaUsed(_ c: RedisConnection, id: String, period: QuotaText.Period, wallSeconds: Int64) throws(RedisError) -> Int64 {
         let reply = try c.command(["HGET", quota(KeyStateFile.periodLabel(period, wallSeconds)), id])
         if case .error(let e) = reply { throw RedisError("HGET: \(e)") }
-        return reply.text.flatMap { Int64($0) } ?? 0
+        return reply.text.flatMap { Int64($0) }.map { countRange.contains($0) ? $0 : 0 } ?? 0
     }
 }
 

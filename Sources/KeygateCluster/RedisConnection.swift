@@ -25,14 +25,16 @@ public enum RedisValue: Equatable, Sendable {
         return []
     }
 
-    /// `HGETALL`'s flat name, value, name, value… as a dictionary of numbers.
-    public var numbersByName: [String: Int64] {
+    /// `HGETALL`'s flat name, value, name, value… as a dictionary of numbers. Redis is shared,
+    /// so a value may be anything: one that is not a whole number in `range` (no gate could
+    /// have written it) is left out rather than let into arithmetic that trusts it.
+    public func numbersByName(in range: ClosedRange<Int64>) -> [String: Int64] {
         let a = items
         var out: [String: Int64] = [:]
         out.reserveCapacity(a.count / 2)
         var i = 0
         while i + 1 < a.count {
-            if let k = a[i].text, let v = a[i + 1].text.flatMap({ Int64($0) }) { out[k] = v }
+            if let k = a[i].text, let v = a[i + 1].text.flatMap({ Int64($0) }), range.contains(v) { out[k] = v }
             i += 2
         }
         return out

@@ -87,6 +87,25 @@ final class KeyLimiterTests: XCTestCase {
         if case .allowed = l.take(nowNanos: 62_000_000_000, wallSeconds: 62, mode: .shared) {} else { XCTFail("capped at a minute") }
     }
 
+    func testCountsAtTheEndsOfTheRangeDoNotTrap() {
+        // Counts come from a shared Redis: any 64-bit number may arrive.
+        let l = limiter(rate: "1000/s", burst: 1)
+        // The product fits, the sum with the clock would not: held at a minute ahead.
+        l.absorb(others: Int64.max / 1_000_000, nowNanos: 1 << 62)
+        l.absorb(others: .max, nowNanos: 1 << 62)
+        if case .rateLimited(let after) = l.take(nowNanos: 1 << 62, wallSeconds: 0, mode: .shared) {
+            XCTAssert((60...61).contains(after), "\(after) s")
+        } else { XCTFail("others' requests use up the rate") }
+        let day: Int64 = 86400 * 20000
+        let q = limiter(rate: nil, quota: "10/day", clustered: true)
+        q.raiseQuotaCount(to: .max, wallSeconds: day)
+        XCTAssertEqual(q.take(nowNanos: 0, wallSeconds: day, mode: .shared), .quotaExceeded(retryAfter: 86400))
+        let other = limiter(rate: nil, quota: "10/day", clustered: true)
+        _ = other.take(nowNanos: 0, wallSeconds: day, mode: .shared)
+        other.raiseQuotaCount(to: .min, wallSeconds: day)
+        XCTAssertEqual(other.usedInPeriod(wallSeconds: day), 1)
+    }
+
     func testFleetQuotaCountsNeverGoBack() {
         let l = limiter(rate: nil, quota: "10/day", clustered: true)
         let day: Int64 = 86400 * 20000

@@ -9,6 +9,9 @@ final class SupportTests: XCTestCase {
         XCTAssertEqual(Timestamp.parseMillis("2026-11-23T19:00:00+01:00"), 1_795_456_800_000)
         XCTAssertEqual(Timestamp.format(millis: 1_795_456_800_123), "2026-11-23T18:00:00.123Z")
         XCTAssertEqual(Timestamp.format(seconds: 951_782_400), "2000-02-29T00:00:00Z")
+        // Seconds read from elsewhere (a shared Redis) are held to the years RFC 3339 can write.
+        XCTAssertEqual(Timestamp.format(seconds: .max), "9999-12-31T23:59:59Z")
+        XCTAssertEqual(Timestamp.format(seconds: .min), "1970-01-01T00:00:00Z")
         XCTAssertNil(Timestamp.parseMillis("2026-02-30T00:00:00Z"))
         XCTAssertNil(Timestamp.parseMillis("yesterday"))
     }

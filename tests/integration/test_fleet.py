@@ -417,3 +417,43 @@ def test_redis_down_deny_answers_503(fleet_dir, upstream, redis):
         assert all_alive(fleet)
     finally:
         fleet.stop()
+
+
+def test_hostile_counts_in_redis_do_not_bring_a_gate_down(fleet_dir, upstream, redis):
+    """Redis is shared: another tool, an old gate or a hand-typed HSET may leave anything in
+    keygate's hashes. Numbers at the ends of the 64-bit range, negative counts and words must
+    neither crash a gate nor lift a limit."""
+    fleet = Fleet(fleet_dir, upstream.port, redis.port)
+    try:
+        created = fleet.master.create_key("--rate", "1000/s", "--quota", "50/day")
+        key, kid = created["key"], created["id"]
+        fleet.start()
+        for g in fleet.gates:
+            assert get(g, key)[0] == 200
+        day = "keygate:quota:" + time.strftime("%Y-%m-%d", time.gmtime())
+        month = "keygate:quota:" + time.strftime("%Y-%m", time.gmtime())
+        time.sleep(0.3)
+        for value in ["9223372036854775807", "-9223372036854775808", "-5", "lots", "9223372036854775806", "0"]:
+            redis.cli("HSET", "keygate:rate", kid, value)
+            redis.cli("HSET", day, kid, value)
+            redis.cli("HSET", month, kid, value)
+            redis.cli("HSET", "keygate:last_used", kid, value)
+            time.sleep(0.3)
+            for g in fleet.gates:
+                status, _, _ = get(g, key)
+                assert status in (200, 429), f"{status} with {value} in Redis"
+            assert all_alive(fleet), f"a gate died with {value} in Redis"
+            # The CLI reads the same hashes for last use and quota.
+            for args in (("keys", "list", "--json"), ("keys", "show", kid, "--json")):
+                r = fleet.master.cli(*args, check=False)
+                assert r.returncode == 0, f"{' '.join(args)} with {value} in Redis: {r.stderr[-300:]}"
+        # A quota count at the top of the range is an exhausted quota, not a wrapped one.
+        redis.cli("HSET", day, kid, "9223372036854775807")
+        for g in fleet.gates:
+            assert wait_for(lambda: get(g, key)[0] == 429, 2)
+        shown = fleet.master.cli("keys", "show", kid, "--json")
+        assert shown.returncode == 0 and json.loads(shown.stdout)["quota_remaining"] == 0
+        assert fleet.master.cli("keys", "list", "--json").returncode == 0
+        assert all_alive(fleet)
+    finally:
+        fleet.stop()

@@ -158,7 +158,8 @@ public final class KeyLimiter: Sendable {
         let cap = nowNanos + fleet.tolerance + 60_000_000_000
         var old = tat.load(ordering: .relaxed)
         while true {
-            let next = overflow ? cap : min(max(old, nowNanos) + advance, cap)
+            let base = max(old, nowNanos)
+            let next = overflow || advance > cap - base ? cap : base + advance
             let (done, current) = tat.compareExchange(expected: old, desired: max(next, old), ordering: .relaxed)
             if done { return }
             old = current
@@ -170,7 +171,9 @@ public final class KeyLimiter: Sendable {
     public func raiseQuotaCount(to total: Int64, wallSeconds: Int64) {
         guard let period = quotaPeriod else { return }
         let index = Self.periodIndex(period, wallSeconds)
-        let want = min(total + pendingQuota.load(ordering: .relaxed), Int64(Bounds.quotaCount))
+        // Clamped before the sum: a count from Redis may be anything up to Int64.max.
+        let bound = Int64(Bounds.quotaCount)
+        let want = min(min(max(total, 0), bound) + pendingQuota.load(ordering: .relaxed), bound)
         var old = used.load(ordering: .relaxed)
         while true {
             let count = (old >> 40) == index ? old & 0xFF_FFFF_FFFF : 0

@@ -63,9 +63,13 @@ public enum Timestamp {
         }
     }
 
+    /// The last second with a four-digit year, 9999-12-31T23:59:59Z.
+    public static let latestSeconds: Int64 = 253_402_300_799
+
+    /// Formats `seconds`, held to 1970…9999 so that any number, read from wherever, formats.
     public static func format(seconds: Int64) -> String {
         var out: [UInt8] = []
-        append(millis: seconds * 1000, fraction: false, to: &out)
+        append(millis: min(max(seconds, 0), latestSeconds) * 1000, fraction: false, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
