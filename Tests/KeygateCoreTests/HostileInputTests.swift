@@ -116,4 +116,37 @@ final class HostileInputTests: XCTestCase {
         try Data("{\"quota_used\": {\"A\": {\"period\": \"p\", \"used\": 1e300}}}".utf8).write(to: URL(fileURLWithPath: path))
         XCTAssertEqual(try KeyStateFile.load(path).quota["A"]?.used, Int64(Bounds.quotaCount))
     }
+
+    func testARollupsFileWithHugeCountsCannotTrapTheNextMerge() throws {
+        let dir = NSTemporaryDirectory() + "kg-rollups-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/keys.rollups.json"
+        let now = Timestamp.nowMillis()
+        let hour = now / 3_600_000, day = now / 86_400_000
+        let huge = #"{"requests": 9.1e18, "denied": 9.1e18, "reasons": {"revoked": 9.1e18}, "statuses": {"2xx": 9.1e18}, "routes": {"GET /": 9.1e18}, "countries": {"-": 9.1e18}}"#
+        let text = #"{"version": 1, "hourly": {"AAAAAAAA": {"\#(hour)": \#(huge), "\#(hour - 1)": \#(huge)}}, "daily": {"AAAAAAAA": {"\#(day)": \#(huge)}}}"#
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        let rollups = UsageRollups(path: path)
+        var batch = RollupBatch()
+        var e = UsageEvent()
+        e.tsMillis = now
+        e.key = KeyEntry(record: Fixtures.record("kg_x"), scopes: [:])
+        e.status = 401
+        e.reason = .revoked
+        e.method = ArraySlice("GET".utf8)
+        e.path = ArraySlice("/".utf8)
+        for _ in 0..<3 { _ = batch.add(e) }
+        rollups.merge(batch.take())
+        // Held at the most a count can be, and still counting what comes.
+        let cell = rollups.series("AAAAAAAA", hourly: true, count: 1, nowMillis: now)[0].cell
+        XCTAssertEqual(cell.requests, Bounds.quotaCount + 3)
+        XCTAssertEqual(cell.reasons["revoked"], Bounds.quotaCount + 3)
+        XCTAssertEqual(rollups.last24Hours(nowMillis: now)["AAAAAAAA"]?.last, Bounds.quotaCount + 3)
+        // The console's usage view adds up a window's cells.
+        var total = RollupCell()
+        for (_, cell) in rollups.series("AAAAAAAA", hourly: true, count: 48, nowMillis: now) { total.add(cell) }
+        XCTAssertEqual(total.requests, 2 * Bounds.quotaCount + 3)
+        XCTAssertEqual(total.routes["GET /"], 2 * Bounds.quotaCount + 3)
+    }
 }

@@ -218,6 +218,23 @@ def test_usage_rollups_after_traffic_survive_a_restart(console_gate):
     assert wait_port(console_gate.console_port)
     c = admin(console_gate)
     assert c.request("GET", f"/api/keys/{kid}/usage?window=24h")[2]["requests"] == 7
+    # The file is the gate's, but it lives on disk: counts near 2^63 in two hours must not
+    # overflow the window's sum.
+    console_gate.stop()
+    path = os.path.join(console_gate.dir, "keys.rollups.json")
+    saved = json.load(open(path))
+    hour = int(time.time() // 3600)
+    huge = {"requests": 9.1e18, "denied": 9.1e18, "reasons": {"revoked": 9.1e18}, "statuses": {"4xx": 9.1e18},
+            "routes": {"GET /": 9.1e18}, "countries": {"-": 9.1e18}}
+    saved["hourly"][kid] = {str(hour): huge, str(hour - 1): huge}
+    json.dump(saved, open(path, "w"))
+    console_gate.start()
+    assert wait_port(console_gate.console_port)
+    c = admin(console_gate)
+    status, _, u, _ = c.request("GET", f"/api/keys/{kid}/usage?window=48h")
+    assert status == 200 and u["requests"] == 2 * 10**12 and u["by_route"]["GET /"] == 2 * 10**12
+    assert c.request("GET", "/api/keys")[0] == 200
+    assert console_gate.proc.poll() is None
 
 
 def test_removed_user_loses_the_session(console_gate):

@@ -37,15 +37,19 @@ public struct RollupCell: Sendable, Equatable {
         ]
     }
 
+    /// A cell read back from the file. Counts are held to `Bounds.quotaCount` (a quota's most,
+    /// far above any hour's traffic), so that a window's sum in the console cannot overflow
+    /// whatever the file says.
     init?(json o: [String: JSONValue]) {
         guard let r = o["requests"]?.int64, let d = o["denied"]?.int64, r >= 0, d >= 0 else { return nil }
+        func count(_ n: Int64) -> Int { Int(min(n, Int64(Bounds.quotaCount))) }
         func counts(_ v: JSONValue?) -> [String: Int] {
             var out: [String: Int] = [:]
-            for (k, n) in v?.object ?? [:] { if let i = n.int64, i >= 0 { out[k] = Int(i) } }
+            for (k, n) in v?.object ?? [:] { if let i = n.int64, i >= 0 { out[k] = count(i) } }
             return out
         }
-        requests = Int(r)
-        denied = Int(d)
+        requests = count(r)
+        denied = count(d)
         reasons = counts(o["reasons"])
         statuses = counts(o["statuses"])
         routes = counts(o["routes"])
