@@ -2,9 +2,9 @@ import KeygateCore
 import KeygateHTTP
 
 /// libFuzzer entries for what keygate reads from files other people write: key-store lines,
-/// usage-log lines and the policy file; and for the forwarding headers a trusted proxy passes
-/// on. `KEYGATE_FUZZ_TARGET` (record, usage, policy or forwarded) picks one. Any crash or
-/// sanitizer report is a bug: every input must end in a value or an error.
+/// usage-log lines, the policy file and the key-state file; and for the forwarding headers a
+/// trusted proxy passes on. `KEYGATE_FUZZ_TARGET` (record, usage, policy, state or forwarded)
+/// picks one. Any crash or sanitizer report is a bug: every input must end in a value or an error.
 nonisolated(unsafe) var fuzzTarget = "record"
 
 /// Every address is a trusted proxy, so every chain is read to its end.
@@ -45,6 +45,13 @@ public func fuzzFiles(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     case "forwarded":
         fuzzForwarded(bytes)
+    case "state":
+        // A state file that parses must write out and read back to the same state.
+        if let state = KeyStateFile.parse(bytes) {
+            let merged = KeyStateFile.combine(state, with: state)
+            let text = KeyStateFile.render(merged)
+            if KeyStateFile.parse(text) != merged { fatalError("state does not survive render/parse: \(String(decoding: text, as: UTF8.self))") }
+        }
     case "policy":
         let text = String(decoding: bytes, as: UTF8.self)
         if let policy = try? PolicyLoader.parse(text, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml") {

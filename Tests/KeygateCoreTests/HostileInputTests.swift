@@ -115,6 +115,15 @@ final class HostileInputTests: XCTestCase {
         // Counts beyond what a quota can hold are clamped.
         try Data("{\"quota_used\": {\"A\": {\"period\": \"p\", \"used\": 1e300}}}".utf8).write(to: URL(fileURLWithPath: path))
         XCTAssertEqual(try KeyStateFile.load(path).quota["A"]?.used, Int64(Bounds.quotaCount))
+        // Names and periods an editor put in are written back escaped, so the file still parses.
+        try Data(#"{"last_used": {"a\"b\n": "2026-01-01T00:00:00Z", "old": "1223-01-01T00:00:00Z"}, "quota_used": {"q\\": {"period": "p\"", "used": 1}}}"#.utf8)
+            .write(to: URL(fileURLWithPath: path))
+        var more = KeyStateFile.State()
+        more.lastUsed["A"] = 1_795_456_800
+        try KeyStateFile.merge(more, into: path)
+        let back = try KeyStateFile.load(path)
+        XCTAssertEqual(back.lastUsed, ["a\"b\n": 1_767_225_600, "A": 1_795_456_800])
+        XCTAssertEqual(back.quota["q\\"], KeyStateFile.QuotaUse(period: "p\"", used: 1))
     }
 
     func testARollupsFileWithHugeCountsCannotTrapTheNextMerge() throws {

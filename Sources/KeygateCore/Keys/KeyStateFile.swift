@@ -21,7 +21,7 @@ public enum KeyStateFile {
         }
     }
 
-    public struct State: Sendable {
+    public struct State: Sendable, Equatable {
         public var lastUsed: [String: Int64] = [:]
         public var quota: [String: QuotaUse] = [:]
         public init() {}
@@ -39,13 +39,19 @@ public enum KeyStateFile {
     /// The file's state, or an error when it exists but does not parse. Counts outside what a
     /// quota can hold are clamped, so a hand-edited file cannot trap the limiter.
     public static func load(_ path: String) throws(LoadError) -> State {
+        guard let data = FileManager.default.contents(atPath: path) else { return State() }
+        guard let state = parse(data) else { throw LoadError("\(path): not a JSON object") }
+        return state
+    }
+
+    /// The state `data` holds, or nil when it is not a JSON object. Entries of the wrong shape
+    /// are left out.
+    public static func parse(_ data: some Collection<UInt8>) -> State? {
+        guard let object = JSONValue.parseObject(data) else { return nil }
         var state = State()
-        guard let data = FileManager.default.contents(atPath: path) else { return state }
-        guard let object = JSONValue.parseObject(data) else {
-            throw LoadError("\(path): not a JSON object")
-        }
         for (id, ts) in object["last_used"]?.object ?? [:] {
-            if let ts = ts.string, let ms = Timestamp.parseMillis(ts) { state.lastUsed[id] = ms / 1000 }
+            // Before 1970 is no time a gate records; left out, as Redis's are.
+            if let ts = ts.string, let ms = Timestamp.parseMillis(ts), ms >= 0 { state.lastUsed[id] = ms / 1000 }
         }
         for (id, q) in object["quota_used"]?.object ?? [:] {
             if let period = q.object?["period"]?.string, let number = q.object?["used"]?.number {
@@ -89,7 +95,7 @@ public enum KeyStateFile {
     }
 
     /// The latest time and, within one period, the highest count of each key.
-    static func combine(_ seen: State, with base: State) -> State {
+    public static func combine(_ seen: State, with base: State) -> State {
         var merged = base
         for (id, t) in seen.lastUsed where t > (merged.lastUsed[id] ?? 0) { merged.lastUsed[id] = t }
         for (id, q) in seen.quota {
@@ -100,14 +106,16 @@ public enum KeyStateFile {
     }
 
     static func write(_ merged: State, to path: String) throws {
-        var text = "{\n  \"last_used\": {"
-        text += merged.lastUsed.keys.sorted().map { "\n    \"\($0)\": \"\(Timestamp.format(seconds: merged.lastUsed[$0]!))\"" }.joined(separator: ",")
-        text += "\n  },\n  \"quota_used\": {"
-        text += merged.quota.keys.sorted().map { id in
-            let q = merged.quota[id]!
-            return "\n    \"\(id)\": {\"period\": \"\(q.period)\", \"used\": \(q.used)}"
-        }.joined(separator: ",")
-        text += "\n  }\n}\n"
-        try KeyStoreFile.writeAtomically(Array(text.utf8), to: path, mode: 0o600)
+        try KeyStoreFile.writeAtomically(render(merged), to: path, mode: 0o600)
+    }
+
+    /// The file's text: indented JSON with sorted keys, every name and period escaped as JSON
+    /// requires (a hand-edited file may hold any string).
+    public static func render(_ state: State) -> [UInt8] {
+        let object: JSONValue = [
+            "last_used": .object(state.lastUsed.mapValues { JSONValue(Timestamp.format(seconds: $0)) }),
+            "quota_used": .object(state.quota.mapValues { ["period": JSONValue($0.period), "used": JSONValue(Int($0.used))] }),
+        ]
+        return (object.encoded(pretty: true) ?? []) + [0x0A]
     }
 }
