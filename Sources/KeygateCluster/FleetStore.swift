@@ -99,6 +99,8 @@ public enum FleetStore {
     public struct Change: Sendable, Equatable {
         public var id: String
         public var action: Action
+        /// When the host that made the change published it (unix milliseconds, its clock).
+        public var atMillis: Int64?
         /// The stream entry's id, for reading on from it.
         public var entry: String
     }
@@ -109,7 +111,7 @@ public enum FleetStore {
         let minID = String(now - replayMillis)
         let replies = try c.pipeline([
             ["XADD", changes, "MINID", "~", minID, "*", "id", id, "action", action.rawValue, "at", String(now)],
-            ["PUBLISH", channel(c.address), "\(action.rawValue) \(id)"],
+            ["PUBLISH", channel(c.address), "\(action.rawValue) \(id) \(now)"],
         ])
         for r in replies { if case .error(let e) = r { throw RedisError("publish: \(e)") } }
     }
@@ -126,24 +128,28 @@ public enum FleetStore {
             let fields = pair[1].items.compactMap(\.text)
             var id: String?
             var action: Action?
+            var at: Int64?
             var i = 0
             while i + 1 < fields.count {
                 if fields[i] == "id" { id = fields[i + 1] }
                 if fields[i] == "action" { action = Action(rawValue: fields[i + 1]) }
+                if fields[i] == "at" { at = Int64(fields[i + 1]) }
                 i += 2
             }
-            if let id, let action { out.append(Change(id: id, action: action, entry: entry)) }
+            if let id, let action { out.append(Change(id: id, action: action, atMillis: at, entry: entry)) }
         }
         return out
     }
 
-    /// A channel message `"<action> <id>"`.
-    public static func parseMessage(_ v: RedisValue) -> (id: String, action: Action)? {
+    /// A channel message `"<action> <id> <unix ms>"` (or `"<action> <id>"`, without the time).
+    public static func parseMessage(_ v: RedisValue) -> (id: String, action: Action, atMillis: Int64?)? {
         let parts = v.items
         guard parts.count == 3, parts[0].text == "message", let text = parts[2].text else { return nil }
-        let words = text.split(separator: " ", maxSplits: 1)
-        guard words.count == 2, let action = Action(rawValue: String(words[0])) else { return nil }
-        return (String(words[1]), action)
+        let words = text.split(separator: " ")
+        guard words.count == 2 || words.count == 3, let action = Action(rawValue: String(words[0])) else { return nil }
+        let at = words.count == 3 ? Int64(words[2]) : nil
+        if words.count == 3 && at == nil { return nil }
+        return (String(words[1]), action, at)
     }
 
     /// The fleet's latest use of every key, unix seconds.

@@ -94,7 +94,7 @@ final class FleetSync: @unchecked Sendable {
             listener = l
             // Subscribed first, then the stream: a change made in between is seen twice,
             // which is harmless, and none is missed.
-            for change in try FleetStore.changes(c, after: changesSeen) { apply(change.id, change.action, entry: change.entry) }
+            for change in try FleetStore.changes(c, after: changesSeen) { apply(change.id, change.action, at: change.atMillis, entry: change.entry) }
             backoff = 100
             lastError = ""
             up.store(1, ordering: .relaxed)
@@ -131,16 +131,17 @@ final class FleetSync: @unchecked Sendable {
         guard let l = listener else { return }
         do {
             for message in try l.receive(timeoutMillis: timeoutMillis) {
-                if let (id, action) = FleetStore.parseMessage(message) { apply(id, action, entry: nil) }
+                if let (id, action, at) = FleetStore.parseMessage(message) { apply(id, action, at: at, entry: nil) }
             }
         } catch {
             lost(error)
         }
     }
 
-    private func apply(_ id: String, _ action: FleetStore.Action, entry: String?) {
+    /// `at` is the publisher's time; a message without one is dated on arrival.
+    private func apply(_ id: String, _ action: FleetStore.Action, at: Int64?, entry: String?) {
         if let entry { changesSeen = entry }
-        if server.applyPushed(id: id, status: action.status) {
+        if server.applyPushed(id: id, PushedChange(status: action.status, atMillis: at ?? Timestamp.nowMillis())) {
             server.log.info("cluster: key \(id) \(action.rawValue) pushed by another host")
         }
     }

@@ -37,7 +37,7 @@ public final class Server: @unchecked Sendable {
     private(set) var fleetSync: FleetSync?
     /// Key changes pushed by other hosts, by key id: applied to every snapshot installed,
     /// until an `enable` lifts a disable.
-    private let pushed = Mutex<[String: PushedStatus]>([:])
+    private let pushed = Mutex<[String: PushedChange]>([:])
     /// Per-key hourly and daily counts for the console; nil without a console.
     let rollups: UsageRollups?
     private var rollupTimer: DispatchSourceTimer?
@@ -265,8 +265,16 @@ public final class Server: @unchecked Sendable {
         // built is applied either to it or before it, never lost between the two.
         pushed.withLock { changes in
             if !changes.isEmpty {
+                // A change the new copy has caught up with is the copy's from now on: a later
+                // change that reached this gate only with the copy (Redis was away) counts.
                 let byID = next.keysByID
-                for (id, status) in changes { byID[id]?.pushed.store(status.rawValue, ordering: .relaxed) }
+                for (id, change) in changes {
+                    if change.stands(over: byID[id]?.record) {
+                        byID[id]?.pushed.store(change.status.rawValue, ordering: .relaxed)
+                    } else {
+                        changes[id] = nil
+                    }
+                }
             }
             current = next
             published.withLock { $0 = next }
@@ -279,13 +287,17 @@ public final class Server: @unchecked Sendable {
     var currentSnapshotUnsafe: Snapshot { current }
 
     /// A key change pushed by another host: refused (or, for `enable`, no longer) from now
-    /// on, before this gate's copy of the store says so. Returns whether the key is here.
+    /// on, before this gate's copy of the store says so. A change older than what the copy
+    /// already shows (a replay after a reconnect) is passed over. Returns whether it applied to
+    /// a key here.
     @discardableResult
-    func applyPushed(id: String, status: PushedStatus) -> Bool {
+    func applyPushed(id: String, _ change: PushedChange) -> Bool {
         pushed.withLock { changes in
-            changes[id] = status == .none ? nil : status
-            guard let entry = snapshot.keysByID[id] else { return false }
-            entry.pushed.store(status.rawValue, ordering: .relaxed)
+            let entry = snapshot.keysByID[id]
+            guard change.stands(over: entry?.record) else { return false }
+            changes[id] = change.status == .none ? nil : change
+            guard let entry else { return false }
+            entry.pushed.store(change.status.rawValue, ordering: .relaxed)
             return true
         }
     }

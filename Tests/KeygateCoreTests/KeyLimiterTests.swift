@@ -123,4 +123,27 @@ final class KeyLimiterTests: XCTestCase {
         l.giveBack(quota: pending)
         XCTAssertEqual(l.pendingQuotaCount, 1)
     }
+
+    func testAPushedChangeStandsUntilTheCopyCatchesUp() {
+        let at: Int64 = 1_795_456_800_500  // 2026-11-23T18:00:00.500Z
+        let disable = PushedChange(status: .disabled, atMillis: at)
+        let revoke = PushedChange(status: .revoked, atMillis: at)
+        func copy(_ status: KeyRecord.Status, updated: String) -> KeyRecord {
+            Fixtures.record("kg_pushed") {
+                $0.status = status
+                $0.updated_at = updated
+            }
+        }
+        // Not in the copy yet, or a copy from before the change: the change stands.
+        XCTAssertTrue(disable.stands(over: nil))
+        XCTAssertTrue(disable.stands(over: copy(.active, updated: "2026-11-23T17:59:59Z")))
+        // The same second cannot be told apart: it stands, refusing.
+        XCTAssertTrue(disable.stands(over: copy(.active, updated: "2026-11-23T18:00:00Z")))
+        // The copy shows the change, or something later: the copy decides.
+        XCTAssertFalse(disable.stands(over: copy(.disabled, updated: "2026-11-23T18:00:00Z")))
+        XCTAssertFalse(disable.stands(over: copy(.active, updated: "2026-11-23T18:00:01Z")))
+        XCTAssertFalse(revoke.stands(over: copy(.revoked, updated: "2026-11-23T17:00:00Z")))
+        XCTAssertTrue(revoke.stands(over: copy(.disabled, updated: "2026-11-23T17:00:00Z")))
+        XCTAssertTrue(revoke.stands(over: copy(.active, updated: "not a time")))
+    }
 }

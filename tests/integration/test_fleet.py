@@ -457,3 +457,50 @@ def test_hostile_counts_in_redis_do_not_bring_a_gate_down(fleet_dir, upstream, r
         assert all_alive(fleet)
     finally:
         fleet.stop()
+
+
+def reloads(gate):
+    return metric(gate, 'keygate_reloads_total{result="ok"}')
+
+
+def copy_and_wait(fleet):
+    """Copies the master store to every gate and waits until each has reloaded it."""
+    before = [reloads(g) for g in fleet.gates]
+    fleet.copy_keys()
+    assert all(wait_for(lambda: reloads(g) > b, 5) for g, b in zip(fleet.gates, before))
+
+
+def test_a_change_redis_missed_arrives_with_the_store_copy(fleet_dir, upstream, redis):
+    """A pushed change stands until the gate's copy of the store has caught up with it; a later
+    change made while Redis was away then arrives with the copy, as the CLI's warning says."""
+    fleet = Fleet(fleet_dir, upstream.port, redis.port)
+    try:
+        first, second = fleet.master.create_key(), fleet.master.create_key()
+        fleet.start()
+        fleet.master.cli("keys", "disable", first["id"])
+        assert all(wait_for(lambda: get(g, first["key"])[0] == 401, 1.0) for g in fleet.gates)
+        # The copies catch up with the first disable only.
+        copy_and_wait(fleet)
+        fleet.master.cli("keys", "disable", second["id"])
+        assert all(wait_for(lambda: get(g, second["key"])[0] == 401, 1.0) for g in fleet.gates)
+        redis.stop()
+        r = fleet.master.cli("keys", "enable", first["id"])
+        assert "other gates were not told" in r.stderr
+        # The second key's enable comes in a later second than its disable, and its copy
+        # never showed it disabled: the record's updated_at says the copy is newer.
+        time.sleep(1.05 - time.time() % 1)
+        fleet.master.cli("keys", "enable", second["id"])
+        copy_and_wait(fleet)
+        for g in fleet.gates:
+            for k in (first, second):
+                assert get(g, k["key"])[0] == 200, "a gate kept a pushed disable over a newer copy of the store"
+        # A revoke pushed before the copy arrives stays in force, and stays after it.
+        redis.start()
+        assert all(wait_for(lambda: metric(g, "keygate_cluster_up") == 1, 8) for g in fleet.gates)
+        fleet.master.cli("keys", "revoke", first["id"])
+        assert all(wait_for(lambda: get(g, first["key"])[0] == 401, 1.0) for g in fleet.gates)
+        copy_and_wait(fleet)
+        assert all(get(g, first["key"])[0] == 401 for g in fleet.gates)
+        assert all_alive(fleet)
+    finally:
+        fleet.stop()

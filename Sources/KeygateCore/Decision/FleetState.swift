@@ -29,3 +29,30 @@ public final class FleetState: Sendable {
 public enum PushedStatus: UInt8, Sendable {
     case none = 0, disabled = 1, revoked = 2, deleted = 3
 }
+
+/// A pushed change and when the host that made it published it (its clock, the clock that also
+/// wrote the record's `updated_at`).
+public struct PushedChange: Sendable, Equatable {
+    public var status: PushedStatus
+    public var atMillis: Int64
+
+    public init(status: PushedStatus, atMillis: Int64) {
+        self.status = status
+        self.atMillis = atMillis
+    }
+
+    /// Whether the change still says more than `record`, this gate's copy of the key: it does
+    /// until the copy shows the same status, or a change made in a later second than this one
+    /// (the store is one file written in order, so such a copy holds this change too; within
+    /// the same second it stands, which errs on the side of refusing). A key not in the copy
+    /// yet keeps it: the copy that brings the key may predate the change.
+    public func stands(over record: KeyRecord?) -> Bool {
+        guard let record else { return true }
+        switch (status, record.status) {
+        case (.disabled, .disabled), (.revoked, .revoked): return false
+        default: break
+        }
+        guard let updated = Timestamp.parseMillis(record.updated_at) else { return true }
+        return updated / 1000 <= atMillis / 1000
+    }
+}
