@@ -164,7 +164,7 @@ final class FleetSync: @unchecked Sendable {
         }
         let keys = limited!.keys
         for (id, limiter) in keys {
-            let (rate, quota) = limiter.takePending()
+            let (rate, quota) = limiter.takePending(wallSeconds: wall)
             if rate > 0 {
                 counts.rate.append((id, rate))
                 mine[id] = rate
@@ -188,7 +188,7 @@ final class FleetSync: @unchecked Sendable {
             totals = try FleetStore.sync(c, counts, wallSeconds: wall)
         } catch {
             // Nothing counted here is lost: it goes with the next sync that succeeds.
-            for (limiter, quota) in taken { limiter.giveBack(quota: quota) }
+            for (limiter, quota) in taken { limiter.giveBack(quota: quota, wallSeconds: wall) }
             syncFailures.add(1, ordering: .relaxed)
             lost(error)
             return

@@ -110,7 +110,7 @@ final class KeyLimiterTests: XCTestCase {
         let l = limiter(rate: nil, quota: "10/day", clustered: true)
         let day: Int64 = 86400 * 20000
         _ = l.take(nowNanos: 0, wallSeconds: day, mode: .shared)
-        XCTAssertEqual(l.takePending().quota, 1)
+        XCTAssertEqual(l.takePending(wallSeconds: day).quota, 1)
         l.raiseQuotaCount(to: 9, wallSeconds: day)
         XCTAssertEqual(l.usedInPeriod(wallSeconds: day), 9)
         l.raiseQuotaCount(to: 3, wallSeconds: day)
@@ -118,10 +118,29 @@ final class KeyLimiterTests: XCTestCase {
         _ = l.take(nowNanos: 0, wallSeconds: day, mode: .shared)
         XCTAssertEqual(l.take(nowNanos: 0, wallSeconds: day, mode: .shared), .quotaExceeded(retryAfter: 86400))
         // A failed sync keeps its counts for the next one.
-        let pending = l.takePending().quota
+        let pending = l.takePending(wallSeconds: day).quota
         XCTAssertEqual(pending, 1)
-        l.giveBack(quota: pending)
+        l.giveBack(quota: pending, wallSeconds: day)
         XCTAssertEqual(l.pendingQuotaCount, 1)
+    }
+
+    func testCountsOfAPeriodThatIsOverAreNotPushedIntoTheNext() {
+        // Redis was away over midnight: yesterday's unpushed requests must not use up today.
+        let l = limiter(rate: nil, quota: "10/day", clustered: true)
+        let day: Int64 = 86400 * 20000
+        for _ in 0..<8 { _ = l.take(nowNanos: 0, wallSeconds: day + 86000, mode: .downLocal) }
+        let late = l.takePending(wallSeconds: day + 86300)
+        XCTAssertEqual(late.quota, 8)
+        l.giveBack(quota: late.quota, wallSeconds: day + 86300)
+        XCTAssertEqual(l.takePending(wallSeconds: day + 86400 + 7200).quota, 0, "yesterday's count went into today's")
+        // Given back after the period turned: dropped, and today's counts are kept apart.
+        _ = l.take(nowNanos: 0, wallSeconds: day + 86400 + 7300, mode: .shared)
+        l.giveBack(quota: 5, wallSeconds: day + 86000)
+        XCTAssertEqual(l.takePending(wallSeconds: day + 86400 + 7400).quota, 1)
+        // The fleet's total for today is raised by today's unpushed requests only.
+        _ = l.take(nowNanos: 0, wallSeconds: day + 86400 + 7500, mode: .shared)
+        l.raiseQuotaCount(to: 3, wallSeconds: day + 86400 + 7500)
+        XCTAssertEqual(l.usedInPeriod(wallSeconds: day + 86400 + 7500), 4)
     }
 
     func testAPushedChangeStandsUntilTheCopyCatchesUp() {

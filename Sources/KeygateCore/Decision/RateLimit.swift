@@ -26,7 +26,11 @@ public final class KeyLimiter: Sendable {
     let used: Atomic<Int64>
     /// Requests allowed here since the cluster sync last took them.
     let pendingRate = Atomic<Int64>(0)
+    /// The same for the quota, packed as `used` is (period index high, count low): a new
+    /// period starts it again, so that requests of a period that is over are never pushed
+    /// into the next one (Redis away over midnight would otherwise spend today's quota).
     let pendingQuota = Atomic<Int64>(0)
+    static let countMask: Int64 = 0xFF_FFFF_FFFF
 
     public enum Verdict: Equatable {
         case allowed(remaining: Int, resetSeconds: Int)
@@ -104,11 +108,13 @@ public final class KeyLimiter: Sendable {
                 old = current
             }
         }
+        var quotaIndex: Int64 = 0
         if let quota = t.quota, let period = quotaPeriod {
             let index = Self.periodIndex(period, wallSeconds)
+            quotaIndex = index
             var old = used.load(ordering: .relaxed)
             while true {
-                let count = (old >> 40) == index ? old & 0xFF_FFFF_FFFF : 0
+                let count = (old >> 40) == index ? old & Self.countMask : 0
                 if count >= Int64(quota) {
                     refund(emission)
                     return .quotaExceeded(retryAfter: Int(max(1, Self.periodEnd(period, wallSeconds) - wallSeconds)))
@@ -128,25 +134,49 @@ public final class KeyLimiter: Sendable {
             // Counted for the fleet: rate only while the counts are shared (a burst taken
             // alone is not replayed onto the others), quota always (it persists in Redis).
             if mode == .shared && emission > 0 { pendingRate.add(1, ordering: .relaxed) }
-            if t.quota != nil { pendingQuota.add(1, ordering: .relaxed) }
+            if t.quota != nil { addPendingQuota(1, index: quotaIndex, replaceOlder: true) }
         }
         return .allowed(remaining: remaining == Int.max ? 0 : max(0, remaining), resetSeconds: reset)
     }
 
     // MARK: the cluster sync
 
-    /// Requests allowed here since the last call, for the fleet's counters.
-    public func takePending() -> (rate: Int64, quota: Int64) {
-        (pendingRate.exchange(0, ordering: .relaxed), pendingQuota.exchange(0, ordering: .relaxed))
+    /// Requests allowed here since the last call, for the fleet's counters; the quota's only
+    /// when they were counted in the period `wallSeconds` falls in.
+    public func takePending(wallSeconds: Int64) -> (rate: Int64, quota: Int64) {
+        let q = pendingQuota.exchange(0, ordering: .relaxed)
+        let quota = quotaPeriod.map { (q >> 40) == Self.periodIndex($0, wallSeconds) ? q & Self.countMask : 0 } ?? 0
+        return (pendingRate.exchange(0, ordering: .relaxed), quota)
     }
 
-    /// Quota counts a failed sync could not push, kept for the next one.
-    public func giveBack(quota: Int64) {
-        if quota > 0 { pendingQuota.add(quota, ordering: .relaxed) }
+    /// Quota counts a failed sync (at `wallSeconds`) could not push, kept for the next one
+    /// unless their period is over by then.
+    public func giveBack(quota: Int64, wallSeconds: Int64) {
+        guard quota > 0, let period = quotaPeriod else { return }
+        addPendingQuota(quota, index: Self.periodIndex(period, wallSeconds), replaceOlder: false)
+    }
+
+    /// Adds `n` to the pending quota count of period `index`. A count of another period is
+    /// replaced when it is older; counts for an older period than the one pending are dropped.
+    private func addPendingQuota(_ n: Int64, index: Int64, replaceOlder: Bool) {
+        var old = pendingQuota.load(ordering: .relaxed)
+        while true {
+            let next: Int64
+            if old & Self.countMask == 0 || (old >> 40) < index {
+                next = index << 40 | n
+            } else if (old >> 40) == index {
+                next = old + n
+            } else {
+                return
+            }
+            let (done, current) = pendingQuota.compareExchange(expected: old, desired: next, ordering: .relaxed)
+            if done { return }
+            old = current
+        }
     }
 
     /// Requests not yet taken by `takePending`, counted on top of the fleet's total.
-    public var pendingQuotaCount: Int64 { pendingQuota.load(ordering: .relaxed) }
+    public var pendingQuotaCount: Int64 { pendingQuota.load(ordering: .relaxed) & Self.countMask }
 
     /// Other gates allowed `count` requests of this key since the last sync: they use up this
     /// gate's arrival time as if they had come here, so the fleet as a whole keeps the rate.
@@ -173,10 +203,12 @@ public final class KeyLimiter: Sendable {
         let index = Self.periodIndex(period, wallSeconds)
         // Clamped before the sum: a count from Redis may be anything up to Int64.max.
         let bound = Int64(Bounds.quotaCount)
-        let want = min(min(max(total, 0), bound) + pendingQuota.load(ordering: .relaxed), bound)
+        let p = pendingQuota.load(ordering: .relaxed)
+        let pending = (p >> 40) == index ? p & Self.countMask : 0
+        let want = min(min(max(total, 0), bound) + pending, bound)
         var old = used.load(ordering: .relaxed)
         while true {
-            let count = (old >> 40) == index ? old & 0xFF_FFFF_FFFF : 0
+            let count = (old >> 40) == index ? old & Self.countMask : 0
             if count >= want && (old >> 40) == index { return }
             let (done, current) = used.compareExchange(expected: old, desired: index << 40 | max(count, want), ordering: .relaxed)
             if done { return }
@@ -193,7 +225,7 @@ public final class KeyLimiter: Sendable {
     public func usedInPeriod(wallSeconds: Int64) -> Int {
         guard let p = quotaPeriod else { return 0 }
         let v = used.load(ordering: .relaxed)
-        return (v >> 40) == Self.periodIndex(p, wallSeconds) ? Int(v & 0xFF_FFFF_FFFF) : 0
+        return (v >> 40) == Self.periodIndex(p, wallSeconds) ? Int(v & Self.countMask) : 0
     }
 
     /// Restores a count saved by a previous run, when it belongs to the current period.
