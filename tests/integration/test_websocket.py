@@ -119,6 +119,42 @@ def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
     s.close()
 
 
+def test_disable_delete_and_expiry_close_open_tunnels_too(gate, upstream):
+    disabled, deleted, kept = gate.create_key(), gate.create_key(), gate.create_key()
+    expiring = gate.create_key("--ttl", "3s")
+    gate.start()
+    tunnels = {}
+    for name, k in (("disabled", disabled), ("deleted", deleted), ("expiring", expiring), ("kept", kept)):
+        s, reader, status, _ = ws_open(gate, "/ws", k["key"])
+        assert status == 101, name
+        s.sendall(ws_frame(0x1, name.encode(), mask=True))
+        assert ws_read_frame(reader) == (0x1, name.encode())
+        tunnels[name] = (s, reader)
+
+    def closed_within_a_second(name, since):
+        s, reader = tunnels[name]
+        opcode, payload = ws_read_frame(reader)
+        assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big"), name
+        s.settimeout(3)
+        assert s.recv(100) == b""
+        assert time.time() - since < 1.5, f"{name}: closed after {time.time() - since:.2f} s"
+
+    gate.cli("keys", "disable", disabled["id"])
+    closed_within_a_second("disabled", time.time())
+    gate.cli("keys", "delete", deleted["id"])
+    closed_within_a_second("deleted", time.time())
+    expires_at = json.loads(gate.cli("keys", "show", expiring["id"], "--json").stdout)["expires_at"]
+    from datetime import datetime
+    deadline = datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
+    closed_within_a_second("expiring", max(deadline, time.time()))
+    # The other key's tunnel is untouched.
+    s, reader = tunnels["kept"]
+    s.sendall(ws_frame(0x2, b"still here", mask=True))
+    assert ws_read_frame(reader) == (0x2, b"still here")
+    for s, _ in tunnels.values():
+        s.close()
+
+
 def test_query_key_is_stripped_and_never_logged(tmp_path, upstream):
     g = Gate(str(tmp_path), upstream.port, extra="credentials: { headers: [x-api-key], bearer: true, query: [api_key] }\n")
     try:
