@@ -102,6 +102,14 @@ def test_h2c_and_other_upgrades_are_not_forwarded(gate, upstream):
     s.close()
 
 
+def assert_closed_for_its_key(s, reader):
+    """The gate's end of a tunnel whose key is no longer valid: a 1008 close frame, then EOF."""
+    opcode, payload = ws_read_frame(reader)
+    assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
+    s.settimeout(3)
+    assert s.recv(100) == b""
+
+
 def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
     k = gate.create_key()
     gate.start()
@@ -111,10 +119,7 @@ def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
     assert ws_read_frame(reader) == (0x1, b"before")
     gate.cli("keys", "revoke", k["id"])
     t = time.time()
-    opcode, payload = ws_read_frame(reader)
-    assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
-    s.settimeout(3)
-    assert s.recv(100) == b""
+    assert_closed_for_its_key(s, reader)
     assert time.time() - t < 1.5
     s.close()
 
@@ -132,11 +137,7 @@ def test_disable_delete_and_expiry_close_open_tunnels_too(gate, upstream):
         tunnels[name] = (s, reader)
 
     def closed_within_a_second(name, since):
-        s, reader = tunnels[name]
-        opcode, payload = ws_read_frame(reader)
-        assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big"), name
-        s.settimeout(3)
-        assert s.recv(100) == b""
+        assert_closed_for_its_key(*tunnels[name])
         assert time.time() - since < 1.5, f"{name}: closed after {time.time() - since:.2f} s"
 
     gate.cli("keys", "disable", disabled["id"])
