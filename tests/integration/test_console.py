@@ -245,6 +245,20 @@ def test_removed_user_loses_the_session(console_gate):
     assert ConsoleClient(console_gate.console_port).login("victor", VIEWER_PW)[0] == 401
 
 
+def test_a_new_password_ends_the_old_sessions(console_gate):
+    # The documented way to change a password (or a role) is remove, then add: a session
+    # signed in before, perhaps a stolen cookie, must not outlive it.
+    c = admin(console_gate)
+    console_gate.cli("console-users", "remove", "alice")
+    console_gate.cli("console-users", "add", "alice", "--role", "viewer", input="a brand new password\n")
+    status, _, body, _ = c.request("GET", "/api/keys")
+    assert status == 401 and body["error"] == "not_signed_in"
+    assert c.request("POST", "/api/keys", {"name": "after"})[0] == 401
+    fresh = ConsoleClient(console_gate.console_port)
+    assert fresh.login("alice", "a brand new password")[0] == 200
+    assert fresh.request("GET", "/api/keys")[0] == 200
+
+
 def test_console_listener_is_not_the_proxy(console_gate):
     # The proxy knows nothing of the console's paths; the console refuses the proxy's.
     assert curl(console_gate.url("/api/keys"))[0] == 401 and json.loads(curl(console_gate.url("/api/keys"))[2])["error"] == "missing_key"

@@ -61,6 +61,11 @@ final class ConsoleAPI: @unchecked Sendable {
             sessions.endAll(user: session.user)
             return Self.error(401, "not_signed_in", "this console user no longer exists")
         }
+        guard user.password == session.credential else {
+            // Removed and added again (a new password) since signing in.
+            sessions.end(token)
+            return Self.error(401, "not_signed_in", "the password changed since this session began; sign in again")
+        }
         let changes = req.method != "GET" && req.method != "HEAD"
         if changes && req.headers["x-csrf-token"] != session.csrf {
             return Self.error(403, "csrf", "the X-CSRF-Token header is missing or wrong; sign in again")
@@ -129,7 +134,7 @@ final class ConsoleAPI: @unchecked Sendable {
             return r
         }
         sessions.succeeded(user: name)
-        let (token, session) = sessions.create(user: user.name)
+        let (token, session) = sessions.create(user: user)
         var r = Self.json(200, ["user": user.name, "role": user.role.rawValue, "csrf": session.csrf])
         let secure = tlsOn || req.headers["x-forwarded-proto"]?.lowercased() == "https" ? "; Secure" : ""
         r.headers.append(("Set-Cookie", "keygate_session=\(token); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(sessions.ttlMillis / 1000)\(secure)"))

@@ -10,6 +10,9 @@ import Synchronization
 final class ConsoleSessions: Sendable {
     struct Session: Sendable {
         let user: String
+        /// The user's stored password hash at sign-in: a user removed and added again (a new
+        /// password, a new salt) no longer matches it, so the session ends with the old password.
+        let credential: String
         let csrf: String
         let expiresMillis: Int64
     }
@@ -40,8 +43,8 @@ final class ConsoleSessions: Sendable {
             .replacing("=", with: "")
     }
 
-    func create(user: String) -> (token: String, session: Session) {
-        let s = Session(user: user, csrf: Self.token(), expiresMillis: Timestamp.nowMillis() + ttlMillis)
+    func create(user: ConsoleUser) -> (token: String, session: Session) {
+        let s = Session(user: user.name, credential: user.password, csrf: Self.token(), expiresMillis: Timestamp.nowMillis() + ttlMillis)
         let t = Self.token()
         sessions.withLock { table in
             // Expired sessions go when new ones come.
