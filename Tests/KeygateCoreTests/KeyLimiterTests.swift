@@ -164,5 +164,9 @@ final class KeyLimiterTests: XCTestCase {
         XCTAssertFalse(revoke.stands(over: copy(.revoked, updated: "2026-11-23T17:00:00Z")))
         XCTAssertTrue(revoke.stands(over: copy(.disabled, updated: "2026-11-23T17:00:00Z")))
         XCTAssertTrue(revoke.stands(over: copy(.active, updated: "not a time")))
+        // Nothing undoes a revocation or a delete: a copy dated later (another host's clock
+        // ahead) does not lift them.
+        XCTAssertTrue(revoke.stands(over: copy(.active, updated: "2026-11-23T19:00:00Z")))
+        XCTAssertTrue(PushedChange(status: .deleted, atMillis: at).stands(over: copy(.active, updated: "2026-11-23T19:00:00Z")))
     }
 }

@@ -41,18 +41,22 @@ public struct PushedChange: Sendable, Equatable {
         self.atMillis = atMillis
     }
 
-    /// Whether the change still says more than `record`, this gate's copy of the key: it does
-    /// until the copy shows the same status, or a change made in a later second than this one
-    /// (the store is one file written in order, so such a copy holds this change too; within
-    /// the same second it stands, which errs on the side of refusing). A key not in the copy
-    /// yet keeps it: the copy that brings the key may predate the change.
+    /// Whether the change still says more than `record`, this gate's copy of the key. A
+    /// revocation or a delete cannot be undone, so it stands until the copy shows the key
+    /// revoked (a delete, always: a copy that still holds the key is older). A disable stands
+    /// until the copy shows it, or a change to the key made in a later second (the store is one
+    /// file written in order, so such a copy holds the disable and what undid it); within the
+    /// same second it stands, which errs on the side of refusing. A key not in the copy yet
+    /// keeps every change: the copy that brings the key may predate it.
     public func stands(over record: KeyRecord?) -> Bool {
         guard let record else { return true }
-        switch (status, record.status) {
-        case (.disabled, .disabled), (.revoked, .revoked): return false
-        default: break
+        switch status {
+        case .deleted: return true
+        case .revoked: return record.status != .revoked
+        case .disabled where record.status == .disabled: return false
+        case .disabled, .none:
+            guard let updated = Timestamp.parseMillis(record.updated_at) else { return true }
+            return updated / 1000 <= atMillis / 1000
         }
-        guard let updated = Timestamp.parseMillis(record.updated_at) else { return true }
-        return updated / 1000 <= atMillis / 1000
     }
 }
