@@ -40,7 +40,7 @@ enum Metrics {
                 "keygate_tls_handshakes_total", "counter", "TLS handshakes by result.", [("result=\"ok\"", m.tlsHandshakes[0]), ("result=\"failed\"", m.tlsHandshakes[1])])
             s += family(
                 "keygate_tls_certificate_expiry_timestamp_seconds", "gauge", "When each certificate in use expires.",
-                server.tlsCertificates.withLock({ $0 }).map { ("name=\"\($0.name.replacing("\"", with: ""))\"", $0.notAfter) })
+                server.tlsCertificates.withLock({ $0 }).map { ("name=\"\(labelValue($0.name))\"", $0.notAfter) })
             s += family("keygate_tls_reloads_total", "counter", "Certificate reloads by result.", results(server.tlsReloads))
         }
         if let fleet = server.fleetSync {
@@ -71,6 +71,12 @@ enum Metrics {
         var s = "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         for (labels, value) in samples { s += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n" }
         return s
+    }
+
+    /// A label value as the text format writes it: backslash, double quote and line feed
+    /// escaped, so a certificate's name cannot break the exposition.
+    static func labelValue(_ v: String) -> String {
+        v.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
     }
 
     static func results(_ r: Reloads) -> [(String, any CustomStringConvertible)] {

@@ -56,6 +56,25 @@ def tls_gate(tmp_path, upstream, extra=""):
     return g
 
 
+def test_a_certificate_name_cannot_break_the_metrics(tmp_path, upstream):
+    # A common name (no DNS names) with a quote and a backslash: the label is escaped as the
+    # Prometheus text format says, and the rest of the exposition still reads.
+    folder = str(tmp_path)
+    key, cert = os.path.join(folder, "odd.key"), os.path.join(folder, "odd.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "3", "-subj", '/CN=odd"na\\\\me'], check=True, capture_output=True)
+    g = Gate(folder, upstream.port, extra="tls:\n  certificates:\n    - { cert: odd.pem, key: odd.key }\n")
+    try:
+        g.start()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).read().decode()
+        line = [l for l in text.splitlines() if l.startswith("keygate_tls_certificate_expiry_timestamp_seconds{")]
+        assert line == [line[0]] and line[0].startswith('keygate_tls_certificate_expiry_timestamp_seconds{name="odd\\"na\\\\me"} '), line
+        assert float(line[0].rsplit(" ", 1)[1]) > time.time()
+        assert all(l.startswith("#") or " " in l for l in text.splitlines())
+    finally:
+        g.stop()
+
+
 def https(g, host, path, *args):
     return curl("--cacert", os.path.join(g.dir, "ca.pem"), "--resolve", f"{host}:{g.port}:127.0.0.1", *args, f"https://{host}:{g.port}{path}")
 
