@@ -259,6 +259,17 @@ def test_a_new_password_ends_the_old_sessions(console_gate):
     assert fresh.request("GET", "/api/keys")[0] == 200
 
 
+def test_a_sign_in_name_cannot_forge_a_log_line(console_gate):
+    forged = "x\n2026-12-01T00:00:00.000Z info alice in\u2028\u0085\x1b[2J"
+    status = ConsoleClient(console_gate.console_port).login(forged, "wrong password")[0]
+    assert status == 401
+    lines = open(console_gate.stderr_path).read().splitlines()
+    failed = [l for l in lines if "failed sign-in" in l]
+    assert len(failed) == 1 and "x\\n2026-12-01T00:00:00.000Z info alice in" in failed[0], failed
+    assert "\\u{2028}" in failed[0] and "\\u{85}" in failed[0] and "\\u{1b}" in failed[0] and "\x1b" not in failed[0]
+    assert not any(l.startswith("2026-12-01T00:00:00.000Z") for l in lines)
+
+
 def test_console_listener_is_not_the_proxy(console_gate):
     # The proxy knows nothing of the console's paths; the console refuses the proxy's.
     assert curl(console_gate.url("/api/keys"))[0] == 401 and json.loads(curl(console_gate.url("/api/keys"))[2])["error"] == "missing_key"
