@@ -62,6 +62,12 @@ final class HostileInputTests: XCTestCase {
         XCTAssertNotNil(create { $0.quota = "2000000000000/day" })
         XCTAssertNotNil(create { $0.ttl = "999999999w" })
         XCTAssertNil(create { $0.rate = "1/h"; $0.burst = 1_000_000 })
+        // Text that reaches terminals, headers and the console carries no controls.
+        XCTAssertEqual(create { $0.name = "evil\u{1b}]0;title\u{07}" }, "--name must not contain control characters")
+        XCTAssertEqual(create { $0.owner = "a\nb" }, "--owner must not contain control characters")
+        XCTAssertEqual(create { $0.description = "x\u{2028}y" }, "--description must not contain control characters")
+        XCTAssertEqual(create { $0.owner = String(repeating: "o", count: 201) }, "--owner must be at most 200 characters")
+        XCTAssertNil(create { $0.name = "Zoë's key"; $0.owner = "ops@example.com"; $0.description = "Ünïcode is fine" })
     }
 
     func testPolicyNumbersAreBounded() {

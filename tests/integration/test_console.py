@@ -259,6 +259,15 @@ def test_a_new_password_ends_the_old_sessions(console_gate):
     assert fresh.request("GET", "/api/keys")[0] == 200
 
 
+def test_key_text_with_control_characters_is_refused(console_gate):
+    c = admin(console_gate)
+    for field in ("name", "owner", "description"):
+        body = {"name": "fine", field: "a\u001b]0;title\u0007b"}
+        status, _, answer, _ = c.request("POST", "/api/keys", body)
+        assert status == 400 and "control characters" in answer["message"], (field, status, answer)
+    assert console_gate.cli("keys", "create", "--name", "a\x1bb", check=False).returncode != 0
+
+
 def test_a_sign_in_name_cannot_forge_a_log_line(console_gate):
     forged = "x\n2026-12-01T00:00:00.000Z info alice in\u2028\u0085\x1b[2J"
     status = ConsoleClient(console_gate.console_port).login(forged, "wrong password")[0]

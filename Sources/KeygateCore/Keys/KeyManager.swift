@@ -47,6 +47,15 @@ public struct KeySettings {
     public init() {}
 
     /// Validates every given value against the policy; applies them to `r`.
+    /// Names, owners and descriptions are shown in terminals, headers and the console: no
+    /// control characters (a terminal escape in a name would act on whoever lists the keys)
+    /// and no line separators.
+    static func plainText(_ v: String, _ flag: String) throws(KeyError) {
+        if v.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0.value == 0x2028 || $0.value == 0x2029 }) {
+            throw KeyError("\(flag) must not contain control characters")
+        }
+    }
+
     func apply(to r: inout KeyRecord, policy: Policy, nowMillis: Int64) throws(KeyError) {
         for c in clear {
             switch c {
@@ -68,10 +77,19 @@ public struct KeySettings {
         }
         if let name {
             guard !name.trimmed().isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
+            try Self.plainText(name, "--name")
             r.name = name
         }
-        if let owner { r.owner = owner.isEmpty ? nil : owner }
-        if let description { r.description = description.isEmpty ? nil : description }
+        if let owner {
+            guard owner.count <= 200 else { throw KeyError("--owner must be at most 200 characters") }
+            try Self.plainText(owner, "--owner")
+            r.owner = owner.isEmpty ? nil : owner
+        }
+        if let description {
+            guard description.count <= 2000 else { throw KeyError("--description must be at most 2000 characters") }
+            try Self.plainText(description, "--description")
+            r.description = description.isEmpty ? nil : description
+        }
         if let scopes {
             for s in scopes where policy.scopes[s] == nil {
                 let known = policy.scopes.keys.sorted().joined(separator: ", ")
