@@ -38,23 +38,17 @@ struct StderrLineHandler: LogHandler {
     /// control characters are written as escapes, so no message can end its line early and
     /// forge the next one.
     static func oneLine(_ s: String) -> String {
-        guard s.unicodeScalars.contains(where: Self.isControl) else { return s }
+        guard s.hasControlOrLineBreak else { return s }
         var out = ""
         for scalar in s.unicodeScalars {
             switch scalar.value {
             case 0x0A: out += "\\n"
             case 0x0D: out += "\\r"
             case 0x09: out += "\\t"
-            case _ where Self.isControl(scalar): out += "\\u{\(String(scalar.value, radix: 16))}"
+            case _ where scalar.isControlOrLineBreak: out += "\\u{\(String(scalar.value, radix: 16))}"
             default: out.unicodeScalars.append(scalar)
             }
         }
         return out
-    }
-
-    /// C0 and C1 controls, DEL, and the Unicode line and paragraph separators (some viewers
-    /// break lines at those too).
-    static func isControl(_ c: Unicode.Scalar) -> Bool {
-        c.value < 0x20 || (0x7F...0x9F).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
     }
 }

@@ -155,7 +155,7 @@ struct KeysShow: ParsableCommand {
             ("created_at", r.created_at), ("updated_at", r.updated_at), ("revoked_at", r.revoked_at),
             ("revoke_reason", r.revoke_reason), ("rotated_from", r.rotated_from), ("rotated_to", r.rotated_to), ("last_used", lastUsed ?? "never"),
         ]
-        for (k, v) in lines { if let v { print("\(k.padded(to: 14)) \(v)") } }
+        for (k, v) in lines { if let v { print("\(k.padded(to: 14)) \(Output.visible(v))") } }
     }
 }
 

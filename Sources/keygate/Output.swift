@@ -5,6 +5,7 @@ import KeygateCore
 /// Formatting for people (tables) and for scripts (stable JSON).
 enum Output {
     static func printTable(_ rows: [[String]]) {
+        let rows = rows.map { $0.map(visible) }
         guard let first = rows.first else { return }
         var widths = first.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -12,6 +13,13 @@ enum Output {
             let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c.padded(to: widths[i]) }.joined(separator: "  ")
             print(line)
         }
+    }
+
+    /// Text for a terminal: control characters (from a store edited by hand, or an older
+    /// version that let them in) are shown as `?`, so none acts on the terminal.
+    static func visible(_ s: String) -> String {
+        guard s.hasControlOrLineBreak else { return s }
+        return String(String.UnicodeScalarView(s.unicodeScalars.map { $0.isControlOrLineBreak ? "?" : $0 }))
     }
 
     static func clip(_ s: String, _ n: Int) -> String { s.count <= n ? s : String(s.prefix(n - 1)) + "…" }

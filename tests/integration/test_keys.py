@@ -97,6 +97,8 @@ def test_bad_input_is_refused_and_store_untouched(gate):
         (["keys", "create", "--name", "x", "--rate", "0/s"], "is not a rate"),
         (["keys", "create", "--name", "x", "--rate", "-1/m"], "is not a rate"),
         (["keys", "create", "--name", "x", "--quota", "lots"], "is not a quota"),
+        (["keys", "create", "--name", "x\x1b]0;pwned\x07"], "--name must not contain control characters"),
+        (["keys", "create", "--name", "x", "--owner", "a\u2028b"], "--owner must not contain control characters"),
     ]
     for args, message in cases:
         r = gate.cli(*args, check=False)
@@ -106,6 +108,19 @@ def test_bad_input_is_refused_and_store_untouched(gate):
     assert store(gate) == before
     r = gate.cli("keys", "create", check=False)
     assert r.returncode == 2
+
+
+def test_control_characters_in_a_hand_edited_store_never_reach_the_terminal(gate):
+    k = gate.create_key()
+    path = os.path.join(gate.dir, "keys.jsonl")
+    text = open(path).read().replace('"name":"test key"', '"name":"evil\\u001b]0;pwned\\u0007"')
+    assert "\\u001b" in text
+    open(path, "w").write(text)
+    for args in (("keys", "list"), ("keys", "show", k["id"])):
+        out = gate.cli(*args).stdout
+        assert "evil?]0;pwned?" in out and "\x1b" not in out and "\x07" not in out, (args, out)
+    # Scripts get the exact value, JSON-escaped.
+    assert json.loads(gate.cli("keys", "show", k["id"], "--json").stdout)["name"] == "evil\x1b]0;pwned\x07"
 
 
 def test_broken_store_line_is_named(gate):

@@ -51,9 +51,7 @@ public struct KeySettings {
     /// control characters (a terminal escape in a name would act on whoever lists the keys)
     /// and no line separators.
     static func plainText(_ v: String, _ flag: String) throws(KeyError) {
-        if v.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0.value == 0x2028 || $0.value == 0x2029 }) {
-            throw KeyError("\(flag) must not contain control characters")
-        }
+        if v.hasControlOrLineBreak { throw KeyError("\(flag) must not contain control characters") }
     }
 
     func apply(to r: inout KeyRecord, policy: Policy, nowMillis: Int64) throws(KeyError) {
