@@ -156,6 +156,39 @@ def test_disable_delete_and_expiry_close_open_tunnels_too(gate, upstream):
         s.close()
 
 
+def test_tunnels_count_against_the_connection_caps(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="limits: { max_connections_per_ip: 3 }\n")
+    k = g.create_key()
+    g.start()
+    try:
+        tunnels = []
+        for i in range(3):
+            s, reader, status, _ = ws_open(g, "/ws", k["key"])
+            assert status == 101
+            tunnels.append((s, reader))
+        assert metric(g, "keygate_tunnels_open") == 3
+        extra = socket.create_connection(("127.0.0.1", g.port), timeout=2)
+        extra.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+        try:
+            assert extra.recv(100) == b"", "a fourth connection was served beside three tunnels"
+        except ConnectionResetError:
+            pass
+        extra.close()
+        # The tunnels still carry messages; closing one frees its share.
+        s, reader = tunnels.pop()
+        s.sendall(ws_frame(0x1, b"hi", mask=True))
+        assert ws_read_frame(reader) == (0x1, b"hi")
+        s.close()
+        deadline = time.time() + 3
+        while metric(g, "keygate_tunnels_open") != 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
+        for s, _ in tunnels:
+            s.close()
+    finally:
+        g.stop()
+
+
 def test_query_key_is_stripped_and_never_logged(tmp_path, upstream):
     g = Gate(str(tmp_path), upstream.port, extra="credentials: { headers: [x-api-key], bearer: true, query: [api_key] }\n")
     try:
