@@ -99,8 +99,11 @@ def test_bad_input_is_refused_and_store_untouched(gate):
         (["keys", "create", "--name", "x", "--quota", "lots"], "is not a quota"),
         (["keys", "create", "--name", "x\x1b]0;pwned\x07"], "--name must not contain control characters"),
         (["keys", "create", "--name", "x", "--owner", "a\u2028b"], "--owner must not contain control characters"),
+        (["keys", "revoke", "KEYID", "--reason", "leaked\x1b[2J"], "--reason must not contain control characters"),
     ]
+    kid = json.loads(gate.cli("keys", "list", "--json").stdout)[0]["id"]
     for args, message in cases:
+        args = [kid if a == "KEYID" else a for a in args]
         r = gate.cli(*args, check=False)
         assert r.returncode == 1, args
         assert message in r.stderr, (args, r.stderr)

@@ -322,7 +322,11 @@ public struct KeyManager {
     }
 
     public func revoke(_ id: String, reason: String?) throws(KeyError) -> KeyRecord {
-        try modify(id, action: "revoke") { (r, now) throws(KeyError) in
+        if let reason {
+            guard reason.count <= 2000 else { throw KeyError("--reason must be at most 2000 characters") }
+            try KeySettings.plainText(reason, "--reason")
+        }
+        return try modify(id, action: "revoke") { (r, now) throws(KeyError) in
             if r.status == .revoked { throw KeyError("key \(id) is already revoked") }
             r.status = .revoked
             r.revoked_at = Timestamp.format(seconds: now / 1000)
