@@ -74,6 +74,27 @@ def test_country_rules_and_header(geo_gate, upstream):
     assert [l["country"] for l in lines if l["client_ip"] == "81.2.69.142"] == ["GB"]
 
 
+def test_a_country_code_that_is_not_two_letters_is_no_country(tmp_path, upstream):
+    # A damaged or foreign database may hold any two bytes as iso_code: they must not reach
+    # the upstream's head or the usage log's JSON.
+    mmdb_writer.write(str(tmp_path / "odd.mmdb"), [("81.2.69.0/24", "\r\n"), ("175.16.199.0/24", '"x'), ("89.160.20.0/24", "se")])
+    g = Gate(str(tmp_path), upstream.port, extra='geoip_db: odd.mmdb\ntrusted_proxies: ["127.0.0.1/32"]\n')
+    try:
+        k = g.create_key()
+        g.start()
+        for client, want in (("81.2.69.142", None), ("175.16.199.9", None), ("89.160.20.1", "SE")):
+            status, _, body, _ = via(g, k["key"], client)
+            assert status == 200, (client, body)
+            headers = {n.lower(): v for n, v in json.loads(body)["headers"]}
+            assert headers.get("x-keygate-country") == want, (client, headers)
+        lines = g.wait_usage(3)
+        assert [l["country"] for l in lines] == [None, None, "SE"]
+        r = subprocess.run([KEYGATE, "geoip", "81.2.69.142", "--db", str(tmp_path / "odd.mmdb")], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.split() == ["81.2.69.142", "unknown"], r.stdout + r.stderr
+    finally:
+        g.stop()
+
+
 def test_per_key_countries_and_ips(geo_gate, upstream):
     only_se = geo_gate.create_key("--allow-country", "SE")
     not_cn = geo_gate.create_key("--deny-country", "CN")
