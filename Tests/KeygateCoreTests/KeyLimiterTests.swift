@@ -141,6 +141,10 @@ final class KeyLimiterTests: XCTestCase {
         _ = l.take(nowNanos: 0, wallSeconds: day + 86400 + 7500, mode: .shared)
         l.raiseQuotaCount(to: 3, wallSeconds: day + 86400 + 7500)
         XCTAssertEqual(l.usedInPeriod(wallSeconds: day + 86400 + 7500), 4)
+        // A sync that read the old day's total just before midnight, applied after requests of
+        // the new day were counted, must not put the count back into the old day.
+        l.raiseQuotaCount(to: 9, wallSeconds: day + 86399)
+        XCTAssertEqual(l.usedInPeriod(wallSeconds: day + 86400 + 7600), 4)
     }
 
     func testAPushedChangeStandsUntilTheCopyCatchesUp() {

@@ -208,6 +208,8 @@ public final class KeyLimiter: Sendable {
         let want = min(min(max(total, 0), bound) + pending, bound)
         var old = used.load(ordering: .relaxed)
         while true {
+            // A total read before the period turned says nothing about the new one.
+            if (old >> 40) > index { return }
             let count = (old >> 40) == index ? old & Self.countMask : 0
             if count >= want && (old >> 40) == index { return }
             let (done, current) = used.compareExchange(expected: old, desired: index << 40 | max(count, want), ordering: .relaxed)
