@@ -130,6 +130,12 @@ final class HostileInputTests: XCTestCase {
         let back = try KeyStateFile.load(path)
         XCTAssertEqual(back.lastUsed, ["a\"b\n": 1_767_225_600, "A": 1_795_456_800])
         XCTAssertEqual(back.quota["q\\"], KeyStateFile.QuotaUse(period: "p\"", used: 1))
+        // A gate a moment behind at midnight does not write the old day over the new one.
+        var newDay = KeyStateFile.State(), oldDay = KeyStateFile.State()
+        newDay.quota["A"] = KeyStateFile.QuotaUse(period: "2026-12-01", used: 2)
+        oldDay.quota["A"] = KeyStateFile.QuotaUse(period: "2026-11-30", used: 90)
+        XCTAssertEqual(KeyStateFile.combine(oldDay, with: newDay).quota["A"], newDay.quota["A"])
+        XCTAssertEqual(KeyStateFile.combine(newDay, with: oldDay).quota["A"], newDay.quota["A"])
     }
 
     func testARollupsFileWithHugeCountsCannotTrapTheNextMerge() throws {

@@ -99,7 +99,9 @@ public enum KeyStateFile {
         var merged = base
         for (id, t) in seen.lastUsed where t > (merged.lastUsed[id] ?? 0) { merged.lastUsed[id] = t }
         for (id, q) in seen.quota {
-            if let old = merged.quota[id], old.period == q.period, old.used >= q.used { continue }
+            // Labels (2026-11-23, 2026-11) sort as time does: a gate still in the old period
+            // for a moment never writes over the new one's count.
+            if let old = merged.quota[id], old.period > q.period || (old.period == q.period && old.used >= q.used) { continue }
             merged.quota[id] = q
         }
         return merged
