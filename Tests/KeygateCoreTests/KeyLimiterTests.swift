@@ -173,4 +173,22 @@ final class KeyLimiterTests: XCTestCase {
         XCTAssertTrue(revoke.stands(over: copy(.active, updated: "2026-11-23T19:00:00Z")))
         XCTAssertTrue(PushedChange(status: .deleted, atMillis: at).stands(over: copy(.active, updated: "2026-11-23T19:00:00Z")))
     }
+
+    func testRequestsDecidedOnTheOldSnapshotDuringAReloadStillCount() {
+        // A reload builds new limiters while loops still decide on the old snapshot for a
+        // moment: what they allow then must count against the new limiter too.
+        var r = KeyRecord(id: "AAAAAAAA", name: "k", hash: KeyDigest(hashing: "x").stored, createdAt: "2026-01-01T00:00:00Z")
+        r.rate = "10/s"
+        r.burst = 5
+        r.quota = "8/day"
+        let day: Int64 = 86400 * 20000
+        let old = KeyLimiter.make(record: r, limits: Policy.Limits(), clustered: true, previous: nil)!
+        _ = old.take(nowNanos: 0, wallSeconds: day, mode: .shared)
+        let new = KeyLimiter.make(record: r, limits: Policy.Limits(), clustered: true, previous: old)!
+        for _ in 0..<4 { _ = old.take(nowNanos: 0, wallSeconds: day, mode: .shared) }
+        XCTAssertEqual(new.usedInPeriod(wallSeconds: day), 5)
+        XCTAssertEqual(new.takePending(wallSeconds: day).quota, 5)
+        // The rate's burst of 5 is spent across both.
+        XCTAssertEqual(new.take(nowNanos: 0, wallSeconds: day, mode: .shared), .rateLimited(retryAfter: 1))
+    }
 }

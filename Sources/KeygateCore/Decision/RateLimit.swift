@@ -20,17 +20,23 @@ public final class KeyLimiter: Sendable {
     public let quotaPeriod: QuotaText.Period?
     /// Whether a cluster sync reads `pendingRate`/`pendingQuota` (counted only then).
     public let clustered: Bool
-    /// GCRA's theoretical arrival time, monotonic nanoseconds.
-    let tat: Atomic<Int64>
-    /// Quota state: period index in the high 24 bits, requests in the low 40.
-    let used: Atomic<Int64>
-    /// Requests allowed here since the cluster sync last took them.
-    let pendingRate = Atomic<Int64>(0)
-    /// The same for the quota, packed as `used` is (period index high, count low): a new
-    /// period starts it again, so that requests of a period that is over are never pushed
-    /// into the next one (Redis away over midnight would otherwise spend today's quota).
-    let pendingQuota = Atomic<Int64>(0)
+    /// The key's counts, shared with the limiter the previous snapshot built for the same key,
+    /// so that what loops still decide on the old snapshot during a reload counts here too.
+    let counters: Counters
     static let countMask: Int64 = 0xFF_FFFF_FFFF
+
+    final class Counters: Sendable {
+        /// GCRA's theoretical arrival time, monotonic nanoseconds.
+        let tat = Atomic<Int64>(0)
+        /// Quota state: period index in the high 24 bits, requests in the low 40.
+        let used = Atomic<Int64>(0)
+        /// Requests allowed here since the cluster sync last took them.
+        let pendingRate = Atomic<Int64>(0)
+        /// The same for the quota, packed as `used` is (period index high, count low): a new
+        /// period starts it again, so that requests of a period that is over are never pushed
+        /// into the next one (Redis away over midnight would otherwise spend today's quota).
+        let pendingQuota = Atomic<Int64>(0)
+    }
 
     public enum Verdict: Equatable {
         case allowed(remaining: Int, resetSeconds: Int)
@@ -60,23 +66,17 @@ public final class KeyLimiter: Sendable {
             t.quota = quota.map { max(1, min($0.count, Bounds.quotaCount) / replicas) }
             return t
         }
-        let limiter = KeyLimiter(
+        return KeyLimiter(
             fleet: terms(1), alone: terms(max(1, limits.replicas)), quotaPeriod: quota?.period, clustered: clustered,
-            tat: previous?.tat.load(ordering: .relaxed) ?? 0, used: previous?.used.load(ordering: .relaxed) ?? 0)
-        if let previous {
-            limiter.pendingRate.store(previous.pendingRate.load(ordering: .relaxed), ordering: .relaxed)
-            limiter.pendingQuota.store(previous.pendingQuota.load(ordering: .relaxed), ordering: .relaxed)
-        }
-        return limiter
+            counters: previous?.counters ?? Counters())
     }
 
-    init(fleet: Terms, alone: Terms, quotaPeriod: QuotaText.Period?, clustered: Bool, tat: Int64, used: Int64) {
+    init(fleet: Terms, alone: Terms, quotaPeriod: QuotaText.Period?, clustered: Bool, counters: Counters) {
         self.fleet = fleet
         self.alone = alone
         self.quotaPeriod = quotaPeriod
         self.clustered = clustered
-        self.tat = Atomic(tat)
-        self.used = Atomic(used)
+        self.counters = counters
     }
 
     /// The terms in force for a fleet mode.
@@ -91,7 +91,7 @@ public final class KeyLimiter: Sendable {
         var remaining = Int.max
         var reset = 0
         if emission > 0 {
-            var old = tat.load(ordering: .relaxed)
+            var old = counters.tat.load(ordering: .relaxed)
             while true {
                 let base = max(old, nowNanos)
                 let next = base + emission
@@ -99,7 +99,7 @@ public final class KeyLimiter: Sendable {
                     let wait = next - nowNanos - tolerance
                     return .rateLimited(retryAfter: max(1, Int((wait + 999_999_999) / 1_000_000_000)))
                 }
-                let (exchanged, current) = tat.compareExchange(expected: old, desired: next, ordering: .relaxed)
+                let (exchanged, current) = counters.tat.compareExchange(expected: old, desired: next, ordering: .relaxed)
                 if exchanged {
                     remaining = Int((tolerance - (next - nowNanos)) / emission)
                     reset = Int((next - nowNanos + 999_999_999) / 1_000_000_000)
@@ -112,14 +112,14 @@ public final class KeyLimiter: Sendable {
         if let quota = t.quota, let period = quotaPeriod {
             let index = Self.periodIndex(period, wallSeconds)
             quotaIndex = index
-            var old = used.load(ordering: .relaxed)
+            var old = counters.used.load(ordering: .relaxed)
             while true {
                 let count = (old >> 40) == index ? old & Self.countMask : 0
                 if count >= Int64(quota) {
                     refund(emission)
                     return .quotaExceeded(retryAfter: Int(max(1, Self.periodEnd(period, wallSeconds) - wallSeconds)))
                 }
-                let (exchanged, current) = used.compareExchange(expected: old, desired: index << 40 | (count + 1), ordering: .relaxed)
+                let (exchanged, current) = counters.used.compareExchange(expected: old, desired: index << 40 | (count + 1), ordering: .relaxed)
                 if exchanged {
                     if emission == 0 {
                         remaining = quota - Int(count + 1)
@@ -133,7 +133,7 @@ public final class KeyLimiter: Sendable {
         if clustered {
             // Counted for the fleet: rate only while the counts are shared (a burst taken
             // alone is not replayed onto the others), quota always (it persists in Redis).
-            if mode == .shared && emission > 0 { pendingRate.add(1, ordering: .relaxed) }
+            if mode == .shared && emission > 0 { counters.pendingRate.add(1, ordering: .relaxed) }
             if t.quota != nil { addPendingQuota(1, index: quotaIndex, replaceOlder: true) }
         }
         return .allowed(remaining: remaining == Int.max ? 0 : max(0, remaining), resetSeconds: reset)
@@ -144,9 +144,9 @@ public final class KeyLimiter: Sendable {
     /// Requests allowed here since the last call, for the fleet's counters; the quota's only
     /// when they were counted in the period `wallSeconds` falls in.
     public func takePending(wallSeconds: Int64) -> (rate: Int64, quota: Int64) {
-        let q = pendingQuota.exchange(0, ordering: .relaxed)
+        let q = counters.pendingQuota.exchange(0, ordering: .relaxed)
         let quota = quotaPeriod.map { (q >> 40) == Self.periodIndex($0, wallSeconds) ? q & Self.countMask : 0 } ?? 0
-        return (pendingRate.exchange(0, ordering: .relaxed), quota)
+        return (counters.pendingRate.exchange(0, ordering: .relaxed), quota)
     }
 
     /// Quota counts a failed sync (at `wallSeconds`) could not push, kept for the next one
@@ -159,7 +159,7 @@ public final class KeyLimiter: Sendable {
     /// Adds `n` to the pending quota count of period `index`. A count of another period is
     /// replaced when it is older; counts for an older period than the one pending are dropped.
     private func addPendingQuota(_ n: Int64, index: Int64, replaceOlder: Bool) {
-        var old = pendingQuota.load(ordering: .relaxed)
+        var old = counters.pendingQuota.load(ordering: .relaxed)
         while true {
             let next: Int64
             if old & Self.countMask == 0 || (old >> 40) < index {
@@ -169,14 +169,14 @@ public final class KeyLimiter: Sendable {
             } else {
                 return
             }
-            let (done, current) = pendingQuota.compareExchange(expected: old, desired: next, ordering: .relaxed)
+            let (done, current) = counters.pendingQuota.compareExchange(expected: old, desired: next, ordering: .relaxed)
             if done { return }
             old = current
         }
     }
 
     /// Requests not yet taken by `takePending`, counted on top of the fleet's total.
-    public var pendingQuotaCount: Int64 { pendingQuota.load(ordering: .relaxed) & Self.countMask }
+    public var pendingQuotaCount: Int64 { counters.pendingQuota.load(ordering: .relaxed) & Self.countMask }
 
     /// Other gates allowed `count` requests of this key since the last sync: they use up this
     /// gate's arrival time as if they had come here, so the fleet as a whole keeps the rate.
@@ -186,11 +186,11 @@ public final class KeyLimiter: Sendable {
         guard count > 0, e > 0 else { return }
         let (advance, overflow) = e.multipliedReportingOverflow(by: count)
         let cap = nowNanos + fleet.tolerance + 60_000_000_000
-        var old = tat.load(ordering: .relaxed)
+        var old = counters.tat.load(ordering: .relaxed)
         while true {
             let base = max(old, nowNanos)
             let next = overflow || advance > cap - base ? cap : base + advance
-            let (done, current) = tat.compareExchange(expected: old, desired: max(next, old), ordering: .relaxed)
+            let (done, current) = counters.tat.compareExchange(expected: old, desired: max(next, old), ordering: .relaxed)
             if done { return }
             old = current
         }
@@ -203,16 +203,16 @@ public final class KeyLimiter: Sendable {
         let index = Self.periodIndex(period, wallSeconds)
         // Clamped before the sum: a count from Redis may be anything up to Int64.max.
         let bound = Int64(Bounds.quotaCount)
-        let p = pendingQuota.load(ordering: .relaxed)
+        let p = counters.pendingQuota.load(ordering: .relaxed)
         let pending = (p >> 40) == index ? p & Self.countMask : 0
         let want = min(min(max(total, 0), bound) + pending, bound)
-        var old = used.load(ordering: .relaxed)
+        var old = counters.used.load(ordering: .relaxed)
         while true {
             // A total read before the period turned says nothing about the new one.
             if (old >> 40) > index { return }
             let count = (old >> 40) == index ? old & Self.countMask : 0
             if count >= want && (old >> 40) == index { return }
-            let (done, current) = used.compareExchange(expected: old, desired: index << 40 | max(count, want), ordering: .relaxed)
+            let (done, current) = counters.used.compareExchange(expected: old, desired: index << 40 | max(count, want), ordering: .relaxed)
             if done { return }
             old = current
         }
@@ -220,19 +220,19 @@ public final class KeyLimiter: Sendable {
 
     /// A request refused by the quota gives back its rate slot.
     private func refund(_ e: Int64) {
-        if e > 0 { tat.subtract(e, ordering: .relaxed) }
+        if e > 0 { counters.tat.subtract(e, ordering: .relaxed) }
     }
 
     /// Requests counted in the current period.
     public func usedInPeriod(wallSeconds: Int64) -> Int {
         guard let p = quotaPeriod else { return 0 }
-        let v = used.load(ordering: .relaxed)
+        let v = counters.used.load(ordering: .relaxed)
         return (v >> 40) == Self.periodIndex(p, wallSeconds) ? Int(v & Self.countMask) : 0
     }
 
     /// Restores a count saved by a previous run, when it belongs to the current period.
     public func restore(periodIndex: Int64, count: Int64) {
-        used.store(periodIndex << 40 | count, ordering: .relaxed)
+        counters.used.store(periodIndex << 40 | count, ordering: .relaxed)
     }
 
     /// Days since the epoch, or months since January 1970 (UTC).
