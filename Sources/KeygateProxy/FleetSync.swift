@@ -179,7 +179,7 @@ final class FleetSync: @unchecked Sendable {
         if sendLastUse {
             nextLastUse = started / 1000 + 1000
             for entry in snapshot.keys.values {
-                let t = entry.lastUsed.load(ordering: .relaxed)
+                let t = entry.lastUsed
                 if t > 0 && lastUseSent[entry.record.id] != t { counts.lastUsed.append((entry.record.id, t)) }
             }
         }

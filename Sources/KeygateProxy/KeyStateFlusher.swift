@@ -49,7 +49,7 @@ final class KeyStateFlusher {
         var changed = KeyStateFile.State()
         for entry in snapshot.keys.values {
             let id = entry.record.id
-            let t = entry.lastUsed.load(ordering: .relaxed)
+            let t = entry.lastUsed
             if t > 0 && written.lastUsed[id] != t { changed.lastUsed[id] = t }
             if let limiter = entry.limiter, let period = limiter.quotaPeriod {
                 let use = KeyStateFile.QuotaUse(period: KeyStateFile.periodLabel(period, now), used: Int64(limiter.usedInPeriod(wallSeconds: now)))

@@ -190,5 +190,10 @@ final class KeyLimiterTests: XCTestCase {
         XCTAssertEqual(new.takePending(wallSeconds: day).quota, 5)
         // The rate's burst of 5 is spent across both.
         XCTAssertEqual(new.take(nowNanos: 0, wallSeconds: day, mode: .shared), .rateLimited(retryAfter: 1))
+        // So is the last use.
+        let before = KeyEntry(record: r, scopes: [:])
+        let after = KeyEntry(record: r, scopes: [:], previous: before)
+        before.markUsed(1_795_456_800)
+        XCTAssertEqual(after.lastUsed, 1_795_456_800)
     }
 }

@@ -24,8 +24,15 @@ public final class KeyEntry: Sendable {
     public let identityPrefix: String
     /// Rate and quota state; nil = unlimited.
     public let limiter: KeyLimiter?
-    /// Unix seconds of the last allowed request (0 = not since start), shared by all loops.
-    public let lastUsed: Atomic<Int64>
+    /// Unix seconds of the last allowed request (0 = not since start), shared by all loops and
+    /// with the entry the previous snapshot held for the same key, so that a use decided on the
+    /// old snapshot during a reload is not lost.
+    let lastUse: LastUse
+    public var lastUsed: Int64 { lastUse.seconds.load(ordering: .relaxed) }
+
+    final class LastUse: Sendable {
+        let seconds = Atomic<Int64>(0)
+    }
 
     /// A revocation, disable or delete another host pushed before this copy of the store
     /// shows it (`PushedStatus`), set by the cluster sync.
@@ -34,14 +41,14 @@ public final class KeyEntry: Sendable {
     /// Records a use; a relaxed load first, so a busy key's cache line is written once a second.
     @inline(__always)
     public func markUsed(_ seconds: Int64) {
-        if lastUsed.load(ordering: .relaxed) != seconds { lastUsed.store(seconds, ordering: .relaxed) }
+        if lastUse.seconds.load(ordering: .relaxed) != seconds { lastUse.seconds.store(seconds, ordering: .relaxed) }
     }
 
     public init(
-        record: KeyRecord, scopes: [String: [RoutePattern]], lastUsed: Int64 = 0, limits: Policy.Limits = Policy.Limits(), clustered: Bool = false, previous: KeyEntry? = nil,
+        record: KeyRecord, scopes: [String: [RoutePattern]], limits: Policy.Limits = Policy.Limits(), clustered: Bool = false, previous: KeyEntry? = nil,
         identityPrefix: String = "X-Keygate-"
     ) {
-        self.lastUsed = Atomic(lastUsed)
+        lastUse = previous?.lastUse ?? LastUse()
         limiter = KeyLimiter.make(record: record, limits: limits, clustered: clustered, previous: previous?.limiter)
         digest = KeyDigest(stored: record.hash) ?? KeyDigest(hashing: record.hash)
         self.record = record

@@ -105,9 +105,8 @@ public enum SnapshotLoader {
                         }
                         // Last use and limiter state live on across changes to the key's line.
                         let old = previous?.keys[digest]
-                        let used = old.map { $0.lastUsed.load(ordering: .relaxed) } ?? 0
                         entry = KeyEntry(
-                            record: record, scopes: policy.scopes, lastUsed: used, limits: policy.limits, clustered: policy.cluster != nil, previous: old, identityPrefix: policy.identityPrefix)
+                            record: record, scopes: policy.scopes, limits: policy.limits, clustered: policy.cluster != nil, previous: old, identityPrefix: policy.identityPrefix)
                     } catch {
                         failure = LoadError("\(path):\(number): \(error)")
                         return false

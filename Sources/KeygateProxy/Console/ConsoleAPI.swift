@@ -225,7 +225,7 @@ final class ConsoleAPI: @unchecked Sendable {
     private func lastUse() -> [String: Int64] {
         var live: [String: Int64] = [:]
         for entry in server.snapshot.keys.values {
-            let t = entry.lastUsed.load(ordering: .relaxed)
+            let t = entry.lastUsed
             if t > 0 { live[entry.record.id] = t }
         }
         return KeyObservations.lastUse(policy, live: live)
