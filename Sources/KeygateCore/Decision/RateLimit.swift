@@ -134,7 +134,7 @@ public final class KeyLimiter: Sendable {
             // Counted for the fleet: rate only while the counts are shared (a burst taken
             // alone is not replayed onto the others), quota always (it persists in Redis).
             if mode == .shared && emission > 0 { counters.pendingRate.add(1, ordering: .relaxed) }
-            if t.quota != nil { addPendingQuota(1, index: quotaIndex, replaceOlder: true) }
+            if t.quota != nil { addPendingQuota(1, index: quotaIndex) }
         }
         return .allowed(remaining: remaining == Int.max ? 0 : max(0, remaining), resetSeconds: reset)
     }
@@ -153,12 +153,12 @@ public final class KeyLimiter: Sendable {
     /// unless their period is over by then.
     public func giveBack(quota: Int64, wallSeconds: Int64) {
         guard quota > 0, let period = quotaPeriod else { return }
-        addPendingQuota(quota, index: Self.periodIndex(period, wallSeconds), replaceOlder: false)
+        addPendingQuota(quota, index: Self.periodIndex(period, wallSeconds))
     }
 
     /// Adds `n` to the pending quota count of period `index`. A count of another period is
     /// replaced when it is older; counts for an older period than the one pending are dropped.
-    private func addPendingQuota(_ n: Int64, index: Int64, replaceOlder: Bool) {
+    private func addPendingQuota(_ n: Int64, index: Int64) {
         var old = counters.pendingQuota.load(ordering: .relaxed)
         while true {
             let next: Int64
