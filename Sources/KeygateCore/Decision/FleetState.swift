@@ -46,8 +46,9 @@ public struct PushedChange: Sendable, Equatable {
     /// revoked (a delete, always: a copy that still holds the key is older). A disable stands
     /// until the copy shows it, or a change to the key made in a later second (the store is one
     /// file written in order, so such a copy holds the disable and what undid it); within the
-    /// same second it stands, which errs on the side of refusing. A key not in the copy yet
-    /// keeps every change: the copy that brings the key may predate it.
+    /// same second it stands, which errs on the side of refusing. An enable older than the copy
+    /// is passed over the same way. A key not in the copy yet keeps every change: the copy that
+    /// brings the key may predate it.
     public func stands(over record: KeyRecord?) -> Bool {
         guard let record else { return true }
         switch status {

@@ -47,7 +47,7 @@ public struct KeySettings {
     public init() {}
 
     /// Validates every given value against the policy; applies them to `r`.
-    /// Names, owners and descriptions are shown in terminals, headers and the console: no
+    /// Names, owners, descriptions and reasons are shown in terminals, headers and the console: no
     /// control characters (a terminal escape in a name would act on whoever lists the keys)
     /// and no line separators.
     static func plainText(_ v: String, _ flag: String) throws(KeyError) {
