@@ -490,6 +490,8 @@ enum RestartSettings {
         var out: [String] = []
         if a.listen != b.listen { out.append("listen") }
         if a.upstream != b.upstream { out.append("upstream") }
+        // The upstream's TLS context (CA, name, verification) is built once, with the pool.
+        if a.upstreamTLS != b.upstreamTLS { out.append("upstream_tls") }
         if a.adminListen != b.adminListen { out.append("admin_listen") }
         if a.console?.listen != b.console?.listen { out.append("console.listen") }
         if (a.cluster == nil) != (b.cluster == nil) || a.cluster?.redis != b.cluster?.redis { out.append("cluster") }

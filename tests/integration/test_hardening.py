@@ -109,6 +109,26 @@ def test_sighup_reloads_policy_and_keeps_old_on_error(gate, upstream):
     assert 'unknown field "bogus_field"' in err and "keeping the last good configuration" in err
 
 
+def test_a_reload_that_changes_a_start_only_setting_says_so(tmp_path, upstream):
+    g = Gate(str(tmp_path), upstream.port, extra="upstream_tls: { server_name: a.test }\n")
+    with open(g.config) as f:
+        text = f.read().replace(f'upstream: "http://127.0.0.1:{upstream.port}"', f'upstream: "https://127.0.0.1:{upstream.port}"')
+    with open(g.config, "w") as f:
+        f.write(text)
+    try:
+        g.start()
+        with open(g.config, "w") as f:
+            f.write(text.replace("server_name: a.test", "server_name: b.test"))
+        g.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while "take effect only after a restart" not in open(g.stderr_path).read() and time.time() < deadline:
+            time.sleep(0.05)
+        err = open(g.stderr_path).read()
+        assert "reload: upstream_tls changed; these take effect only after a restart" in err, err
+    finally:
+        g.stop()
+
+
 def test_requests_survive_reloads(gate, upstream):
     k = gate.create_key()
     gate.start()
