@@ -494,7 +494,15 @@ enum RestartSettings {
         if a.upstreamTLS != b.upstreamTLS { out.append("upstream_tls") }
         if a.adminListen != b.adminListen { out.append("admin_listen") }
         if a.console?.listen != b.console?.listen { out.append("console.listen") }
+        // The console's sessions and listener, and the fleet's sync thread, keep the settings
+        // they were made with; only the console's users_file is read on every request.
+        if a.console?.sessionTTLMillis != b.console?.sessionTTLMillis { out.append("console.session_ttl") }
+        if a.console?.tls != b.console?.tls { out.append("console.tls") }
         if (a.cluster == nil) != (b.cluster == nil) || a.cluster?.redis != b.cluster?.redis { out.append("cluster") }
+        if let x = a.cluster, let y = b.cluster {
+            if x.syncIntervalMillis != y.syncIntervalMillis { out.append("cluster.sync_interval") }
+            if x.denyWhenDown != y.denyWhenDown { out.append("cluster.on_redis_down") }
+        }
         if a.workers != b.workers { out.append("workers") }
         if a.keysFile != b.keysFile { out.append("keys_file") }
         if a.usageLog != b.usageLog { out.append("usage_log") }

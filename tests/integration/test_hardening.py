@@ -110,7 +110,8 @@ def test_sighup_reloads_policy_and_keeps_old_on_error(gate, upstream):
 
 
 def test_a_reload_that_changes_a_start_only_setting_says_so(tmp_path, upstream):
-    g = Gate(str(tmp_path), upstream.port, extra="upstream_tls: { server_name: a.test }\n")
+    g = Gate(str(tmp_path), upstream.port, extra="upstream_tls: { server_name: a.test }\n"
+             'cluster: { redis: "redis://127.0.0.1:1/0", on_redis_down: local }\n')
     with open(g.config) as f:
         text = f.read().replace(f'upstream: "http://127.0.0.1:{upstream.port}"', f'upstream: "https://127.0.0.1:{upstream.port}"')
     with open(g.config, "w") as f:
@@ -118,13 +119,13 @@ def test_a_reload_that_changes_a_start_only_setting_says_so(tmp_path, upstream):
     try:
         g.start()
         with open(g.config, "w") as f:
-            f.write(text.replace("server_name: a.test", "server_name: b.test"))
+            f.write(text.replace("server_name: a.test", "server_name: b.test").replace("on_redis_down: local", "on_redis_down: deny"))
         g.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 5
         while "take effect only after a restart" not in open(g.stderr_path).read() and time.time() < deadline:
             time.sleep(0.05)
         err = open(g.stderr_path).read()
-        assert "reload: upstream_tls changed; these take effect only after a restart" in err, err
+        assert "reload: upstream_tls, cluster.on_redis_down changed; these take effect only after a restart" in err, err
     finally:
         g.stop()
 
