@@ -215,6 +215,9 @@ def ws_echo(sock, reader):
 class Upstream(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: fifty tunnels opened at once overflowed it on a busy
+    # machine, the kernel dropped SYNs, and the gate's 2 s connect timeout answered 502.
+    request_queue_size = 128
 
     def __init__(self, port=0):
         super().__init__(("127.0.0.1", port), Handler)
