@@ -14,6 +14,10 @@ final class SupportTests: XCTestCase {
         XCTAssertEqual(Timestamp.format(seconds: .min), "1970-01-01T00:00:00Z")
         XCTAssertNil(Timestamp.parseMillis("2026-02-30T00:00:00Z"))
         XCTAssertNil(Timestamp.parseMillis("yesterday"))
+        // RFC 3339's offsets stop at 23:59.
+        XCTAssertNil(Timestamp.parseMillis("2026-12-01T10:00:00+25:00"))
+        XCTAssertNil(Timestamp.parseMillis("2026-12-01T10:00:00-01:60"))
+        XCTAssertEqual(Timestamp.parseMillis("2026-11-23T18:00:00-23:59"), 1_795_456_800_000 + 86_340_000)
     }
 
     func testDurations() {

@@ -123,7 +123,7 @@ public enum Timestamp {
         if s[i] == UInt8(ascii: "Z") || s[i] == UInt8(ascii: "z") {
             i += 1
         } else if s[i] == UInt8(ascii: "+") || s[i] == UInt8(ascii: "-") {
-            guard let oh = num(i + 1, 2), s.count > i + 3, s[i + 3] == UInt8(ascii: ":"), let om = num(i + 4, 2) else { return nil }
+            guard let oh = num(i + 1, 2), s.count > i + 3, s[i + 3] == UInt8(ascii: ":"), let om = num(i + 4, 2), oh < 24, om < 60 else { return nil }
             offset = (oh * 60 + om) * 60 * (s[i] == UInt8(ascii: "+") ? 1 : -1)
             i += 6
         } else {
