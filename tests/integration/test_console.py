@@ -266,6 +266,14 @@ def test_key_text_with_control_characters_is_refused(console_gate):
         status, _, answer, _ = c.request("POST", "/api/keys", body)
         assert status == 400 and "control characters" in answer["message"], (field, status, answer)
     assert console_gate.cli("keys", "create", "--name", "a\x1bb", check=False).returncode != 0
+    # A field of the wrong type is refused, not ignored (a number where a duration belongs
+    # would otherwise rotate with the default grace).
+    kid = c.request("POST", "/api/keys", {"name": "typed"})[2]["id"]
+    for action, body in (("rotate", {"grace": 5}), ("revoke", {"reason": 5})):
+        status, _, answer, _ = c.request("POST", f"/api/keys/{kid}/{action}", body)
+        assert status == 400 and "must be a string" in answer["message"], (action, status, answer)
+    key = c.request("GET", f"/api/keys/{kid}")[2]
+    assert key["state"] == "active" and not key.get("rotated_to")
 
 
 def test_a_sign_in_name_cannot_forge_a_log_line(console_gate):

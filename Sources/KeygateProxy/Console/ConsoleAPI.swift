@@ -194,7 +194,8 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, .delete)
                 return Self.json(200, ["deleted": id])
             case ("POST", "revoke"):
-                let r = try m.revoke(id, reason: o["reason"]?.string.flatMap { $0.isEmpty ? nil : $0 })
+                let reason = try Self.optionalString(o, "reason")
+                let r = try m.revoke(id, reason: reason.flatMap { $0.isEmpty ? nil : $0 })
                 pushToFleet(id, .revoke)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "disable"), ("POST", "enable"):
@@ -202,7 +203,7 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, action == "enable" ? .enable : .disable)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "rotate"):
-                let grace = o["grace"]?.string ?? "24h"
+                let grace = try Self.optionalString(o, "grace") ?? "24h"
                 guard let ms = DurationText.parseMillis(grace) else { return Self.error(400, "invalid", "grace \"\(grace)\" is not a duration (like 24h)") }
                 let (record, key, old) = try m.rotate(id, graceMillis: ms)
                 var out = keyJSON(record, now: now, lastUsed: [:], spark: [:])
@@ -363,6 +364,14 @@ final class ConsoleAPI: @unchecked Sendable {
     }
 
     // MARK: helpers
+
+    /// A field that may be absent or null, but when given must be a string: a number where
+    /// a string belongs is refused, not ignored.
+    static func optionalString(_ o: [String: JSONValue], _ name: String) throws(KeyError) -> String? {
+        guard let v = o[name], v != .null else { return nil }
+        guard let s = v.string else { throw KeyError("\(name) must be a string") }
+        return s
+    }
 
     static func object(_ body: [UInt8]) -> [String: JSONValue]? {
         guard !body.isEmpty else { return nil }
