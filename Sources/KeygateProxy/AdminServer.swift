@@ -142,7 +142,9 @@ final class AdminConnection: EventHandler, OneShotConnection {
         do {
             end = try input.withUnsafeBytes { (raw) throws(HTTPParseError) -> Int? in try scanner.scan(raw) }
         } catch {
-            close()
+            // A head too large or malformed gets its status (431, 400), as on the public listener.
+            let status = HTTPParseError.from(error).status
+            answer((status == 0 ? 400 : status, "application/json", "{\"error\":\"bad_request\"}\n"), headOnly: false)
             return
         }
         guard let end else { return }
@@ -163,6 +165,11 @@ final class AdminConnection: EventHandler, OneShotConnection {
             let status = HTTPParseError.from(error).status
             response = (status == 0 ? 400 : status, "application/json", "{\"error\":\"bad_request\"}\n")
         }
+        answer(response, headOnly: headOnly)
+    }
+
+    /// Writes the one answer this connection gives, then closes it once sent.
+    private func answer(_ response: (Int, String, String), headOnly: Bool) {
         let body = Array(response.2.utf8)
         var bytes = Array(
             "HTTP/1.1 \(response.0) \(ErrorResponse.reasonPhrase(response.0) == "Error" ? "OK" : ErrorResponse.reasonPhrase(response.0))\r\nContent-Type: \(response.1)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
