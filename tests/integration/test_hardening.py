@@ -132,7 +132,8 @@ def test_a_reload_that_changes_a_start_only_setting_says_so(tmp_path, upstream):
 
 def test_the_admin_listener_answers_a_head_it_cannot_take(gate, upstream):
     gate.start()
-    for request, status in ((b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    # Each fits in one read (16 KiB), so nothing is left unread to turn the close into a reset.
+    for request, status in ((b"GET /" + b"a" * 12000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
                             (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"b" * 9000 + b"\r\n\r\n", b"431"),
                             (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", b"400")):
         s = socket.create_connection(("127.0.0.1", gate.admin_port), timeout=5)
