@@ -1,7 +1,6 @@
 /// Byte classes from RFC 9110 and RFC 3986, as bit masks and compares: no lazily initialised
 /// tables on the hot path.
-@usableFromInline
-enum ByteClass {
+public enum ByteClass {
     /// token characters (RFC 9110 §5.6.2): ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA.
     @inline(__always) static func isTchar(_ b: UInt8) -> Bool { inSet(b, 0x03FF_6CFA_0000_0000, 0x57FF_FFFF_C7FF_FFFE) }
 
@@ -54,7 +53,8 @@ enum ByteClass {
         }
     }
 
-    static func isAlpha(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
+    /// An ASCII letter, either case.
+    public static func isAlpha(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
     static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
 }
 

@@ -50,7 +50,8 @@ public struct KeySettings {
     /// Names, owners, descriptions and reasons are shown in terminals, headers and the console: no
     /// control characters (a terminal escape in a name would act on whoever lists the keys)
     /// and no line separators.
-    static func plainText(_ v: String, _ flag: String) throws(KeyError) {
+    static func plainText(_ v: String, _ flag: String, atMost max: Int) throws(KeyError) {
+        guard v.count <= max else { throw KeyError("\(flag) must be at most \(max) characters") }
         if v.hasControlOrLineBreak { throw KeyError("\(flag) must not contain control characters") }
     }
 
@@ -75,17 +76,15 @@ public struct KeySettings {
         }
         if let name {
             guard !name.trimmed().isEmpty, name.count <= 200 else { throw KeyError("--name must be 1 to 200 characters") }
-            try Self.plainText(name, "--name")
+            try Self.plainText(name, "--name", atMost: 200)
             r.name = name
         }
         if let owner {
-            guard owner.count <= 200 else { throw KeyError("--owner must be at most 200 characters") }
-            try Self.plainText(owner, "--owner")
+            try Self.plainText(owner, "--owner", atMost: 200)
             r.owner = owner.isEmpty ? nil : owner
         }
         if let description {
-            guard description.count <= 2000 else { throw KeyError("--description must be at most 2000 characters") }
-            try Self.plainText(description, "--description")
+            try Self.plainText(description, "--description", atMost: 2000)
             r.description = description.isEmpty ? nil : description
         }
         if let scopes {
@@ -323,8 +322,7 @@ public struct KeyManager {
 
     public func revoke(_ id: String, reason: String?) throws(KeyError) -> KeyRecord {
         if let reason {
-            guard reason.count <= 2000 else { throw KeyError("--reason must be at most 2000 characters") }
-            try KeySettings.plainText(reason, "--reason")
+            try KeySettings.plainText(reason, "--reason", atMost: 2000)
         }
         return try modify(id, action: "revoke") { (r, now) throws(KeyError) in
             if r.status == .revoked { throw KeyError("key \(id) is already revoked") }

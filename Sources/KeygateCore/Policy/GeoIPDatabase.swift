@@ -180,7 +180,7 @@ public final class GeoIPDatabase: @unchecked Sendable {
                 let b = p.load(fromByteOffset: 1, as: UInt8.self)
                 // Only two letters are a country: the code goes into the upstream's head and the
                 // usage log as it is, so a damaged database's bytes must stop here.
-                guard CountryCode.isLetter(a), CountryCode.isLetter(b) else { return .none }
+                guard ByteClass.isAlpha(a), ByteClass.isAlpha(b) else { return .none }
                 return .country(CountryCode.pack(a, b))
             }
         }
@@ -189,9 +189,6 @@ public final class GeoIPDatabase: @unchecked Sendable {
 }
 
 extension CountryCode {
-    /// An ASCII letter, either case.
-    static func isLetter(_ c: UInt8) -> Bool { (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7A }
-
     /// Two upper-case ASCII letters as one number, so the hot path compares integers.
     public static func pack(_ a: UInt8, _ b: UInt8) -> UInt16 {
         func up(_ c: UInt8) -> UInt8 { (c >= 0x61 && c <= 0x7A) ? c - 0x20 : c }

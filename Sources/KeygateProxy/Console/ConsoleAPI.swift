@@ -194,8 +194,7 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, .delete)
                 return Self.json(200, ["deleted": id])
             case ("POST", "revoke"):
-                let reason = try Self.optionalString(o, "reason")
-                let r = try m.revoke(id, reason: reason.flatMap { $0.isEmpty ? nil : $0 })
+                let r = try m.revoke(id, reason: try Self.string(o, "reason").flatMap { $0.isEmpty ? nil : $0 })
                 pushToFleet(id, .revoke)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "disable"), ("POST", "enable"):
@@ -203,7 +202,7 @@ final class ConsoleAPI: @unchecked Sendable {
                 pushToFleet(id, action == "enable" ? .enable : .disable)
                 return Self.json(200, keyJSON(r, now: now, lastUsed: lastUse(), spark: [:]))
             case ("POST", "rotate"):
-                let grace = try Self.optionalString(o, "grace") ?? "24h"
+                let grace = try Self.string(o, "grace") ?? "24h"
                 guard let ms = DurationText.parseMillis(grace) else { return Self.error(400, "invalid", "grace \"\(grace)\" is not a duration (like 24h)") }
                 let (record, key, old) = try m.rotate(id, graceMillis: ms)
                 var out = keyJSON(record, now: now, lastUsed: [:], spark: [:])
@@ -255,9 +254,7 @@ final class ConsoleAPI: @unchecked Sendable {
     static func settings(_ o: [String: JSONValue], updating: Bool) throws(KeyError) -> KeySettings {
         var s = KeySettings()
         func text(_ k: String) throws(KeyError) -> String? {
-            guard let v = o[k], !v.isNull else { return nil }
-            guard let t = v.string else { throw KeyError("\(k) must be a string") }
-            return t.isEmpty ? nil : t
+            try string(o, k).flatMap { $0.isEmpty ? nil : $0 }
         }
         func list(_ v: JSONValue?, _ k: String) throws(KeyError) -> [String]? {
             guard let v, !v.isNull else { return nil }
@@ -367,10 +364,10 @@ final class ConsoleAPI: @unchecked Sendable {
 
     /// A field that may be absent or null, but when given must be a string: a number where
     /// a string belongs is refused, not ignored.
-    static func optionalString(_ o: [String: JSONValue], _ name: String) throws(KeyError) -> String? {
-        guard let v = o[name], v != .null else { return nil }
-        guard let s = v.string else { throw KeyError("\(name) must be a string") }
-        return s
+    static func string(_ o: [String: JSONValue], _ k: String) throws(KeyError) -> String? {
+        guard let v = o[k], !v.isNull else { return nil }
+        guard let t = v.string else { throw KeyError("\(k) must be a string") }
+        return t
     }
 
     static func object(_ body: [UInt8]) -> [String: JSONValue]? {
