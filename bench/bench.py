@@ -299,9 +299,9 @@ def write_policy(folder, allowed=1000):
 
 NGINX_WS_GATE = """
 load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
-worker_processes auto;
-pid {dir}/wsgate.pid;
-error_log {dir}/wsgate.err warn;
+worker_processes {workers};
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.err warn;
 events {{ worker_connections 4096; }}
 http {{
   tcp_nodelay on;
@@ -332,16 +332,21 @@ def websocket_bench(out, keygate, keys, args, procs):
     procs.append(subprocess.Popen([binary, "server", str(ws_port)]))
     wait_port(ws_port)
     kg = start_keygate(keygate, out, "ws", kg_port, 18906, ws_port, "usage-ws.jsonl", procs)
-    with open(os.path.join(out, "wsgate.conf"), "w") as f:
-        f.write(NGINX_WS_GATE.format(dir=out, port=ng_port, upstream=ws_port))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    ng = subprocess.Popen([nginx, "-c", os.path.join(out, "wsgate.conf"), "-g", "daemon off;"])
-    procs.append(ng)
-    for port in (ws_port, kg_port, ng_port):
+    gates = {}
+    # nginx with a worker per core and with one worker (keygate's sizing in the bench), so the
+    # echo is compared in both.
+    for name, port, workers in (("wsgate", ng_port, "auto"), ("wsgate-1w", ng_port + 10, 1)):
+        with open(os.path.join(out, f"{name}.conf"), "w") as f:
+            f.write(NGINX_WS_GATE.format(dir=out, port=port, upstream=ws_port, workers=workers, name=name))
+        gates[name] = subprocess.Popen([nginx, "-c", os.path.join(out, f"{name}.conf"), "-g", "daemon off;"])
+        procs.append(gates[name])
+    for port in (ws_port, kg_port, ng_port, ng_port + 10):
         wait_port(port)
     time.sleep(0.3)
     key = keys[0][1]
-    targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(ng.pid))}
+    targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(gates["wsgate"].pid)),
+               "nginx-1w": (ng_port + 10, children(gates["wsgate-1w"].pid))}
     results = {}
     print(f"WebSocket echo: 64 connections, 64-byte messages, {args.seconds}s, {args.rounds} rounds")
     for rnd in range(args.rounds):
@@ -357,11 +362,13 @@ def websocket_bench(out, keygate, keys, args, procs):
             cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
             results.setdefault(name, []).append((count / secs, cpu))
             print(f"  round {rnd + 1} {name:8} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message", flush=True)
-    if len(results) == 2:
+    if "keygate" in results:
         k = [statistics.median(x[i] for x in results["keygate"]) for i in (0, 1)]
-        n = [statistics.median(x[i] for x in results["nginx"]) for i in (0, 1)]
-        print(f"WebSocket: keygate {k[0]:.0f} msg/s, {k[1]:.2f} us/msg; nginx {n[0]:.0f} msg/s, {n[1]:.2f} us/msg; "
-              f"keygate/nginx throughput {k[0] / n[0]:.2f}, cpu/message {k[1] / n[1]:.2f}")
+        for theirs in ("nginx", "nginx-1w"):
+            if theirs in results:
+                n = [statistics.median(x[i] for x in results[theirs]) for i in (0, 1)]
+                print(f"WebSocket: keygate {k[0]:.0f} msg/s, {k[1]:.2f} us/msg; {theirs} {n[0]:.0f} msg/s, {n[1]:.2f} us/msg; "
+                      f"keygate/{theirs} throughput {k[0] / n[0]:.2f}, cpu/message {k[1] / n[1]:.2f}")
 
 
 def idle_tls_rss(port, pids, count):
