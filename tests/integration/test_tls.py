@@ -418,3 +418,68 @@ def test_records_split_across_reads_and_large_bodies(tmp_path, upstream):
         assert rc == 0 and json.loads(out)["body_sha256"] == hashlib.sha256(up).hexdigest()
     finally:
         g.stop()
+
+
+@pytest.mark.parametrize("upstream_kind", ["http", "https"])
+def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upstream_kind):
+    """wss:// to the gate, to a plain upstream and to an https one: the tunnel relays through
+    TLS records both ways (a message larger than a record included), and a revoked key's tunnel
+    still gets its 1008 close frame, inside TLS, within a second."""
+    import base64
+    from upstream import Reader, ws_frame, ws_read_frame
+
+    folder = str(tmp_path)
+    up = None
+    if upstream_kind == "https":
+        ca = make_ca(folder, "app-ca")
+        key, csr, cert = (os.path.join(folder, f"app.{x}") for x in ("key", "csr", "pem"))
+        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                        "-subj", "/CN=app.test"], check=True, capture_output=True)
+        open(os.path.join(folder, "ext"), "w").write("subjectAltName=DNS:app.test\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert, "-days", "30",
+                        "-extfile", os.path.join(folder, "ext")], check=True, capture_output=True)
+        up = TLSUpstream(cert, key)
+        upstream = up
+    g = tls_gate(tmp_path, upstream, extra="upstream_tls: { ca: app-ca.pem, server_name: app.test }\n" if up else "")
+    if up:
+        with open(g.config) as f:
+            text = f.read().replace(f'upstream: "http://127.0.0.1:{up.port}"', f'upstream: "https://127.0.0.1:{up.port}"')
+        with open(g.config, "w") as f:
+            f.write(text)
+    ctx = ssl.create_default_context(cafile=os.path.join(folder, "ca.pem"))
+    try:
+        k = g.create_key()
+        g.start()
+        raw = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="api.test")
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {nonce}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\nx-api-key: {k['key']}\r\n\r\n").encode())
+        reader = Reader(s)
+        head = reader.until(b"\r\n\r\n").decode("latin-1")
+        assert head.startswith("HTTP/1.1 101"), head
+        s.sendall(ws_frame(0x1, b"over tls", mask=True))
+        assert ws_read_frame(reader) == (0x1, b"over tls")
+        big = os.urandom(100 * 1024)
+        s.sendall(ws_frame(0x2, big, mask=True))
+        assert ws_read_frame(reader) == (0x2, big)
+        g.cli("keys", "revoke", k["id"])
+        t = time.time()
+        opcode, payload = ws_read_frame(reader)
+        assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
+        assert time.time() - t < 1.5
+        s.settimeout(3)
+        assert s.recv(100) == b""
+        s.close()
+        deadline = time.time() + 5
+        while time.time() < deadline and not [e for e in g.usage_lines() if e["path"] == "/ws"]:
+            time.sleep(0.05)
+        tunnel = [e for e in g.usage_lines() if e["path"] == "/ws"]
+        assert len(tunnel) == 1, tunnel
+        e = tunnel[0]
+        assert e["status"] == 101 and e["tls"] == "1.3" and e["key_id"] == k["id"]
+        assert e["bytes_in"] > 100 * 1024 and e["bytes_out"] > 100 * 1024
+    finally:
+        g.stop()
+        if up:
+            up.stop()
