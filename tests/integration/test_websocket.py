@@ -300,3 +300,66 @@ def test_idle_tunnel_times_out_and_sigterm_closes_tunnels_after_the_grace(tmp_pa
         assert len(tunnel) == 2 and all(e["status"] == 101 for e in tunnel)
     finally:
         g.stop()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def test_backpressure_each_way_keeps_the_gate_small(gate, upstream):
+    """A client that stops reading while the upstream floods it, and an upstream that stops
+    reading while the client floods it: the gate holds a bounded buffer each way, the sender
+    waits, and every byte arrives once the reader reads again."""
+    import hashlib
+    from upstream import pattern_bytes
+
+    k = gate.create_key()
+    gate.start()
+    size = 48 << 20
+    before = rss_kib(gate.proc.pid)
+
+    # Upstream to client: the client reads nothing for two seconds.
+    s, reader, status, _ = ws_open(gate, f"/ws-flood?bytes={size}", k["key"])
+    assert status == 101
+    time.sleep(2)
+    held = rss_kib(gate.proc.pid) - before
+    got = hashlib.sha256()
+    count = 0
+    while True:
+        opcode, data = ws_read_frame(reader)
+        if opcode == 0x1:
+            assert data == b"done"
+            break
+        got.update(data)
+        count += len(data)
+    assert count == size and got.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
+    assert held < 16 << 10, f"the gate grew by {held} KiB holding a flood for a client that did not read"
+    s.close()
+
+    # Client to upstream: the upstream reads nothing for two seconds while a thread sends.
+    s, reader, status, _ = ws_open(gate, "/ws-sink?pause=2", k["key"])
+    assert status == 101
+    data = pattern_bytes(1 << 20)
+    frame = ws_frame(0x2, data, mask=True)  # masked once: the client must outpace the gate
+    sent = {"frames": 0}
+
+    def flood():
+        for _ in range(size >> 20):
+            s.sendall(frame)
+            sent["frames"] += 1
+
+    t = threading.Thread(target=flood)
+    t.start()
+    time.sleep(1.5)
+    # The socket buffers and the gate's one buffer hold a few MiB; the rest waits in the client.
+    assert sent["frames"] < size >> 20, "the client sent everything while the upstream read nothing"
+    held = rss_kib(gate.proc.pid) - before
+    t.join(timeout=60)
+    assert not t.is_alive()
+    s.sendall(ws_frame(0x1, b"end", mask=True))
+    opcode, answer = ws_read_frame(reader)
+    expect = hashlib.sha256(data * (size >> 20)).hexdigest()
+    assert (opcode, answer.decode()) == (0x1, f"{size} {expect}")
+    assert held < 16 << 10, f"the gate grew by {held} KiB holding a flood for an upstream that did not read"
+    s.close()

@@ -114,6 +114,31 @@ class Handler(socketserver.BaseRequestHandler):
                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
             ws_echo(self.request, self.reader)
             return False
+        if path in ("/ws-flood", "/ws-sink") and hmap.get("upgrade", "").lower() == "websocket":
+            accept = base64.b64encode(hashlib.sha1((hmap["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
+            self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+            params = dict(p.split("=", 1) for p in target.partition("?")[2].split("&") if "=" in p)
+            if path == "/ws-flood":
+                # As fast as the gate takes it: N bytes of pattern in 64 KiB frames, then "done".
+                data = pattern_bytes(int(params["bytes"]))
+                for i in range(0, len(data), 65536):
+                    self.send(ws_frame(0x2, data[i : i + 65536]))
+                self.send(ws_frame(0x1, b"done"))
+            else:
+                # Reads nothing for a while, then everything: its answer is the byte count and
+                # SHA-256 of the binary frames before the client's "end".
+                time.sleep(float(params["pause"]))
+                digest, count = hashlib.sha256(), 0
+                while True:
+                    opcode, data = ws_read_frame(self.reader)
+                    if opcode == 0x1 and data == b"end":
+                        break
+                    digest.update(data)
+                    count += len(data)
+                self.send(ws_frame(0x1, f"{count} {digest.hexdigest()}".encode()))
+            ws_echo(self.request, self.reader)
+            return False
         if path == "/ws-refuse":
             body = b'{"error":"no"}'
             self.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
