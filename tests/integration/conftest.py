@@ -199,3 +199,9 @@ def raw_exchange(port, data, read_timeout=3.0, until_close=True):
     finally:
         s.close()
     return out
+
+
+def rss_kib(pid):
+    """Resident memory of a process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))

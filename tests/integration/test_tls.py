@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gate, curl
+from conftest import Gate, curl, rss_kib
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -423,8 +423,9 @@ def test_records_split_across_reads_and_large_bodies(tmp_path, upstream):
 @pytest.mark.parametrize("upstream_kind", ["http", "https"])
 def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upstream_kind):
     """wss:// to the gate, to a plain upstream and to an https one: the tunnel relays through
-    TLS records both ways (a message larger than a record included), and a revoked key's tunnel
-    still gets its 1008 close frame, inside TLS, within a second."""
+    TLS records both ways (a message larger than a record included), holds a flood back for a
+    client that does not read, and a revoked key's tunnel still gets its 1008 close frame,
+    inside TLS, within a second."""
     import base64
     from upstream import Reader, ws_frame, ws_read_frame
 
@@ -463,6 +464,25 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
         big = os.urandom(100 * 1024)
         s.sendall(ws_frame(0x2, big, mask=True))
         assert ws_read_frame(reader) == (0x2, big)
+        # Backpressure through TLS: a flood for a client that reads nothing for a while is held
+        # back, not buffered whole in the gate.
+        size = 24 << 20
+        flood = ctx.wrap_socket(socket.create_connection(("127.0.0.1", g.port), timeout=20), server_hostname="api.test")
+        flood.sendall((f"GET /ws-flood?bytes={size} HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                       f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\nx-api-key: {k['key']}\r\n\r\n").encode())
+        flood_reader = Reader(flood)
+        assert flood_reader.until(b"\r\n\r\n").startswith(b"HTTP/1.1 101")
+        before = rss_kib(g.proc.pid)
+        time.sleep(1.5)
+        held = rss_kib(g.proc.pid) - before
+        count = 0
+        while True:
+            opcode, data = ws_read_frame(flood_reader)
+            if opcode == 0x1:
+                break
+            count += len(data)
+        assert count == size and held < 16 << 10, (count, held)
+        flood.close()
         g.cli("keys", "revoke", k["id"])
         t = time.time()
         opcode, payload = ws_read_frame(reader)

@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import Gate, curl, metric, read_response
+from conftest import Gate, curl, metric, read_response, rss_kib
 from upstream import Reader, ws_frame, ws_read_frame
 
 
@@ -300,11 +300,6 @@ def test_idle_tunnel_times_out_and_sigterm_closes_tunnels_after_the_grace(tmp_pa
         assert len(tunnel) == 2 and all(e["status"] == 101 for e in tunnel)
     finally:
         g.stop()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
 def test_backpressure_each_way_keeps_the_gate_small(gate, upstream):
