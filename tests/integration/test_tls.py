@@ -503,3 +503,28 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
         g.stop()
         if up:
             up.stop()
+
+
+def test_server_sent_events_over_tls_arrive_as_they_are_sent(tmp_path, upstream):
+    """Each event leaves in its own TLS record as it arrives: the first is read long before the
+    second is sent (the test upstream waits a second between them)."""
+    from upstream import Reader
+
+    g = tls_gate(tmp_path, upstream)
+    ctx = ssl.create_default_context(cafile=os.path.join(str(tmp_path), "ca.pem"))
+    try:
+        k = g.create_key()
+        g.start()
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", g.port), timeout=10), server_hostname="api.test")
+        t = time.time()
+        s.sendall(f"GET /sse HTTP/1.1\r\nHost: api.test\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+        reader = Reader(s)
+        assert b"text/event-stream" in reader.until(b"\r\n\r\n")
+        reader.until(b"data: 1\n\n")
+        first = time.time() - t
+        reader.until(b"data: 2\n\n")
+        second = time.time() - t
+        assert first < 0.5 and second >= 0.9, (first, second)
+        s.close()
+    finally:
+        g.stop()
