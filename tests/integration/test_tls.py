@@ -315,18 +315,32 @@ class TLSUpstream:
         self.server.stop()
 
 
-def test_https_upstream_verified_pooled_and_refused_with_the_wrong_ca(tmp_path):
-    folder = str(tmp_path)
+def app_upstream(folder):
+    """The test upstream behind TLS with a certificate for app.test signed by `app-ca.pem`."""
     ca = make_ca(folder, "app-ca")
     key, csr, cert = (os.path.join(folder, f"app.{x}") for x in ("key", "csr", "pem"))
     subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
                     "-subj", "/CN=app.test"], check=True, capture_output=True)
     ext = os.path.join(folder, "ext")
-    open(ext, "w").write("subjectAltName=DNS:app.test\n")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:app.test\n")
     subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert, "-days", "30",
                     "-extfile", ext], check=True, capture_output=True)
-    wrong = make_ca(folder, "wrong-ca")
-    up = TLSUpstream(cert, key)
+    return TLSUpstream(cert, key)
+
+
+def over_https(g, port):
+    """Points the gate's policy at its upstream with https://."""
+    with open(g.config) as f:
+        text = f.read().replace(f'upstream: "http://127.0.0.1:{port}"', f'upstream: "https://127.0.0.1:{port}"')
+    with open(g.config, "w") as f:
+        f.write(text)
+
+
+def test_https_upstream_verified_pooled_and_refused_with_the_wrong_ca(tmp_path):
+    folder = str(tmp_path)
+    up = app_upstream(folder)
+    make_ca(folder, "wrong-ca")
     try:
         for name, extra, expect in [
             ("right", "upstream_tls: { ca: app-ca.pem, server_name: app.test }\n", 200),
@@ -339,10 +353,7 @@ def test_https_upstream_verified_pooled_and_refused_with_the_wrong_ca(tmp_path):
             for f in ("app-ca.pem", "wrong-ca.pem"):
                 shutil.copy(os.path.join(folder, f), sub)
             g = Gate(sub, up.port, extra=extra)
-            with open(g.config) as f:
-                text = f.read().replace(f'upstream: "http://127.0.0.1:{up.port}"', f'upstream: "https://127.0.0.1:{up.port}"')
-            with open(g.config, "w") as f:
-                f.write(text)
+            over_https(g, up.port)
             try:
                 k = g.create_key()
                 g.start()
@@ -432,21 +443,10 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
     folder = str(tmp_path)
     up = None
     if upstream_kind == "https":
-        ca = make_ca(folder, "app-ca")
-        key, csr, cert = (os.path.join(folder, f"app.{x}") for x in ("key", "csr", "pem"))
-        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-                        "-subj", "/CN=app.test"], check=True, capture_output=True)
-        open(os.path.join(folder, "ext"), "w").write("subjectAltName=DNS:app.test\n")
-        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert, "-days", "30",
-                        "-extfile", os.path.join(folder, "ext")], check=True, capture_output=True)
-        up = TLSUpstream(cert, key)
-        upstream = up
+        up = upstream = app_upstream(folder)
     g = tls_gate(tmp_path, upstream, extra="upstream_tls: { ca: app-ca.pem, server_name: app.test }\n" if up else "")
     if up:
-        with open(g.config) as f:
-            text = f.read().replace(f'upstream: "http://127.0.0.1:{up.port}"', f'upstream: "https://127.0.0.1:{up.port}"')
-        with open(g.config, "w") as f:
-            f.write(text)
+        over_https(g, up.port)
     ctx = ssl.create_default_context(cafile=os.path.join(folder, "ca.pem"))
     try:
         k = g.create_key()
