@@ -358,3 +358,27 @@ def test_backpressure_each_way_keeps_the_gate_small(gate, upstream):
     assert (opcode, answer.decode()) == (0x1, f"{size} {expect}")
     assert held < 16 << 10, f"the gate grew by {held} KiB holding a flood for an upstream that did not read"
     s.close()
+
+
+def test_a_tunnel_client_that_stops_reading_is_cut_off_after_the_send_timeout(tmp_path, upstream):
+    """A stalled reader holds a tunnel's upstream only for `timeouts.send`, as it would an answer."""
+    g = Gate(str(tmp_path), upstream.port, extra="timeouts: { send: 2s }\n")
+    try:
+        k = g.create_key()
+        g.start()
+        s, reader, status, _ = ws_open(g, f"/ws-flood?bytes={64 << 20}", k["key"])
+        assert status == 101
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        t = time.time()
+        deadline = t + 10
+        while time.time() < deadline and not [e for e in g.usage_lines() if e["path"] == "/ws-flood"]:
+            time.sleep(0.1)
+        cut = time.time() - t
+        e = [e for e in g.usage_lines() if e["path"] == "/ws-flood"]
+        assert len(e) == 1 and e[0]["status"] == 101 and 0 < e[0]["bytes_out"] < 64 << 20, e
+        assert 1.5 < cut < 6, cut
+        assert metric(g, 'keygate_timeouts_total{kind="send"}') == 1
+        assert metric(g, "keygate_tunnels_open") == 0
+        s.close()
+    finally:
+        g.stop()
