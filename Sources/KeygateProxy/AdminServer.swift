@@ -34,18 +34,22 @@ final class AdminServer: EventHandler {
         loop.start()
     }
 
+    /// Scrapers and probes: a few at a time.
+    static let maxConnections = 64
+    private lazy var acceptor = SideAcceptor(fd: fd, cap: Self.maxConnections, name: "admin_listen") { [server] in server.log.warning($0) }
+
     func handle(events: UInt32, loop: EventLoop) {
-        var addr = sockaddr_storage()
-        while let c = try? Sys.accept(fd, &addr) {
+        acceptor.accept(loop: loop, handler: self, open: connections.count) { c, _ in
             let conn = AdminConnection(fd: c, admin: self)
             do {
                 try loop.register(c, conn, interest: Events.read)
             } catch {
                 Sys.close(c)
-                continue
+                return false
             }
             conn.deadline = loop.now + 5000
             connections.append(conn)
+            return true
         }
     }
 

@@ -3,6 +3,7 @@ lockout, session expiry, CSRF, roles, the key lifecycle through the page's API, 
 trail, usage rollups, and secrets shown exactly once."""
 import json
 import os
+import socket
 import threading
 import time
 
@@ -338,3 +339,19 @@ def test_a_flood_of_sign_ins_is_bounded(console_gate):
     t = time.time()
     status, _, _, raw = ConsoleClient(console_gate.console_port).request("GET", "/")
     assert status == 200 and b"/app.js" in raw and time.time() - t < 1.0
+
+
+def test_idle_connections_on_the_console_are_capped(console_gate):
+    # Past 256 open connections the console closes new ones as they come: a flood of idle
+    # sockets cannot take the descriptors the proxy needs. Once they go, it answers again.
+    pid = console_gate.proc.pid
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    held = [socket.create_connection(("127.0.0.1", console_gate.console_port), timeout=5) for _ in range(300)]
+    time.sleep(0.5)
+    assert len(os.listdir(f"/proc/{pid}/fd")) - before <= 256
+    held[-1].settimeout(2)
+    assert held[-1].recv(10) == b""
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    assert ConsoleClient(console_gate.console_port).request("GET", "/")[0] == 200

@@ -200,3 +200,55 @@ def test_per_address_cap(tmp_path, upstream):
         assert curl("-H", f"x-api-key: {k['key']}", g.url("/echo"))[0] == 200
     finally:
         g.stop()
+
+
+def cpu_ticks(pid):
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def test_the_admin_listener_caps_its_connections_and_never_spins(gate, upstream):
+    """A flood of idle connections on the admin port: past 64 they are closed as they come,
+    so the proxy keeps its descriptors; and when the process runs out of descriptors, the admin
+    loop pauses instead of spinning on a listener that stays readable."""
+    import resource
+
+    k = gate.create_key()
+    gate.start()
+    fds = lambda: len(os.listdir(f"/proc/{gate.proc.pid}/fd"))
+    before = fds()
+    held = [socket.create_connection(("127.0.0.1", gate.admin_port), timeout=5) for _ in range(100)]
+    time.sleep(0.5)
+    assert fds() - before <= 64, f"the gate holds {fds() - before} admin connections"
+    # The last ones were closed at once.
+    held[-1].settimeout(2)
+    assert held[-1].recv(10) == b""
+    assert curl("-H", f"x-api-key: {k['key']}", gate.url("/echo"))[0] == 200
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+
+    # Out of descriptors: the admin flood now fails at accept.
+    limits = resource.prlimit(gate.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(gate.proc.pid, resource.RLIMIT_NOFILE, (fds() + 8, limits[1]))
+    held = []
+    for _ in range(40):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", gate.admin_port), timeout=1))
+        except OSError:
+            break
+    start = cpu_ticks(gate.proc.pid)
+    time.sleep(2)
+    used = cpu_ticks(gate.proc.pid) - start
+    assert used < 60, f"{used} CPU ticks in 2 s with accept failing: a loop is spinning"
+    assert "admin_listen: accept failed" in open(gate.stderr_path).read()
+    for s in held:
+        s.close()
+    resource.prlimit(gate.proc.pid, resource.RLIMIT_NOFILE, limits)
+    time.sleep(0.5)
+    status, _, body, _ = curl(f"http://127.0.0.1:{gate.admin_port}/healthz")
+    assert status == 200, body

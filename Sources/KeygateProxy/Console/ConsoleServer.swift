@@ -21,6 +21,7 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
     let loop: EventLoop
     let fd: Int32
     let api: ConsoleAPI
+    let log: OpsLog
     let work = DispatchQueue(label: "keygate.console", attributes: .concurrent)
     var connections: [ConsoleConnection] = []
     /// The gate's certificates when `console.tls` is on; replaced with them on a reload.
@@ -34,6 +35,7 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
             throw ServeError("console.listen \(endpoint) is not a numeric address")
         }
         api = ConsoleAPI(server: server, settings: settings)
+        log = server.log
         loop = try EventLoop(index: 998, readBufferSize: 65536)
         fd = try Sockets.listen(address, backlog: 128)
         do {
@@ -46,19 +48,23 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
         loop.start()
     }
 
+    /// People's browsers (a handful of connections each) and scripts.
+    static let maxConnections = 256
+    private lazy var acceptor = SideAcceptor(fd: fd, cap: Self.maxConnections, name: "console.listen") { [log] in log.warning($0) }
+
     func handle(events: UInt32, loop: EventLoop) {
-        var addr = sockaddr_storage()
-        while let c = try? Sys.accept(fd, &addr) {
+        acceptor.accept(loop: loop, handler: self, open: connections.count) { c, addr in
             let peer = IPAddress(sockaddr: addr).map { "\($0)" } ?? "-"
             let conn = ConsoleConnection(fd: c, console: self, peer: peer, tls: tls?.session())
             do {
                 try loop.register(c, conn, interest: Events.read)
             } catch {
                 Sys.close(c)
-                continue
+                return false
             }
             conn.deadline = loop.now + Self.deadlineMillis
             connections.append(conn)
+            return true
         }
     }
 
