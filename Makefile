@@ -56,8 +56,8 @@ clean:
 # libFuzzer, FUZZ_SECONDS each (default 600): the request parser and chunked decoder, upstream
 # answers through the response relay and WebSocket frame boundaries, each also split into reads
 # (the outcome must not depend on the split); then the files others write: key-store lines,
-# usage-log lines, the policy, the key-state file (which must write out and read back the same);
-# and the forwarding headers of trusted proxies. New inputs that reach new code go to
+# usage-log lines, the policy, the key-state file and the usage rollups (each must write out and
+# read back the same); and the forwarding headers of trusted proxies. New inputs that reach new code go to
 # fuzz/findings*, outside git; the committed corpus folders are the seeds.
 # Swift's own crash backtracer is off so that libFuzzer reports a crash and saves its input at once.
 FUZZ_SECONDS ?= 600
@@ -68,7 +68,7 @@ fuzz: deps
 	mkdir -p fuzz/findings
 	cp -n fuzz/corpus/* fuzz/findings/ 2>/dev/null || true
 	SWIFT_BACKTRACE=enable=no .build-fuzz/debug/KeygateFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=fuzz/crash- fuzz/findings fuzz/corpus
-	for t in record usage policy state forwarded; do \
+	for t in record usage policy state rollups forwarded; do \
 	  mkdir -p fuzz/findings-$$t; \
 	  SWIFT_BACKTRACE=enable=no KEYGATE_FUZZ_TARGET=$$t .build-fuzz/debug/KeygateFuzzFiles -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -artifact_prefix=fuzz/crash-$$t- fuzz/findings-$$t fuzz/corpus-$$t || exit 1; \

@@ -2,9 +2,9 @@ import KeygateCore
 import KeygateHTTP
 
 /// libFuzzer entries for what keygate reads from files other people write: key-store lines,
-/// usage-log lines, the policy file and the key-state file; and for the forwarding headers a
-/// trusted proxy passes on. `KEYGATE_FUZZ_TARGET` (record, usage, policy, state or forwarded)
-/// picks one. Any crash or sanitizer report is a bug: every input must end in a value or an error.
+/// usage-log lines, the policy file, the key-state file and the usage rollups; and for the
+/// forwarding headers a trusted proxy passes on. `KEYGATE_FUZZ_TARGET` (record, usage, policy,
+/// state, rollups or forwarded) picks one. Any crash or sanitizer report is a bug: every input must end in a value or an error.
 nonisolated(unsafe) var fuzzTarget = "record"
 
 /// Every address is a trusted proxy, so every chain is read to its end.
@@ -52,6 +52,22 @@ public func fuzzFiles(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             let text = KeyStateFile.render(merged)
             if KeyStateFile.parse(text) != merged { fatalError("state does not survive render/parse: \(String(decoding: text, as: UTF8.self))") }
         }
+    case "rollups":
+        // What the console reads back from `keys.rollups.json`: every window of every key sums
+        // without trapping, and what parses writes out and reads back to the same text.
+        let rollups = UsageRollups(parsing: bytes)
+        let now = Int64(size) * 3_600_000
+        for id in rollups.keyIDs {
+            for (hourly, count) in [(true, 24), (true, 48), (false, 7), (false, 30)] {
+                var total = RollupCell()
+                for (_, cell) in rollups.series(id, hourly: hourly, count: count, nowMillis: now) { total.add(cell) }
+            }
+        }
+        _ = rollups.last24Hours(nowMillis: now)
+        if let text = rollups.render(), UsageRollups(parsing: text).render() != text {
+            fatalError("rollups do not survive render/parse: \(String(decoding: text, as: UTF8.self))")
+        }
+        rollups.prune(nowMillis: now)
     case "policy":
         let text = String(decoding: bytes, as: UTF8.self)
         if let policy = try? PolicyLoader.parse(text, file: "/nonexistent/keygate-fuzz/keygate.yaml", displayName: "keygate.yaml") {

@@ -170,4 +170,16 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(total.requests, 2 * Bounds.quotaCount + 3)
         XCTAssertEqual(total.routes["GET /"], 2 * Bounds.quotaCount + 3)
     }
+
+    func testRollupsReadFromBytesKeepOnlyCellsAndWriteBackTheSame() throws {
+        let text = #"{"version": 1, "hourly": {"A": {"10": {"requests": 2, "denied": 1, "routes": {"GET /": 2, "GET /x": -4}}, "11": {"requests": -1, "denied": 0}, "h": {"requests": 1, "denied": 0}, "12": {"requests": "1", "denied": 0}}, "B": []}, "daily": {"A": {"0": {"requests": 2, "denied": 1}}}}"#
+        let rollups = UsageRollups(parsing: Array(text.utf8))
+        XCTAssertEqual(rollups.keyIDs, ["A"])
+        let cells = rollups.series("A", hourly: true, count: 3, nowMillis: 12 * 3_600_000)
+        XCTAssertEqual(cells.map(\.cell.requests), [2, 0, 0])
+        XCTAssertEqual(cells[0].cell.routes, ["GET /": 2])
+        let rendered = try XCTUnwrap(rollups.render())
+        XCTAssertEqual(UsageRollups(parsing: rendered).render(), rendered)
+        XCTAssertTrue(UsageRollups(parsing: Array("not json".utf8)).keyIDs.isEmpty)
+    }
 }

@@ -115,7 +115,18 @@ public final class UsageRollups: Sendable {
 
     public init(path: String?) {
         self.path = path
-        if let path { load(path) }
+        if let path, let data = FileManager.default.contents(atPath: path) { absorb(data) }
+    }
+
+    /// Cells read from a file's bytes, with no file to save to.
+    public init(parsing bytes: some Collection<UInt8>) {
+        path = nil
+        absorb(bytes)
+    }
+
+    /// The keys that have any cell.
+    public var keyIDs: [String] {
+        storage.withLock { s in Array(Set(s.hourly.keys).union(s.daily.keys)) }
     }
 
     public func merge(_ b: RollupBatch) {
@@ -177,20 +188,24 @@ public final class UsageRollups: Sendable {
     public func save() throws {
         guard let path else { return }
         prune(nowMillis: Timestamp.nowMillis())
+        guard let data = render() else { return }
+        try KeyStoreFile.writeAtomically(data, to: path, mode: 0o600)
+    }
+
+    /// The file's text.
+    public func render() -> [UInt8]? {
         let object: JSONValue = storage.withLock { s in
             func encode(_ m: [String: [Int64: RollupCell]]) -> JSONValue {
                 .object(m.mapValues { cells in .object(Dictionary(uniqueKeysWithValues: cells.map { (String($0.key), $0.value.json) })) })
             }
             return ["version": 1, "hourly": encode(s.hourly), "daily": encode(s.daily)]
         }
-        guard let data = object.encoded() else { return }
-        try KeyStoreFile.writeAtomically(data, to: path, mode: 0o600)
+        return object.encoded()
     }
 
-    private func load(_ path: String) {
-        guard let data = FileManager.default.contents(atPath: path),
-            let o = JSONValue.parseObject(data)
-        else { return }
+    /// Takes the cells of a file's bytes; what is not a cell is left out.
+    private func absorb(_ data: some Collection<UInt8>) {
+        guard let o = JSONValue.parseObject(data) else { return }
         func decode(_ v: JSONValue?) -> [String: [Int64: RollupCell]] {
             var out: [String: [Int64: RollupCell]] = [:]
             for (id, cells) in v?.object ?? [:] {
