@@ -14,6 +14,7 @@ final class Listener: EventHandler, @unchecked Sendable {
     // a checked unowned reference costs a retain and release on every use.
     unowned(unsafe) let ctx: LoopContext
     var paused = false
+    private var lastWarning: Int64 = .min / 2
 
     init(fd: Int32, ctx: LoopContext) {
         self.fd = fd
@@ -29,8 +30,12 @@ final class Listener: EventHandler, @unchecked Sendable {
                 guard let c = try Sys.accept(fd, &addr) else { return }
                 conn = c
             } catch {
-                // Out of descriptors or memory: stop accepting briefly instead of spinning.
-                ctx.server.log.warning("accept failed: \(error); pausing accepts for 100 ms")
+                // Out of descriptors or memory: stop accepting briefly instead of spinning, and
+                // say so once a second, not at every retry.
+                if loop.now - lastWarning >= 1000 {
+                    lastWarning = loop.now
+                    ctx.server.log.warning("accept failed: \(error); pausing accepts for 100 ms")
+                }
                 pause(loop)
                 return
             }

@@ -13,6 +13,8 @@ final class SideAcceptor: @unchecked Sendable {
     let name: String
     let warn: (String) -> Void
     private var paused = false
+    /// Failures are reported once a second, not at every retry.
+    private var lastWarning: Int64 = .min / 2
 
     init(fd: Int32, cap: Int, name: String, warn: @escaping (String) -> Void) {
         self.fd = fd
@@ -33,7 +35,10 @@ final class SideAcceptor: @unchecked Sendable {
                 guard let accepted = try Sys.accept(fd, &addr) else { return }
                 c = accepted
             } catch {
-                warn("\(name): accept failed: \(error); pausing accepts for 100 ms")
+                if loop.now - lastWarning >= 1000 {
+                    lastWarning = loop.now
+                    warn("\(name): accept failed: \(error); pausing accepts for 100 ms")
+                }
                 pause(loop, handler)
                 return
             }
