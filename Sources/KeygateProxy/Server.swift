@@ -293,8 +293,10 @@ public final class Server: @unchecked Sendable {
     @discardableResult
     func applyPushed(id: String, _ change: PushedChange) -> Bool {
         pushed.withLock { changes in
-            let entry = snapshot.keysByID[id]
+            let byID = snapshot.keysByID
+            let entry = byID[id]
             guard change.stands(over: entry?.record) else { return false }
+            if change.status != .none, changes[id] == nil { PushedChange.makeRoom(in: &changes) { byID[$0] != nil } }
             changes[id] = change.status == .none ? nil : change
             guard let entry else { return false }
             entry.pushed.store(change.status.rawValue, ordering: .relaxed)

@@ -174,6 +174,22 @@ final class KeyLimiterTests: XCTestCase {
         XCTAssertTrue(PushedChange(status: .deleted, atMillis: at).stands(over: copy(.active, updated: "2026-11-23T19:00:00Z")))
     }
 
+    func testPushedChangesForUnknownIdsAreBoundedAndKnownOnesKept() {
+        var changes: [String: PushedChange] = [:]
+        let known: Set<String> = ["known-0", "known-1"]
+        for id in known { changes[id] = PushedChange(status: .revoked, atMillis: 0) }
+        for i in 0..<2_000 {
+            PushedChange.makeRoom(in: &changes, limit: 100) { known.contains($0) }
+            changes["u\(i)"] = PushedChange(status: .disabled, atMillis: Int64(1 + i))
+        }
+        XCTAssertLessThanOrEqual(changes.count, 100)
+        // The known keys' revocations, though oldest, stay; of the unknown, the newest stay.
+        XCTAssertEqual(changes["known-0"]?.status, .revoked)
+        XCTAssertEqual(changes["known-1"]?.status, .revoked)
+        XCTAssertNotNil(changes["u1999"])
+        XCTAssertNil(changes["u0"])
+    }
+
     func testRequestsDecidedOnTheOldSnapshotDuringAReloadStillCount() {
         // A reload builds new limiters while loops still decide on the old snapshot for a
         // moment: what they allow then must count against the new limiter too.

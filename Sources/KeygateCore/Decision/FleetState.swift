@@ -61,3 +61,18 @@ public struct PushedChange: Sendable, Equatable {
         }
     }
 }
+
+extension PushedChange {
+    /// How many pushed changes a gate keeps. Changes for ids its copy does not hold yet are kept
+    /// (the copy that brings the key may predate them), so this bounds what a flood of messages
+    /// naming unknown ids can make a gate hold.
+    public static let maxKept = 100_000
+
+    /// Makes room in `changes` for one more: when it is full, the oldest changes for ids that
+    /// `isKnown` does not hold go, down to nine tenths of `limit`. Changes to known keys stay.
+    public static func makeRoom(in changes: inout [String: PushedChange], limit: Int = maxKept, isKnown: (String) -> Bool) {
+        guard changes.count >= limit else { return }
+        let unknown = changes.filter { !isKnown($0.key) }.sorted { $0.value.atMillis < $1.value.atMillis }
+        for (id, _) in unknown.prefix(changes.count - limit * 9 / 10) { changes[id] = nil }
+    }
+}
