@@ -69,6 +69,13 @@ func manager(_ options: ConfigOption, actor: String? = nil) throws -> KeyManager
     KeyManager(policy: try options.policy(), actor: actor ?? osUser())
 }
 
+/// A key given an expiry in the past is stored (scripts make expired keys on purpose), but
+/// whoever typed it should know the key is refused from the start.
+func warnIfAlreadyExpired(_ r: KeyRecord) {
+    guard let e = r.expires_at, let ms = Timestamp.parseMillis(e), ms <= Timestamp.nowMillis() else { return }
+    StandardStreams.writeError("keygate: warning: key \(r.id) expires_at \(e) is in the past: the gate refuses it as expired\n")
+}
+
 /// Runs a key operation, turning its refusal into a one-line CLI error.
 func attempt<T>(_ body: () throws(KeyError) -> T) throws -> T {
     do {
@@ -92,6 +99,7 @@ struct KeysCreate: ParsableCommand {
         let m = try manager(options, actor: flags.actor)
         let settings = try flags.settings(updating: false)
         let (record, key) = try attempt { () throws(KeyError) in try m.create(settings) }
+        warnIfAlreadyExpired(record)
         if json {
             Output.printJSON(Output.recordJSON(record, state: record.effectiveState(nowMillis: Timestamp.nowMillis()), extra: ["key": key]))
         } else {
@@ -180,6 +188,7 @@ struct KeysUpdate: ParsableCommand {
         var settings = try flags.settings(updating: true)
         settings.clear = Set(clear.compactMap(KeySettings.Clearable.init))
         let r = try attempt { () throws(KeyError) in try m.update(id, settings) }
+        if settings.expires != nil { warnIfAlreadyExpired(r) }
         print("Updated key \(r.id) (\(r.name))")
     }
 }

@@ -39,6 +39,10 @@ def test_list_show_json_and_states(gate):
     assert max(len(l) for l in table) <= 120
     shown = json.loads(gate.cli("keys", "show", b["id"], "--json").stdout)
     assert shown["not_before"] == "2099-01-01T00:00:00Z" and shown["state"] == "pending"
+    # An expiry in the past is stored, with a warning; one in the future says nothing.
+    r = gate.cli("keys", "update", a["id"], "--expires", "2021-01-01")
+    assert "warning" in r.stderr and "in the past" in r.stderr and a["id"] in r.stderr
+    assert gate.cli("keys", "update", a["id"], "--expires", "30d").stderr == ""
 
 
 def test_update_enable_delete_history(gate):
