@@ -4,7 +4,8 @@ import KeygateHTTP
 /// libFuzzer entries for what keygate reads from files other people write: key-store lines,
 /// usage-log lines, the policy file, the key-state file and the usage rollups; and for the
 /// forwarding headers a trusted proxy passes on. `KEYGATE_FUZZ_TARGET` (record, usage, policy,
-/// state, rollups or forwarded) picks one. Any crash or sanitizer report is a bug: every input must end in a value or an error.
+/// state, rollups or forwarded) picks one. Any crash or sanitizer report is a bug: every input
+/// must end in a value or an error.
 nonisolated(unsafe) var fuzzTarget = "record"
 
 /// Every address is a trusted proxy, so every chain is read to its end.

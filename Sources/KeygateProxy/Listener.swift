@@ -13,8 +13,7 @@ final class Listener: EventHandler, @unchecked Sendable {
     // unowned(unsafe): the loop context lives as long as the server, longer than any connection;
     // a checked unowned reference costs a retain and release on every use.
     unowned(unsafe) let ctx: LoopContext
-    var paused = false
-    private var lastWarning: Int64 = .min / 2
+    private let pause = AcceptPause()
 
     init(fd: Int32, ctx: LoopContext) {
         self.fd = fd
@@ -22,7 +21,7 @@ final class Listener: EventHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32, loop: EventLoop) {
-        if ctx.draining || paused { return }
+        if ctx.draining || pause.paused { return }
         for _ in 0..<64 {
             var addr = sockaddr_storage()
             let conn: Int32
@@ -30,13 +29,10 @@ final class Listener: EventHandler, @unchecked Sendable {
                 guard let c = try Sys.accept(fd, &addr) else { return }
                 conn = c
             } catch {
-                // Out of descriptors or memory: stop accepting briefly instead of spinning, and
-                // say so once a second, not at every retry.
-                if loop.now - lastWarning >= 1000 {
-                    lastWarning = loop.now
-                    ctx.server.log.warning("accept failed: \(error); pausing accepts for 100 ms")
-                }
-                pause(loop)
+                let ctx = ctx
+                pause.pause(
+                    after: error, fd: fd, handler: self, interest: Events.readable | Events.exclusive, loop: loop, name: "",
+                    warn: { ctx.server.log.warning($0) }, resume: { !ctx.draining })
                 return
             }
             let peer = IPAddress(sockaddr: addr) ?? IPAddress(v4: 0)
@@ -69,15 +65,6 @@ final class Listener: EventHandler, @unchecked Sendable {
             // last ACK: read them now rather than on the next wake-up. Nothing there costs one
             // read that says so.
             client.handle(events: Events.readable, loop: loop)
-        }
-    }
-
-    private func pause(_ loop: EventLoop) {
-        paused = true
-        loop.deregister(fd)
-        loop.queue.asyncAfter(deadline: DispatchTime.now() + DispatchTimeInterval.milliseconds(100)) { [self] in
-            paused = false
-            if !ctx.draining { try? loop.register(fd, self, interest: Events.readable | Events.exclusive) }
         }
     }
 }
