@@ -14,6 +14,9 @@ final class AdminServer: EventHandler {
     unowned let server: Server
     let loop: EventLoop
     let fd: Int32
+    /// Scrapers and probes: a few at a time.
+    static let maxConnections = 64
+    private let acceptor: Acceptor
 
     init(server: Server, endpoint: Policy.Endpoint) throws {
         self.server = server
@@ -23,6 +26,8 @@ final class AdminServer: EventHandler {
         }
         loop = try EventLoop(index: 999, readBufferSize: 16384)
         fd = try Sockets.listen(address, backlog: 64)
+        let log = server.log
+        acceptor = Acceptor(fd: fd, cap: Self.maxConnections, name: "admin_listen: ", warn: { log.warning($0) })
         probe = UpstreamProbe(address: server.upstreamAddress, loop: loop)
         do {
             try loop.registerFromOutside(fd, self, interest: Events.readable)
@@ -33,10 +38,6 @@ final class AdminServer: EventHandler {
         loop.addTickHandler { [self] loop in tick(loop) }
         loop.start()
     }
-
-    /// Scrapers and probes: a few at a time.
-    static let maxConnections = 64
-    private lazy var acceptor = SideAcceptor(fd: fd, cap: Self.maxConnections, name: "admin_listen") { [server] in server.log.warning($0) }
 
     func handle(events: UInt32, loop: EventLoop) {
         acceptor.accept(loop: loop, handler: self, open: connections.count) { c, _ in

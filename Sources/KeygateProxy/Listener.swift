@@ -1,4 +1,3 @@
-import Dispatch
 import KeygateCore
 import KeygateIO
 #if canImport(Glibc)
@@ -13,34 +12,25 @@ final class Listener: EventHandler, @unchecked Sendable {
     // unowned(unsafe): the loop context lives as long as the server, longer than any connection;
     // a checked unowned reference costs a retain and release on every use.
     unowned(unsafe) let ctx: LoopContext
-    private let pause = AcceptPause()
+    private let acceptor: Acceptor
 
     init(fd: Int32, ctx: LoopContext) {
         self.fd = fd
         self.ctx = ctx
+        acceptor = Acceptor(
+            fd: fd, interest: Events.readable | Events.exclusive, perWake: 64, name: "",
+            warn: { [unowned(unsafe) ctx] in ctx.server.log.warning($0) }, resume: { [unowned(unsafe) ctx] in !ctx.draining })
     }
 
     func handle(events: UInt32, loop: EventLoop) {
-        if ctx.draining || pause.paused { return }
-        for _ in 0..<64 {
-            var addr = sockaddr_storage()
-            let conn: Int32
-            do {
-                guard let c = try Sys.accept(fd, &addr) else { return }
-                conn = c
-            } catch {
-                let ctx = ctx
-                pause.pause(
-                    after: error, fd: fd, handler: self, interest: Events.readable | Events.exclusive, loop: loop, name: "",
-                    warn: { ctx.server.log.warning($0) }, resume: { !ctx.draining })
-                return
-            }
+        if ctx.draining { return }
+        acceptor.accept(loop: loop, handler: self) { conn, addr in
             let peer = IPAddress(sockaddr: addr) ?? IPAddress(v4: 0)
             if !ctx.server.admitConnection(from: peer) {
                 // Over max_connections (or the address's share): refuse this one cleanly;
                 // existing ones are unharmed.
                 Sys.close(conn)
-                continue
+                return false
             }
             Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             var session: TLSSession? = nil
@@ -48,7 +38,7 @@ final class Listener: EventHandler, @unchecked Sendable {
                 guard let s = tls.session() else {
                     Sys.close(conn)
                     ctx.server.connectionClosed(from: peer)
-                    continue
+                    return false
                 }
                 session = s
             }
@@ -58,13 +48,14 @@ final class Listener: EventHandler, @unchecked Sendable {
             } catch {
                 Sys.close(conn)
                 ctx.server.connectionClosed(from: peer)
-                continue
+                return false
             }
             ctx.add(client)
             // The first bytes (a request, a ClientHello) usually arrive with the handshake's
             // last ACK: read them now rather than on the next wake-up. Nothing there costs one
             // read that says so.
             client.handle(events: Events.readable, loop: loop)
+            return true
         }
     }
 }

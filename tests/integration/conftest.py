@@ -1,4 +1,5 @@
 """Fixtures that start a real upstream, a real keygate process and real clients."""
+import base64
 import json
 import os
 import signal
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from upstream import Upstream
+from upstream import Reader, Upstream, ws_read_frame
 
 KEYGATE = os.environ.get("KEYGATE_BIN") or os.path.join(os.path.dirname(__file__), "../../.build/debug/keygate")
 
@@ -99,6 +100,16 @@ scopes:
             return []
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
+
+    def wait_usage_for(self, path, timeout=5.0):
+        """The usage events for `path` once there is one (a tunnel's comes at its close)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            events = [e for e in self.usage_lines() if e["path"] == path]
+            if events:
+                return events
+            time.sleep(0.05)
+        return []
 
     def wait_usage(self, count, timeout=5.0):
         deadline = time.time() + timeout
@@ -201,7 +212,44 @@ def raw_exchange(port, data, read_timeout=3.0, until_close=True):
     return out
 
 
+def open_fds(pid):
+    """How many descriptors a process holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def rss_kib(pid):
     """Resident memory of a process, KiB."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def ws_open(gate, path, key=None, extra=(), wrap=None):
+    """Sends a handshake (through `wrap`, e.g. a TLS context's, when given); returns (socket,
+    reader, status, headers)."""
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+    if wrap:
+        s = wrap(s)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: gate", "Connection: Upgrade", "Upgrade: websocket", f"Sec-WebSocket-Key: {nonce}",
+             "Sec-WebSocket-Version: 13"]
+    if key:
+        lines.append(f"x-api-key: {key}")
+    lines += list(extra)
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    reader = Reader(s)
+    head = reader.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {}
+    for line in head[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    return s, reader, status, headers
+
+
+def assert_closed_for_its_key(s, reader):
+    """The gate's end of a tunnel whose key is no longer valid: a 1008 close frame, then EOF."""
+    opcode, payload = ws_read_frame(reader)
+    assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
+    s.settimeout(3)
+    assert s.recv(100) == b""

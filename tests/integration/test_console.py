@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import console_gate_with, curl, free_port, wait_port
+from conftest import console_gate_with, curl, free_port, open_fds, wait_port
 from console_client import ConsoleClient
 
 ADMIN_PW = "correct horse battery"
@@ -344,11 +344,10 @@ def test_a_flood_of_sign_ins_is_bounded(console_gate):
 def test_idle_connections_on_the_console_are_capped(console_gate):
     # Past 256 open connections the console closes new ones as they come: a flood of idle
     # sockets cannot take the descriptors the proxy needs. Once they go, it answers again.
-    pid = console_gate.proc.pid
-    before = len(os.listdir(f"/proc/{pid}/fd"))
+    before = open_fds(console_gate.proc.pid)
     held = [socket.create_connection(("127.0.0.1", console_gate.console_port), timeout=5) for _ in range(300)]
     time.sleep(0.5)
-    assert len(os.listdir(f"/proc/{pid}/fd")) - before <= 256
+    assert open_fds(console_gate.proc.pid) - before <= 256
     held[-1].settimeout(2)
     assert held[-1].recv(10) == b""
     for s in held:

@@ -507,7 +507,7 @@ def test_a_change_redis_missed_arrives_with_the_store_copy(fleet_dir, upstream, 
 
 
 def test_a_pushed_revocation_closes_tunnels_on_every_gate(fleet_dir, upstream, redis):
-    from test_websocket import assert_closed_for_its_key, ws_open
+    from conftest import assert_closed_for_its_key, ws_open
     from upstream import ws_frame, ws_read_frame
     fleet = Fleet(fleet_dir, upstream.port, redis.port)
     try:

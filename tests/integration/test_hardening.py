@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from conftest import Gate, curl, raw_exchange, read_response
+from conftest import Gate, curl, open_fds, raw_exchange, read_response
 
 
 def wait_open(gate, count, timeout=5.0):
@@ -219,7 +219,7 @@ def test_the_admin_listener_caps_its_connections_and_never_spins(gate, upstream)
 
     k = gate.create_key()
     gate.start()
-    fds = lambda: len(os.listdir(f"/proc/{gate.proc.pid}/fd"))
+    fds = lambda: open_fds(gate.proc.pid)
     before = fds()
     held = [socket.create_connection(("127.0.0.1", gate.admin_port), timeout=5) for _ in range(100)]
     time.sleep(0.5)

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gate, curl, rss_kib
+from conftest import Gate, assert_closed_for_its_key, curl, rss_kib, ws_open
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -437,8 +437,7 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
     TLS records both ways (a message larger than a record included), holds a flood back for a
     client that does not read, and a revoked key's tunnel still gets its 1008 close frame,
     inside TLS, within a second."""
-    import base64
-    from upstream import Reader, ws_frame, ws_read_frame
+    from upstream import ws_frame, ws_read_frame
 
     folder = str(tmp_path)
     up = None
@@ -448,17 +447,12 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
     if up:
         over_https(g, up.port)
     ctx = ssl.create_default_context(cafile=os.path.join(folder, "ca.pem"))
+    wrap = lambda s: ctx.wrap_socket(s, server_hostname="api.test")
     try:
         k = g.create_key()
         g.start()
-        raw = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        s = ctx.wrap_socket(raw, server_hostname="api.test")
-        nonce = base64.b64encode(os.urandom(16)).decode()
-        s.sendall((f"GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {nonce}\r\n"
-                   f"Sec-WebSocket-Version: 13\r\nx-api-key: {k['key']}\r\n\r\n").encode())
-        reader = Reader(s)
-        head = reader.until(b"\r\n\r\n").decode("latin-1")
-        assert head.startswith("HTTP/1.1 101"), head
+        s, reader, status, _ = ws_open(g, "/ws", k["key"], wrap=wrap)
+        assert status == 101
         s.sendall(ws_frame(0x1, b"over tls", mask=True))
         assert ws_read_frame(reader) == (0x1, b"over tls")
         big = os.urandom(100 * 1024)
@@ -467,11 +461,8 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
         # Backpressure through TLS: a flood for a client that reads nothing for a while is held
         # back, not buffered whole in the gate.
         size = 24 << 20
-        flood = ctx.wrap_socket(socket.create_connection(("127.0.0.1", g.port), timeout=20), server_hostname="api.test")
-        flood.sendall((f"GET /ws-flood?bytes={size} HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                       f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\nx-api-key: {k['key']}\r\n\r\n").encode())
-        flood_reader = Reader(flood)
-        assert flood_reader.until(b"\r\n\r\n").startswith(b"HTTP/1.1 101")
+        flood, flood_reader, status, _ = ws_open(g, f"/ws-flood?bytes={size}", k["key"], wrap=wrap)
+        assert status == 101
         before = rss_kib(g.proc.pid)
         time.sleep(1.5)
         held = rss_kib(g.proc.pid) - before
@@ -485,16 +476,10 @@ def test_websocket_over_tls_echoes_and_closes_on_revoke(tmp_path, upstream, upst
         flood.close()
         g.cli("keys", "revoke", k["id"])
         t = time.time()
-        opcode, payload = ws_read_frame(reader)
-        assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
+        assert_closed_for_its_key(s, reader)
         assert time.time() - t < 1.5
-        s.settimeout(3)
-        assert s.recv(100) == b""
         s.close()
-        deadline = time.time() + 5
-        while time.time() < deadline and not [e for e in g.usage_lines() if e["path"] == "/ws"]:
-            time.sleep(0.05)
-        tunnel = [e for e in g.usage_lines() if e["path"] == "/ws"]
+        tunnel = g.wait_usage_for("/ws")
         assert len(tunnel) == 1, tunnel
         e = tunnel[0]
         assert e["status"] == 101 and e["tls"] == "1.3" and e["key_id"] == k["id"]

@@ -1,6 +1,5 @@
 """WebSocket and streaming through the gate: the key checked at the upgrade and enforced for the
 tunnel's life; a WebSocket upstream and client written for the tests (RFC 6455)."""
-import base64
 import json
 import os
 import signal
@@ -9,31 +8,8 @@ import threading
 import time
 import urllib.request
 
-from conftest import Gate, curl, metric, read_response, rss_kib
-from upstream import Reader, ws_frame, ws_read_frame
-
-
-def ws_open(gate, path, key=None, extra=()):
-    """Sends a handshake; returns (socket, reader, status, headers)."""
-    s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
-    nonce = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", "Host: gate", "Connection: Upgrade", "Upgrade: websocket", f"Sec-WebSocket-Key: {nonce}",
-             "Sec-WebSocket-Version: 13"]
-    if key:
-        lines.append(f"x-api-key: {key}")
-    lines += list(extra)
-    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    reader = Reader(s)
-    head = reader.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-    status = int(head[0].split()[1])
-    headers = {}
-    for line in head[1:]:
-        if line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    return s, reader, status, headers
-
-
+from conftest import Gate, assert_closed_for_its_key, curl, metric, read_response, rss_kib, ws_open
+from upstream import ws_frame, ws_read_frame
 
 
 def test_echo_text_and_binary_and_the_usage_event(gate, upstream):
@@ -50,11 +26,7 @@ def test_echo_text_and_binary_and_the_usage_event(gate, upstream):
     s.sendall(ws_frame(0x8, b"\x03\xe8", mask=True))
     assert ws_read_frame(reader)[0] == 0x8
     s.close()
-    events = gate.wait_usage(1)
-    deadline = time.time() + 5
-    while time.time() < deadline and not [e for e in gate.usage_lines() if e["status"] == 101]:
-        time.sleep(0.05)
-    tunnel = [e for e in gate.usage_lines() if e["path"] == "/ws"]
+    tunnel = gate.wait_usage_for("/ws")
     assert len(tunnel) == 1, tunnel  # one event per tunnel, at its close
     e = tunnel[0]
     assert e["status"] == 101 and e["key_id"] == k["id"] and e["decision"] == "allow"
@@ -100,14 +72,6 @@ def test_h2c_and_other_upgrades_are_not_forwarded(gate, upstream):
     s, reader, status, _ = ws_open(gate, "/ws", k["key"], extra=["Upgrade: websocket"])
     assert status != 101
     s.close()
-
-
-def assert_closed_for_its_key(s, reader):
-    """The gate's end of a tunnel whose key is no longer valid: a 1008 close frame, then EOF."""
-    opcode, payload = ws_read_frame(reader)
-    assert opcode == 0x8 and payload[:2] == (1008).to_bytes(2, "big")
-    s.settimeout(3)
-    assert s.recv(100) == b""
 
 
 def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
@@ -370,11 +334,8 @@ def test_a_tunnel_client_that_stops_reading_is_cut_off_after_the_send_timeout(tm
         assert status == 101
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         t = time.time()
-        deadline = t + 10
-        while time.time() < deadline and not [e for e in g.usage_lines() if e["path"] == "/ws-flood"]:
-            time.sleep(0.1)
+        e = g.wait_usage_for("/ws-flood", timeout=10)
         cut = time.time() - t
-        e = [e for e in g.usage_lines() if e["path"] == "/ws-flood"]
         assert len(e) == 1 and e[0]["status"] == 101 and 0 < e[0]["bytes_out"] < 64 << 20, e
         assert 1.5 < cut < 6, cut
         assert metric(g, 'keygate_timeouts_total{kind="send"}') == 1

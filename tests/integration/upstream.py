@@ -108,13 +108,7 @@ class Handler(socketserver.BaseRequestHandler):
     def respond(self, method, target, headers, size, sha):
         path = target.split("?")[0]
         hmap = {k.lower(): v for k, v in headers}
-        if path == "/ws" and hmap.get("upgrade", "").lower() == "websocket":
-            accept = base64.b64encode(hashlib.sha1((hmap["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
-            self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
-            ws_echo(self.request, self.reader)
-            return False
-        if path in ("/ws-flood", "/ws-sink") and hmap.get("upgrade", "").lower() == "websocket":
+        if path in ("/ws", "/ws-flood", "/ws-sink") and hmap.get("upgrade", "").lower() == "websocket":
             accept = base64.b64encode(hashlib.sha1((hmap["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
             self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
@@ -125,7 +119,7 @@ class Handler(socketserver.BaseRequestHandler):
                 for i in range(0, len(data), 65536):
                     self.send(ws_frame(0x2, data[i : i + 65536]))
                 self.send(ws_frame(0x1, b"done"))
-            else:
+            elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
                 # SHA-256 of the binary frames before the client's "end".
                 time.sleep(float(params["pause"]))

@@ -21,7 +21,9 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
     let loop: EventLoop
     let fd: Int32
     let api: ConsoleAPI
-    let log: OpsLog
+    /// People's browsers (a handful of connections each) and scripts.
+    static let maxConnections = 256
+    private let acceptor: Acceptor
     let work = DispatchQueue(label: "keygate.console", attributes: .concurrent)
     var connections: [ConsoleConnection] = []
     /// The gate's certificates when `console.tls` is on; replaced with them on a reload.
@@ -35,9 +37,10 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
             throw ServeError("console.listen \(endpoint) is not a numeric address")
         }
         api = ConsoleAPI(server: server, settings: settings)
-        log = server.log
         loop = try EventLoop(index: 998, readBufferSize: 65536)
         fd = try Sockets.listen(address, backlog: 128)
+        let log = server.log
+        acceptor = Acceptor(fd: fd, cap: Self.maxConnections, name: "console.listen: ", warn: { log.warning($0) })
         do {
             try loop.registerFromOutside(fd, self, interest: Events.readable)
         } catch {
@@ -47,10 +50,6 @@ final class ConsoleServer: EventHandler, @unchecked Sendable {
         loop.addTickHandler { [self] loop in sweep(&connections, now: loop.now) }
         loop.start()
     }
-
-    /// People's browsers (a handful of connections each) and scripts.
-    static let maxConnections = 256
-    private lazy var acceptor = SideAcceptor(fd: fd, cap: Self.maxConnections, name: "console.listen") { [log] in log.warning($0) }
 
     func handle(events: UInt32, loop: EventLoop) {
         acceptor.accept(loop: loop, handler: self, open: connections.count) { c, addr in
