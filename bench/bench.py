@@ -347,28 +347,41 @@ def websocket_bench(out, keygate, keys, args, procs):
     key = keys[0][1]
     targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(gates["wsgate"].pid)),
                "nginx-1w": (ng_port + 10, children(gates["wsgate-1w"].pid))}
+    # Short rounds, many of them, with the order rotated each round: the machine's speed drifts by
+    # more than the gates differ, so each round's keygate figure is compared with the competitor's
+    # from the same round, and the median of those ratios is the figure.
+    rounds, seconds = args.ws_rounds, args.ws_seconds
+    names = list(targets)
     results = {}
-    print(f"WebSocket echo: 64 connections, 64-byte messages, {args.seconds}s, {args.rounds} rounds")
-    for rnd in range(args.rounds):
-        for name, (port, pids) in targets.items():
+    print(f"WebSocket echo: 64 connections, 64-byte messages, {seconds}s, {rounds} rounds, order rotated")
+    for rnd in range(rounds):
+        shift = rnd % len(names)
+        for name in names[shift:] + names[:shift]:
+            port, pids = targets[name]
             before = cpu_ticks(pids)
-            r = subprocess.run([binary, "client", str(port), "/ws", "64", str(args.seconds), key, "64"], capture_output=True, text=True)
+            r = subprocess.run([binary, "client", str(port), "/ws", "64", str(seconds), key, "64"], capture_output=True, text=True)
             after = cpu_ticks(pids)
             m = re.search(r"(\d+) messages in ([\d.]+) s", r.stdout)
             if not m:
                 print(f"  {name}: failed: {r.stderr.strip()}")
+                results.setdefault(name, []).append(None)
                 continue
             count, secs = int(m.group(1)), float(m.group(2))
             cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
             results.setdefault(name, []).append((count / secs, cpu))
             print(f"  round {rnd + 1} {name:8} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message", flush=True)
-    if "keygate" in results:
-        k = [statistics.median(x[i] for x in results["keygate"]) for i in (0, 1)]
-        for theirs in ("nginx", "nginx-1w"):
-            if theirs in results:
-                n = [statistics.median(x[i] for x in results[theirs]) for i in (0, 1)]
-                print(f"WebSocket: keygate {k[0]:.0f} msg/s, {k[1]:.2f} us/msg; {theirs} {n[0]:.0f} msg/s, {n[1]:.2f} us/msg; "
-                      f"keygate/{theirs} throughput {k[0] / n[0]:.2f}, cpu/message {k[1] / n[1]:.2f}")
+    ours = results.get("keygate", [])
+    for theirs in ("nginx", "nginx-1w"):
+        pairs = [(k, n) for k, n in zip(ours, results.get(theirs, [])) if k and n]
+        if not pairs:
+            continue
+        rate = sorted(k[0] / n[0] for k, n in pairs)
+        cpu = sorted(k[1] / n[1] for k, n in pairs)
+        k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
+        n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
+        print(f"WebSocket: keygate {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
+              f"keygate/{theirs} per round: throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
+              f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
 
 
 def idle_tls_rss(port, pids, count):
@@ -576,6 +589,8 @@ def main():
     ap.add_argument("--enforce", action="store_true", help="measure how exactly a 1000/s key is held at twice its rate")
     ap.add_argument("--tls", action="store_true", help="keygate and nginx as TLS gates (same ECDSA certificate)")
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
+    ap.add_argument("--ws-rounds", type=int, default=int(os.environ.get("BENCH_WS_ROUNDS", "9")), help="rounds of the WebSocket echo")
+    ap.add_argument("--ws-seconds", type=int, default=int(os.environ.get("BENCH_WS_SECONDS", "4")), help="seconds per WebSocket echo run")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
     ap.add_argument("--cluster", action="store_true",
