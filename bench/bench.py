@@ -141,6 +141,13 @@ def keygate_policy(out, port, admin_port, upstream_port, usage, workers=None):
             f'workers: {workers or WORKERS}\nkeys_file: keys.jsonl\nusage_log: {usage}\n' + policy)
 
 
+def rotated(names, rnd):
+    """The targets in round `rnd`'s order: each round starts one further along, so no gate always
+    runs first (on a warm or a cold machine)."""
+    shift = rnd % len(names)
+    return names[shift:] + names[:shift]
+
+
 def start_keygate(binary, out, name, port, admin_port, upstream_port, usage, procs, extra="", workers=None):
     """Writes `out/NAME.yaml` (the bench policy plus EXTRA) and starts BINARY on it; returns the
     process once it listens."""
@@ -351,12 +358,10 @@ def websocket_bench(out, keygate, keys, args, procs):
     # more than the gates differ, so each round's keygate figure is compared with the competitor's
     # from the same round, and the median of those ratios is the figure.
     rounds, seconds = args.ws_rounds, args.ws_seconds
-    names = list(targets)
     results = {}
     print(f"WebSocket echo: 64 connections, 64-byte messages, {seconds}s, {rounds} rounds, order rotated")
     for rnd in range(rounds):
-        shift = rnd % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(list(targets), rnd):
             port, pids = targets[name]
             before = cpu_ticks(pids)
             r = subprocess.run([binary, "client", str(port), "/ws", "64", str(seconds), key, "64"], capture_output=True, text=True)
@@ -435,7 +440,8 @@ def tls_bench(out, keygate, up_port, args, procs):
     print(f"TLS (ECDSA P-256): wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds")
     for scenario, close in (("keepalive", False), ("handshake", True)):
         for rnd in range(args.rounds):
-            for name, (url, pids) in targets.items():
+            for name in rotated(list(targets), rnd):
+                url, pids = targets[name]
                 r = run_wrk(url, keys_file, "/", args.seconds, args.connections, pids, close=close)
                 results.setdefault((scenario, name), []).append(r)
                 print(f"  {scenario:9} round {rnd + 1} {name:8} {r['rps']:10.0f} req/s  p99 {r['p99']:6.2f} ms  cpu {r['cpu_us']:6.1f} us/req  "
@@ -697,7 +703,7 @@ def main():
                 url, pids = targets[name]
                 run_wrk(url, kf, path, 2, args.connections, pids, body)  # warm-up
             for rnd in range(args.rounds):
-                for name in only:
+                for name in rotated(only, rnd):
                     url, pids = targets[name]
                     r = run_wrk(url, kf, path, args.seconds, args.connections, pids, body)
                     results.setdefault((size, name), []).append(r)
