@@ -79,6 +79,11 @@ struct Demo: ParsableCommand {
               curl -s http://127.0.0.1:\(adminPort)/metrics | grep keygate_requests_total
               tail -f \(loaded.usageLog)
 
+            Streams and tunnels (the key is checked when they open and for as long as they stay open):
+              curl -N -H 'x-api-key: \(key)' \(base)/events     # five server-sent events, one a second
+              curl -i -N -H 'x-api-key: \(key)' -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: ZGVtby1rZXktMTIzNDU2Nw==' \(base)/ws
+                # 101 and a greeting frame; revoke the key (below) and the gate closes the tunnel with code 1008
+
             Web console: http://127.0.0.1:\(consolePort)/   user demo, password \(password)
 
             Manage keys:

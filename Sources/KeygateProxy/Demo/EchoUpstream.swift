@@ -1,3 +1,4 @@
+import COpenSSL
 import FoundationEssentials
 import Glibc
 import KeygateCore
@@ -6,7 +7,9 @@ import KeygateIO
 
 /// A tiny upstream for `keygate demo`: answers every request with JSON describing what it
 /// received (method, path, headers, body size and SHA-256), so a user sees exactly what the
-/// gate forwards. A thread per connection: a demo, not a server.
+/// gate forwards. `GET /events` streams server-sent events, and a WebSocket handshake on any
+/// path opens an echo, so the demo shows streams and tunnels through the gate too. A thread per
+/// connection: a demo, not a server.
 public final class EchoUpstream: @unchecked Sendable {
     let fd: Int32
     public let port: UInt16
@@ -70,6 +73,16 @@ public final class EchoUpstream: @unchecked Sendable {
             }
             var headers: [String: String] = [:]
             for f in head.fields { headers[head.bytes.string(f.name)] = head.bytes.string(f.value) }
+            let field = { (name: StaticString) in head.firstField(name).map { head.bytes.string(head.fields[$0].value) } }
+            if field("upgrade")?.lowercased() == "websocket", let nonce = field("sec-websocket-key") {
+                Self.serveWebSocket(c, nonce: nonce, pending: buffer)
+                return
+            }
+            if head.methodString() == "GET", head.pathString() == "/events" {
+                guard Self.serveEvents(c) else { return }
+                if !head.keepAlive { return }
+                continue
+            }
             let digest = KeyDigest(hashing: String(decoding: body, as: UTF8.self)).stored
             let object: JSONValue = [
                 "method": JSONValue(head.methodString()), "path": JSONValue(head.bytes.string(head.target)), "headers": .object(headers.mapValues(JSONValue.string)),
@@ -79,13 +92,94 @@ public final class EchoUpstream: @unchecked Sendable {
             var response = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(json.count + 1)\r\n\r\n".utf8)
             response.append(contentsOf: json)
             response.append(0x0A)
-            var off = 0
-            while off < response.count {
-                let n = response[off...].withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
-                if n <= 0 { return }
-                off += n
-            }
+            guard Self.send(c, response) else { return }
             if !head.keepAlive { return }
         }
+    }
+
+    static func send(_ c: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { System.writeAll(c, $0).error == 0 }
+    }
+
+    /// Five server-sent events, one a second, as chunks of a chunked answer.
+    static func serveEvents(_ c: Int32) -> Bool {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+        guard send(c, Array(head.utf8)) else { return false }
+        for tick in 1...5 {
+            if tick > 1 { sleep(1) }
+            let event = "id: \(tick)\ndata: {\"tick\": \(tick), \"of\": 5}\n\n"
+            guard send(c, Array((String(event.utf8.count, radix: 16) + "\r\n" + event + "\r\n").utf8)) else { return false }
+        }
+        return send(c, Array("0\r\n\r\n".utf8))
+    }
+
+    /// The RFC 6455 handshake, a greeting, then every data frame echoed back (unmasked, as a
+    /// server sends), pings answered, and a close answered with a close.
+    static func serveWebSocket(_ c: Int32, nonce: String, pending: [UInt8]) {
+        let accept = Array((nonce + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
+        var digest = [UInt8](repeating: 0, count: 20)
+        _ = accept.withUnsafeBufferPointer { SHA1($0.baseAddress, $0.count, &digest) }
+        let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(Data(digest).base64EncodedString())\r\n\r\n"
+        guard send(c, Array(head.utf8)),
+            send(c, frame(0x81, Array("keygate demo: every frame you send comes back; revoking the key closes this tunnel".utf8)))
+        else { return }
+        var buffer = pending
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            while let (first, payload, used) = parseFrame(buffer) {
+                buffer.removeFirst(used)
+                switch first & 0x0F {
+                case 0x8:
+                    _ = send(c, frame(0x88, Array(payload.prefix(125))))
+                    return
+                case 0x9:
+                    guard send(c, frame(0x8A, payload)) else { return }
+                case 0xA: break
+                default:
+                    guard send(c, frame(first, payload)) else { return }
+                }
+            }
+            let n = chunk.withUnsafeMutableBytes { read(c, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// The first whole frame in `b`: its first byte, its unmasked payload and its length in `b`.
+    static func parseFrame(_ b: [UInt8]) -> (UInt8, [UInt8], Int)? {
+        guard b.count >= 2 else { return nil }
+        var length = Int(b[1] & 0x7F)
+        var at = 2
+        if length == 126 {
+            guard b.count >= 4 else { return nil }
+            length = Int(b[2]) << 8 | Int(b[3])
+            at = 4
+        } else if length == 127 {
+            guard b.count >= 10 else { return nil }
+            length = b[2..<10].reduce(0) { $0 << 8 | Int($1) }
+            at = 10
+        }
+        let masked = b[1] & 0x80 != 0
+        let mask = masked ? Array(b[at..<min(at + 4, b.count)]) : []
+        at += masked ? 4 : 0
+        // A frame this big is not a demo's: it ends the echo as a close would.
+        guard length >= 0, length <= 1 << 24 else { return (0x88, [], b.count) }
+        guard b.count >= at + length else { return nil }
+        var payload = Array(b[at..<at + length])
+        if masked { for i in payload.indices { payload[i] ^= mask[i & 3] } }
+        return (b[0], payload, at + length)
+    }
+
+    static func frame(_ first: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var out = [first]
+        if payload.count < 126 {
+            out.append(UInt8(payload.count))
+        } else if payload.count < 65536 {
+            out += [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        } else {
+            out.append(127)
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+        }
+        return out + payload
     }
 }
