@@ -12,6 +12,7 @@ extension ClientConnection {
             // A client that takes nothing of its answer: both sides close, and the exchange is
             // logged with the status it was being sent.
             ctx.metrics.timeouts[TimeoutKind.allCases.firstIndex(of: .send)!] += 1
+            ex?.tunnel?.ended(.send)
             Sys.resetOnClose(fd)
             abort()
             return
@@ -53,6 +54,7 @@ extension ClientConnection {
                 abort()
             }
         case .tunnel:
+            ex?.tunnel?.ended(.idle)
             abort()  // no bytes either way for timeouts.tunnel_idle
         case .lingering, .closed:
             abort()

@@ -31,6 +31,7 @@ extension ClientConnection {
         t.bytesIn += UInt64(buf.count)
         deadline = ctx.loop.now + t.idleMillis
         guard u.send(one: buf) else {
+            t.ended(.upstream)
             abort()
             return
         }
@@ -54,6 +55,7 @@ extension ClientConnection {
     /// One side closed: the other is closed once what is on its way has left.
     func tunnelEnded(byUpstream: Bool) {
         guard let exchange = ex else { return }
+        exchange.tunnel?.ended(byUpstream ? .upstream : .client)
         dropUpstream(exchange)
         if byUpstream {
             closeAfterFlush(linger: false)
@@ -63,23 +65,38 @@ extension ClientConnection {
     }
 
     /// Runs on every tick: a tunnel whose key was revoked, disabled, deleted or has expired is
-    /// closed (with a 1008 close frame when the stream to the client is between frames).
+    /// closed (with a 1008 close frame when the stream to the client is between frames), once:
+    /// a client slow to take what is queued gets one close frame, not one per tick.
     func checkTunnelKey(_ exchange: Exchange) {
-        guard let t = exchange.tunnel, let key = t.key else { return }
-        var valid = true
+        guard let t = exchange.tunnel, t.end == nil, let opened = t.key else { return }
         if t.checked !== ctx.snapshot {
             t.checked = ctx.snapshot
-            if let current = ctx.snapshot.keys[key.digest], current.record.status == .active, current.pushed.load(ordering: .relaxed) == 0 {
-                t.key = current
-            } else {
-                valid = false
-            }
+            t.key = ctx.snapshot.keys[opened.digest]
         }
-        if valid, (t.key ?? key).pushed.load(ordering: .relaxed) != 0 { valid = false }
-        if valid, let expires = (t.key ?? key).expiresMillis, Timestamp.nowMillis() >= expires { valid = false }
-        guard !valid else { return }
+        guard let why = Self.whyNoLongerValid(t.key) else { return }
+        t.ended(.key)
+        ctx.tunnelClosedForKey(opened.record.id, why: why)
         dropUpstream(exchange)
         if t.toClient.atBoundary { sendToClient(Self.revokedClose) }
         closeAfterFlush(linger: false)
+    }
+
+    /// Why a tunnel's key may no longer be used (the copy of the store, a change pushed by
+    /// another host, or the clock), or nil while it may.
+    static func whyNoLongerValid(_ entry: KeyEntry?) -> String? {
+        guard let entry else { return "deleted" }
+        switch entry.record.status {
+        case .revoked: return "revoked"
+        case .disabled: return "disabled"
+        case .active: break
+        }
+        switch PushedStatus(rawValue: entry.pushed.load(ordering: .relaxed)) ?? PushedStatus.none {
+        case .revoked: return "revoked"
+        case .disabled: return "disabled"
+        case .deleted: return "deleted"
+        case .none: break
+        }
+        if let expires = entry.expiresMillis, Timestamp.nowMillis() >= expires { return "expired" }
+        return nil
     }
 }

@@ -336,7 +336,10 @@ final class ClientConnection: EventHandler {
     /// Closes now. An unfinished exchange is recorded (499 when the client gave up first).
     func abort() {
         if phase == .closed { return }
-        if phase == .tunnel { ctx.metrics.tunnelsOpen -= 1 }
+        if phase == .tunnel {
+            ctx.metrics.tunnelsOpen -= 1
+            ctx.metrics.tunnelsClosed[(ex?.tunnel?.end ?? .client).index] += 1
+        }
         phase = .closed
         if let exchange = ex {
             dropUpstream(exchange)

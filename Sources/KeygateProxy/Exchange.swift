@@ -106,11 +106,17 @@ final class TunnelState {
     /// The snapshot the key was last checked against.
     var checked: Snapshot
     var key: KeyEntry?
+    /// What is ending the tunnel, once something is: set once, by the first cause.
+    private(set) var end: TunnelEnd?
 
     init(startMicros: Int64, idleMillis: Int64, checked: Snapshot, key: KeyEntry?) {
         self.startMicros = startMicros
         self.idleMillis = idleMillis
         self.checked = checked
         self.key = key
+    }
+
+    func ended(_ cause: TunnelEnd) {
+        if end == nil { end = cause }
     }
 }

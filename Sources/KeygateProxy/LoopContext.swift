@@ -12,6 +12,7 @@ struct LoopMetrics {
     var upstreamCount = 0
     var upstreamOpen = 0
     var tunnelsOpen = 0
+    var tunnelsClosed = [Int](repeating: 0, count: TunnelEnd.allCases.count)
     /// TLS handshakes: [ok, failed].
     var tlsHandshakes = [0, 0]
     /// Upstream connections carrying a request (open minus pooled); filled in when gathered.
@@ -53,6 +54,24 @@ enum TimeoutKind: String, CaseIterable {
     case send
     /// A keep-alive connection sent no next request within `timeouts.idle`.
     case idle
+}
+
+/// What ended a tunnel (`keygate_tunnels_closed_total{cause}`); the first cause found counts.
+enum TunnelEnd: String, CaseIterable {
+    /// The client closed it, or its connection failed.
+    case client
+    /// The upstream closed it, or its connection failed.
+    case upstream
+    /// The key that opened it was revoked, disabled, deleted or expired.
+    case key
+    /// No bytes either way for `timeouts.tunnel_idle`.
+    case idle
+    /// The client took nothing for `timeouts.send`.
+    case send
+    /// The gate shut down with the tunnel still open after `shutdown_grace`.
+    case shutdown
+
+    var index: Int { Self.allCases.firstIndex(of: self)! }
 }
 
 /// Everything one loop owns: its snapshot, its upstream pool, its connections, its usage batch.
@@ -146,6 +165,10 @@ final class LoopContext: @unchecked Sendable {
             // checkDeadline may remove c (swap-remove): only advance if it is still here.
             if i < clients.count && clients[i] === c { i += 1 }
         }
+        for (id, closed) in keyClosures {
+            server.log.info("tunnels: closed \(closed.count) opened with key \(id) (\(closed.why))")
+        }
+        keyClosures.removeAll()
         pool.removeAll { u in
             if now - u.idleSince > Server.poolIdleMillis {
                 u.close()
@@ -153,6 +176,14 @@ final class LoopContext: @unchecked Sendable {
             }
             return false
         }
+    }
+
+    /// Tunnels closed in this tick because their key is no longer valid, by key id: one log
+    /// line per key and tick, however many tunnels it had open.
+    private var keyClosures: [String: (why: String, count: Int)] = [:]
+
+    func tunnelClosedForKey(_ id: String, why: String) {
+        keyClosures[id, default: (why, 0)].count += 1
     }
 
     private var upstreamWarnedAt: Int64 = 0

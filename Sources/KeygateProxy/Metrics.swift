@@ -35,6 +35,9 @@ enum Metrics {
             "keygate_request_buffer_full_total", "counter", "Bodies streamed unbuffered because a loop's buffer bound was reached.", [("", m.requestBufferFull)])
         s += family("keygate_upstream_connections_in_use", "gauge", "Upstream connections carrying a request (not idle in the pool).", [("", m.upstreamInUse)])
         s += family("keygate_tunnels_open", "gauge", "Open WebSocket tunnels.", [("", m.tunnelsOpen)])
+        s += family(
+            "keygate_tunnels_closed_total", "counter", "WebSocket tunnels closed, by what ended them.",
+            TunnelEnd.allCases.map { ("cause=\"\($0.rawValue)\"", m.tunnelsClosed[$0.index]) })
         if server.snapshot.policy.tls != nil {
             s += family(
                 "keygate_tls_handshakes_total", "counter", "TLS handshakes by result.", [("result=\"ok\"", m.tlsHandshakes[0]), ("result=\"failed\"", m.tlsHandshakes[1])])

@@ -111,6 +111,11 @@ public final class Server: @unchecked Sendable {
     /// Binds the sockets and starts the loops. Returns once the gate is accepting.
     public func start() throws {
         let policy = current.policy
+        // Before the port opens: whoever sees the gate listening can already read the warning.
+        if !policy.credentialQuery.isEmpty {
+            log.warning(
+                "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
+        }
         Self.raiseDescriptorLimit(to: policy.limits.maxConnections * 2 + 1024)
         guard let address = SocketAddress(host: policy.listen.host, port: policy.listen.port) else {
             throw ServeError("listen \(policy.listen) is not a numeric address")
@@ -165,10 +170,6 @@ public final class Server: @unchecked Sendable {
             t.setEventHandler { [weak self] in self?.saveRollups() }
             t.resume()
             rollupTimer = t
-        }
-        if !policy.credentialQuery.isEmpty {
-            log.warning(
-                "credentials.query is set (\(policy.credentialQuery.joined(separator: ", "))): keys in URLs end up in browser histories and other servers' logs; keygate strips them before forwarding and never logs them")
         }
         // Start-up's garbage (the policy's parse, the key load, the GeoIP check) is free by now;
         // the control queue does it so the first requests never wait on it.
@@ -429,7 +430,10 @@ public final class Server: @unchecked Sendable {
         for ctx in contexts {
             group.enter()
             ctx.loop.execute {
-                for c in ctx.clients { c.abort() }
+                for c in ctx.clients {
+                    c.ex?.tunnel?.ended(.shutdown)
+                    c.abort()
+                }
                 ctx.usage.flush(to: self.usageLog)
                 ctx.handOverRollup()
                 group.leave()
@@ -464,6 +468,7 @@ public final class Server: @unchecked Sendable {
             total.upstreamCount += m.upstreamCount
             total.upstreamOpen += m.upstreamOpen
             total.tunnelsOpen += m.tunnelsOpen
+            for i in 0..<total.tunnelsClosed.count { total.tunnelsClosed[i] += m.tunnelsClosed[i] }
             total.tlsHandshakes[0] += m.tlsHandshakes[0]
             total.tlsHandshakes[1] += m.tlsHandshakes[1]
             for i in 0..<total.timeouts.count { total.timeouts[i] += m.timeouts[i] }

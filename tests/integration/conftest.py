@@ -223,10 +223,10 @@ def rss_kib(pid):
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
-def ws_open(gate, path, key=None, extra=(), wrap=None):
-    """Sends a handshake (through `wrap`, e.g. a TLS context's, when given); returns (socket,
-    reader, status, headers)."""
-    s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+def ws_open(gate, path, key=None, extra=(), wrap=None, sock=None):
+    """Sends a handshake (on `sock` when given, through `wrap`, e.g. a TLS context's, when
+    given); returns (socket, reader, status, headers)."""
+    s = sock or socket.create_connection(("127.0.0.1", gate.port), timeout=10)
     if wrap:
         s = wrap(s)
     nonce = base64.b64encode(os.urandom(16)).decode()

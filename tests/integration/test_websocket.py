@@ -118,8 +118,17 @@ def test_disable_delete_and_expiry_close_open_tunnels_too(gate, upstream):
     s, reader = tunnels["kept"]
     s.sendall(ws_frame(0x2, b"still here", mask=True))
     assert ws_read_frame(reader) == (0x2, b"still here")
+    # Counted by cause, and told in the operational log once per key.
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="key"}') == 3
+    log = open(gate.stderr_path).read()
+    for k, why in ((disabled, "disabled"), (deleted, "deleted"), (expiring, "expired")):
+        assert f"tunnels: closed 1 opened with key {k['id']} ({why})" in log, log
     for s, _ in tunnels.values():
         s.close()
+    deadline = time.time() + 5
+    while metric(gate, 'keygate_tunnels_closed_total{cause="client"}') < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="client"}') == 1
 
 
 def test_tunnels_count_against_the_connection_caps(tmp_path, upstream):
@@ -244,6 +253,7 @@ def test_idle_tunnel_times_out_and_sigterm_closes_tunnels_after_the_grace(tmp_pa
         s.settimeout(5)
         assert s.recv(100) == b"" and 0.8 < time.time() - t < 3  # idle for tunnel_idle: closed
         s.close()
+        assert metric(g, 'keygate_tunnels_closed_total{cause="idle"}') == 1
         # A busy tunnel lives through SIGTERM until shutdown_grace, then is closed.
         s, reader, status, _ = ws_open(g, "/ws", k["key"])
         assert status == 101
@@ -340,6 +350,34 @@ def test_a_tunnel_client_that_stops_reading_is_cut_off_after_the_send_timeout(tm
         assert 1.5 < cut < 6, cut
         assert metric(g, 'keygate_timeouts_total{kind="send"}') == 1
         assert metric(g, "keygate_tunnels_open") == 0
+        assert metric(g, 'keygate_tunnels_closed_total{cause="send"}') == 1
         s.close()
     finally:
         g.stop()
+
+
+def test_a_client_that_is_not_reading_gets_one_close_frame(gate, upstream):
+    # The tunnel's key expires while frames for the client are still queued in the gate (the
+    # client reads nothing): one 1008 close frame goes behind them, not one more on every check
+    # until the client reads. The frames come 5 ms apart, so the gate stops reading the
+    # upstream between two of them and its close frame may follow at once.
+    k = gate.create_key("--ttl", "3s")
+    gate.start()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", gate.port))
+    s, reader, status, _ = ws_open(gate, "/ws-flood?bytes=64000000&gap=0.005", k["key"], sock=s)
+    assert status == 101
+    expires_at = json.loads(gate.cli("keys", "show", k["id"], "--json").stdout)["expires_at"]
+    from datetime import datetime
+    time.sleep(max(0, datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp() - time.time()) + 1.5)
+    closes = []
+    try:
+        while True:
+            opcode, payload = ws_read_frame(reader)
+            if opcode == 0x8:
+                closes.append(payload[:2])
+    except EOFError:
+        pass
+    assert closes == [(1008).to_bytes(2, "big")]

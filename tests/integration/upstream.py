@@ -114,10 +114,14 @@ class Handler(socketserver.BaseRequestHandler):
                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
             params = dict(p.split("=", 1) for p in target.partition("?")[2].split("&") if "=" in p)
             if path == "/ws-flood":
-                # As fast as the gate takes it: N bytes of pattern in 64 KiB frames, then "done".
+                # As fast as the gate takes it (or `gap` seconds apart): N bytes of pattern in
+                # 64 KiB frames, then "done".
                 data = pattern_bytes(int(params["bytes"]))
+                gap = float(params.get("gap", 0))
                 for i in range(0, len(data), 65536):
                     self.send(ws_frame(0x2, data[i : i + 65536]))
+                    if gap:
+                        time.sleep(gap)
                 self.send(ws_frame(0x1, b"done"))
             elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
