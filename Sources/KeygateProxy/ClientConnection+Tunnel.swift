@@ -42,13 +42,18 @@ extension ClientConnection {
         guard let t = exchange.tunnel else { return }
         t.bytesOut += UInt64(buf.count)
         t.toClient.advance(buf)
-        deadline = ctx.loop.now + t.idleMillis
+        if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
         sendToClient(one: buf)
         if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
     }
 
-    /// The upstream took bytes: the client may send more.
+    /// The upstream took bytes: the client may send more (or, when it has left, the tunnel
+    /// closes now that its last bytes are delivered).
     func tunnelUpstreamDrained(_ u: UpstreamConnection) {
+        if ex?.tunnel?.end == .client {
+            tunnelEnded(byUpstream: false)
+            return
+        }
         if readPaused && u.out.count <= Self.highWater { pauseReading(false) }
     }
 
@@ -56,6 +61,14 @@ extension ClientConnection {
     func tunnelEnded(byUpstream: Bool) {
         guard let exchange = ex else { return }
         exchange.tunnel?.ended(byUpstream ? .upstream : .client)
+        if !byUpstream, let u = exchange.upstream, !u.out.isEmpty {
+            // The client left with bytes for the app still queued here: they go first, within
+            // `timeouts.body_idle`, as nginx finishes a tunnel's buffer before closing it.
+            halfClosed = true
+            setInterest()
+            deadline = ctx.loop.now + timeouts.bodyIdle
+            return
+        }
         dropUpstream(exchange)
         if byUpstream {
             closeAfterFlush(linger: false)

@@ -381,3 +381,37 @@ def test_a_client_that_is_not_reading_gets_one_close_frame(gate, upstream):
     except EOFError:
         pass
     assert closes == [(1008).to_bytes(2, "big")]
+
+
+def test_what_a_client_sent_before_it_left_still_reaches_the_app(gate, upstream):
+    # Clients send 3.3-4.8 MB into tunnels whose upstream is not reading yet, then close their
+    # sockets. Past what the kernel's buffers hold, up to 256 KiB waits in the gate; for the
+    # lengths where the client's end is read while some waits there, those bytes must still
+    # reach the app before the tunnel to it is closed (they were dropped with the upstream
+    # connection before).
+    import hashlib
+    from upstream import pattern_bytes
+
+    k = gate.create_key()
+    gate.start()
+    data = pattern_bytes(16 << 10)
+    sizes = list(range(208, 312, 8))  # in 16 KiB frames, 128 KiB apart
+    opened = [ws_open(gate, "/ws-sink?pause=1.5", k["key"]) for _ in sizes]
+    assert all(status == 101 for _, _, status, _ in opened)
+
+    def send(s, frames):
+        s.sendall(ws_frame(0x2, data, mask=True) * frames + ws_frame(0x1, b"end", mask=True))
+        s.close()
+
+    senders = [threading.Thread(target=send, args=(s, n)) for (s, _, _, _), n in zip(opened, sizes)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(timeout=30)
+    deadline = time.time() + 30
+    while len(upstream.sinks) < len(sizes) and time.time() < deadline:
+        time.sleep(0.05)
+    received = {count // len(data): digest for count, digest in upstream.sinks}
+    lost = [n for n in sizes if received.get(n) != hashlib.sha256(data * n).hexdigest()]
+    assert lost == [], f"tunnels of {lost} frames lost bytes"
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="client"}') == len(sizes)

@@ -126,14 +126,23 @@ class Handler(socketserver.BaseRequestHandler):
             elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
                 # SHA-256 of the binary frames before the client's "end".
+                # `gap`: seconds to wait after each frame, to read slower than the client sends;
+                # `rcvbuf`: a small receive buffer, so that little waits in the kernel.
+                if "rcvbuf" in params:
+                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(params["rcvbuf"]))
                 time.sleep(float(params["pause"]))
+                gap = float(params.get("gap", 0))
                 digest, count = hashlib.sha256(), 0
                 while True:
                     opcode, data = ws_read_frame(self.reader)
+                    if gap:
+                        time.sleep(gap)
                     if opcode == 0x1 and data == b"end":
                         break
                     digest.update(data)
                     count += len(data)
+                with self.server.lock:
+                    self.server.sinks.append((count, digest.hexdigest()))
                 self.send(ws_frame(0x1, f"{count} {digest.hexdigest()}".encode()))
             ws_echo(self.request, self.reader)
             return False
@@ -246,6 +255,7 @@ class Upstream(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.lock = threading.Lock()
         self.requests = []
+        self.sinks = []  # (bytes, SHA-256) of what each /ws-sink tunnel received
         self.connections = 0
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
