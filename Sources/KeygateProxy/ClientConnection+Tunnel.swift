@@ -6,6 +6,7 @@ import KeygateIO
 /// backpressure each way, for as long as the key that opened the tunnel stays valid.
 extension ClientConnection {
     static let revokedClose = WebSocketFrames.closeFrame(code: 1008, reason: "key no longer valid")
+    static let goingAwayClose = WebSocketFrames.closeFrame(code: 1001, reason: "gate shutting down")
 
     /// The 101 went to the client: from now on the connection is a tunnel.
     func enterTunnel(_ exchange: Exchange) {
@@ -55,6 +56,15 @@ extension ClientConnection {
             return
         }
         if readPaused && u.out.count <= Self.highWater { pauseReading(false) }
+    }
+
+    /// The gate is stopping and `shutdown_grace` is over: the client is told with a 1001 close
+    /// frame ("going away", so it reconnects) when its stream is between frames, then closed.
+    func closeTunnelForShutdown() {
+        guard phase == .tunnel, let t = ex?.tunnel else { return }
+        t.ended(.shutdown)
+        if t.toClient.atBoundary && t.end == .shutdown { sendToClient(Self.goingAwayClose) }
+        abort()
     }
 
     /// One side closed: the other is closed once what is on its way has left.

@@ -431,7 +431,7 @@ public final class Server: @unchecked Sendable {
             group.enter()
             ctx.loop.execute {
                 for c in ctx.clients {
-                    c.ex?.tunnel?.ended(.shutdown)
+                    c.closeTunnelForShutdown()
                     c.abort()
                 }
                 ctx.usage.flush(to: self.usageLog)

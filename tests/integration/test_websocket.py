@@ -260,15 +260,21 @@ def test_idle_tunnel_times_out_and_sigterm_closes_tunnels_after_the_grace(tmp_pa
         g.proc.send_signal(signal.SIGTERM)
         t = time.time()
         alive_until = t
+        closed_with = None
         try:
             while time.time() - t < 5:
                 s.sendall(ws_frame(0x1, b"ping", mask=True))
-                assert ws_read_frame(reader) == (0x1, b"ping")
+                opcode, payload = ws_read_frame(reader)
+                if opcode == 0x8:
+                    closed_with = int.from_bytes(payload[:2], "big")
+                    break
+                assert (opcode, payload) == (0x1, b"ping")
                 alive_until = time.time()
                 time.sleep(0.2)
         except (OSError, EOFError, ConnectionError):
             pass
         assert 1.5 < alive_until - t < 3.5
+        assert closed_with == 1001  # "going away": the client may reconnect to another gate
         assert g.proc.wait(timeout=10) == 0
         tunnel = [e for e in g.usage_lines() if e["path"] == "/ws"]
         assert len(tunnel) == 2 and all(e["status"] == 101 for e in tunnel)
