@@ -390,7 +390,7 @@ def test_a_client_that_is_not_reading_gets_one_close_frame(gate, upstream):
 
 
 def test_what_a_client_sent_before_it_left_still_reaches_the_app(gate, upstream):
-    # Clients send 3.3-4.8 MB into tunnels whose upstream is not reading yet, then close their
+    # Clients send 3.25-4.75 MiB into tunnels whose upstream is not reading yet, then close their
     # sockets. Past what the kernel's buffers hold, up to 256 KiB waits in the gate; for the
     # lengths where the client's end is read while some waits there, those bytes must still
     # reach the app before the tunnel to it is closed (they were dropped with the upstream
