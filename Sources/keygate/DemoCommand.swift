@@ -88,7 +88,7 @@ struct Demo: ParsableCommand {
 
             Manage keys:
               keygate keys list --config \(policyPath)
-              keygate keys revoke \(record.id) --config \(policyPath)       # refused within a second
+              keygate keys revoke \(record.id) --config \(policyPath)       # refused, and its tunnels closed, within a second
 
             Ctrl-C stops the demo.
 

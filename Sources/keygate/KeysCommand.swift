@@ -204,7 +204,7 @@ struct KeysRevoke: ParsableCommand {
         let m = try manager(options, actor: actor)
         let r = try attempt { () throws(KeyError) in try m.revoke(id, reason: reason) }
         pushToFleet(m.policy, id: r.id, .revoke)
-        print("Revoked key \(r.id) (\(r.name)); running gates refuse it within a second.")
+        print("Revoked key \(r.id) (\(r.name)); running gates refuse it, and close its open tunnels, within a second.")
     }
 }
 
@@ -218,7 +218,7 @@ struct KeysDisable: ParsableCommand {
         let m = try manager(options, actor: actor)
         let r = try attempt { () throws(KeyError) in try m.setEnabled(id, false) }
         pushToFleet(m.policy, id: r.id, .disable)
-        print("Disabled key \(r.id) (\(r.name))")
+        print("Disabled key \(r.id) (\(r.name)); running gates refuse it, and close its open tunnels, within a second.")
     }
 }
 
@@ -246,7 +246,7 @@ struct KeysDelete: ParsableCommand {
         let m = try manager(options, actor: actor)
         try attempt { () throws(KeyError) in try m.delete(id) }
         pushToFleet(m.policy, id: id, .delete)
-        print("Deleted key \(id)")
+        print("Deleted key \(id); running gates refuse it, and close its open tunnels, within a second.")
     }
 }
 
