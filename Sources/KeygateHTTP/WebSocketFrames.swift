@@ -36,7 +36,7 @@ public struct WebSocketFrames: Sendable {
     }
 
     /// The payload length and header size of a header that starts at `i` and is whole in `buf`.
-    static func wholeHeader(_ buf: UnsafeRawBufferPointer, at i: Int) -> (UInt64, Int)? {
+    public static func wholeHeader(_ buf: UnsafeRawBufferPointer, at i: Int) -> (UInt64, Int)? {
         guard buf.count - i >= 2 else { return nil }
         let b1 = buf[i + 1]
         let short = UInt64(b1 & 0x7F)
@@ -63,11 +63,23 @@ public struct WebSocketFrames: Sendable {
         return length
     }
 
-    /// A close frame from the server side (unmasked) with `code` and a short reason.
+    /// A frame from the server side (unmasked): `first` is its first byte (FIN and opcode).
+    public static func serverFrame(first: UInt8, payload: [UInt8]) -> [UInt8] {
+        var out = [first]
+        if payload.count < 126 {
+            out.append(UInt8(payload.count))
+        } else if payload.count < 65536 {
+            out += [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        } else {
+            out.append(127)
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+        }
+        return out + payload
+    }
+
+    /// A close frame from the server side with `code` and a short reason.
     public static func closeFrame(code: UInt16, reason: StaticString) -> [UInt8] {
         let text = UnsafeBufferPointer(start: reason.utf8Start, count: min(reason.utf8CodeUnitCount, 123))
-        var out: [UInt8] = [0x88, UInt8(2 + text.count), UInt8(code >> 8), UInt8(code & 0xFF)]
-        out.append(contentsOf: text)
-        return out
+        return serverFrame(first: 0x88, payload: [UInt8(code >> 8), UInt8(code & 0xFF)] + text)
     }
 }

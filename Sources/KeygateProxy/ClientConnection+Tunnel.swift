@@ -58,12 +58,14 @@ extension ClientConnection {
         if readPaused && u.out.count <= Self.highWater { pauseReading(false) }
     }
 
-    /// The gate is stopping and `shutdown_grace` is over: the client is told with a 1001 close
-    /// frame ("going away", so it reconnects) when its stream is between frames, then closed.
-    func closeTunnelForShutdown() {
-        guard phase == .tunnel, let t = ex?.tunnel else { return }
-        t.ended(.shutdown)
-        if t.toClient.atBoundary && t.end == .shutdown { sendToClient(Self.goingAwayClose) }
+    /// The gate is stopping and `shutdown_grace` is over: closes now; a tunnel's client is told
+    /// first with a 1001 close frame ("going away", so it reconnects) when its stream is between
+    /// frames.
+    func closeForShutdown() {
+        if phase == .tunnel, let t = ex?.tunnel {
+            t.ended(.shutdown)
+            if t.toClient.atBoundary && t.end == .shutdown { sendToClient(Self.goingAwayClose) }
+        }
         abort()
     }
 
@@ -96,30 +98,13 @@ extension ClientConnection {
             t.checked = ctx.snapshot
             t.key = ctx.snapshot.keys[opened.digest]
         }
-        guard let why = Self.whyNoLongerValid(t.key) else { return }
+        // What a request with the key would now be refused for; gone from the store is a delete.
+        let ended: DenyReason? = if let key = t.key { Gate.endedKeyDenial(key, now: Timestamp.nowMillis()) } else { .unknown_key }
+        guard let why = ended else { return }
         t.ended(.key)
-        ctx.tunnelClosedForKey(opened.record.id, why: why)
+        ctx.tunnelClosedForKey(opened.record.id, why: why == .unknown_key ? "deleted" : why.rawValue)
         dropUpstream(exchange)
         if t.toClient.atBoundary { sendToClient(Self.revokedClose) }
         closeAfterFlush(linger: false)
-    }
-
-    /// Why a tunnel's key may no longer be used (the copy of the store, a change pushed by
-    /// another host, or the clock), or nil while it may.
-    static func whyNoLongerValid(_ entry: KeyEntry?) -> String? {
-        guard let entry else { return "deleted" }
-        switch entry.record.status {
-        case .revoked: return "revoked"
-        case .disabled: return "disabled"
-        case .active: break
-        }
-        switch PushedStatus(rawValue: entry.pushed.load(ordering: .relaxed)) ?? PushedStatus.none {
-        case .revoked: return "revoked"
-        case .disabled: return "disabled"
-        case .deleted: return "deleted"
-        case .none: break
-        }
-        if let expires = entry.expiresMillis, Timestamp.nowMillis() >= expires { return "expired" }
-        return nil
     }
 }

@@ -430,10 +430,7 @@ public final class Server: @unchecked Sendable {
         for ctx in contexts {
             group.enter()
             ctx.loop.execute {
-                for c in ctx.clients {
-                    c.closeTunnelForShutdown()
-                    c.abort()
-                }
+                for c in ctx.clients { c.closeForShutdown() }
                 ctx.usage.flush(to: self.usageLog)
                 ctx.handOverRollup()
                 group.leave()

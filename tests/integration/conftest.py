@@ -101,6 +101,12 @@ scopes:
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def expires_at(self, key_id):
+        """When the key expires, as a Unix time (its `expires_at` in `keys show`)."""
+        from datetime import datetime
+        text = json.loads(self.cli("keys", "show", key_id, "--json").stdout)["expires_at"]
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
     def wait_usage_for(self, path, timeout=5.0):
         """The usage events for `path` once there is one (a tunnel's comes at its close)."""
         deadline = time.time() + timeout

@@ -154,21 +154,30 @@ public enum Gate {
         d.key = key
     }
 
-    /// 5. Authorize: the key's state, addresses, countries and scopes.
-    static func authorize(_ key: KeyEntry, _ d: inout Decision, _ now: Int64, _ method: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>) {
+    /// Whether a key that was valid has since ended: revoked or disabled in this copy of the
+    /// store or by a change another host pushed (a pushed delete is `unknown_key`), or expired.
+    /// Requests are checked with it, and so are the tunnels they opened, on every tick.
+    @inline(__always)
+    public static func endedKeyDenial(_ key: KeyEntry, now: Int64) -> DenyReason? {
         switch key.record.status {
-        case .revoked: d.denial = .revoked; return
-        case .disabled: d.denial = .disabled; return
+        case .revoked: return .revoked
+        case .disabled: return .disabled
         case .active: break
         }
         switch key.pushed.load(ordering: .relaxed) {
         case PushedStatus.none.rawValue: break
-        case PushedStatus.disabled.rawValue: d.denial = .disabled; return
-        case PushedStatus.revoked.rawValue: d.denial = .revoked; return
-        default: d.denial = .unknown_key; return
+        case PushedStatus.disabled.rawValue: return .disabled
+        case PushedStatus.revoked.rawValue: return .revoked
+        default: return .unknown_key
         }
-        if let e = key.expiresMillis, now >= e {
-            d.denial = .expired
+        if let e = key.expiresMillis, now >= e { return .expired }
+        return nil
+    }
+
+    /// 5. Authorize: the key's state, addresses, countries and scopes.
+    static func authorize(_ key: KeyEntry, _ d: inout Decision, _ now: Int64, _ method: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>) {
+        if let ended = endedKeyDenial(key, now: now) {
+            d.denial = ended
             return
         }
         if let nb = key.notBeforeMillis, now < nb {

@@ -121,7 +121,7 @@ public final class EchoUpstream: @unchecked Sendable {
         _ = accept.withUnsafeBufferPointer { SHA1($0.baseAddress, $0.count, &digest) }
         let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(Data(digest).base64EncodedString())\r\n\r\n"
         guard send(c, Array(head.utf8)),
-            send(c, frame(0x81, Array("keygate demo: every frame you send comes back; revoking the key closes this tunnel".utf8)))
+            send(c, WebSocketFrames.serverFrame(first: 0x81, payload: Array("keygate demo: every frame you send comes back; revoking the key closes this tunnel".utf8)))
         else { return }
         var buffer = pending
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -130,13 +130,13 @@ public final class EchoUpstream: @unchecked Sendable {
                 buffer.removeFirst(used)
                 switch first & 0x0F {
                 case 0x8:
-                    _ = send(c, frame(0x88, Array(payload.prefix(125))))
+                    _ = send(c, WebSocketFrames.serverFrame(first: 0x88, payload: Array(payload.prefix(125))))
                     return
                 case 0x9:
-                    guard send(c, frame(0x8A, payload)) else { return }
+                    guard send(c, WebSocketFrames.serverFrame(first: 0x8A, payload: payload)) else { return }
                 case 0xA: break
                 default:
-                    guard send(c, frame(first, payload)) else { return }
+                    guard send(c, WebSocketFrames.serverFrame(first: first, payload: payload)) else { return }
                 }
             }
             let n = chunk.withUnsafeMutableBytes { read(c, $0.baseAddress, $0.count) }
@@ -147,39 +147,16 @@ public final class EchoUpstream: @unchecked Sendable {
 
     /// The first whole frame in `b`: its first byte, its unmasked payload and its length in `b`.
     static func parseFrame(_ b: [UInt8]) -> (UInt8, [UInt8], Int)? {
-        guard b.count >= 2 else { return nil }
-        var length = Int(b[1] & 0x7F)
-        var at = 2
-        if length == 126 {
-            guard b.count >= 4 else { return nil }
-            length = Int(b[2]) << 8 | Int(b[3])
-            at = 4
-        } else if length == 127 {
-            guard b.count >= 10 else { return nil }
-            length = b[2..<10].reduce(0) { $0 << 8 | Int($1) }
-            at = 10
-        }
-        let masked = b[1] & 0x80 != 0
-        let mask = masked ? Array(b[at..<min(at + 4, b.count)]) : []
-        at += masked ? 4 : 0
+        guard let (length, size) = b.withUnsafeBytes({ WebSocketFrames.wholeHeader($0, at: 0) }) else { return nil }
         // A frame this big is not a demo's: it ends the echo as a close would.
-        guard length >= 0, length <= 1 << 24 else { return (0x88, [], b.count) }
-        guard b.count >= at + length else { return nil }
-        var payload = Array(b[at..<at + length])
-        if masked { for i in payload.indices { payload[i] ^= mask[i & 3] } }
-        return (b[0], payload, at + length)
-    }
-
-    static func frame(_ first: UInt8, _ payload: [UInt8]) -> [UInt8] {
-        var out = [first]
-        if payload.count < 126 {
-            out.append(UInt8(payload.count))
-        } else if payload.count < 65536 {
-            out += [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
-        } else {
-            out.append(127)
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+        guard length <= 1 << 24 else { return (0x88, [], b.count) }
+        let end = size + Int(length)
+        guard b.count >= end else { return nil }
+        var payload = Array(b[size..<end])
+        if b[1] & 0x80 != 0 {
+            let mask = Array(b[(size - 4)..<size])
+            for i in payload.indices { payload[i] ^= mask[i & 3] }
         }
-        return out + payload
+        return (b[0], payload, end)
     }
 }
