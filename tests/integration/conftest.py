@@ -14,12 +14,21 @@ from upstream import Reader, Upstream, ws_read_frame
 KEYGATE = os.environ.get("KEYGATE_BIN") or os.path.join(os.path.dirname(__file__), "../../.build/debug/keygate")
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port nothing listens on now, and one this test run has not handed out before:
+    the kernel can offer the same free port twice in a row, and a gate given one port for both
+    its public and its admin socket exits at start."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0):
@@ -77,7 +86,13 @@ scopes:
         with open(self.config) as f:
             if "admin_listen: off" not in f.read():
                 assert wait_port(self.admin_port), "the admin endpoint did not start: " + open(self.stderr_path).read()
-        # A port that answers while this process has exited belongs to someone else.
+        # A port that answers may belong to someone else: the gate is up once it says so, after
+        # binding both sockets, and a gate that could not bind one has exited by then.
+        deadline = time.time() + 10
+        while "keygate listening on" not in open(self.stderr_path).read():
+            assert self.proc.poll() is None, f"keygate exited ({self.proc.returncode}) at start: " + open(self.stderr_path).read()
+            assert time.time() < deadline, "keygate did not say it was listening: " + open(self.stderr_path).read()
+            time.sleep(0.02)
         assert self.proc.poll() is None, f"keygate exited ({self.proc.returncode}) right after start: " + open(self.stderr_path).read()
         return self
 
