@@ -1,7 +1,7 @@
 """Instructions per request, a figure a noisy machine cannot blur: keygate (one loop) and the
 nginx gate (one worker, no master) run under callgrind; instrumentation is switched on after a
 warm-up, a fixed number of requests is sent on keep-alive connections, and the instructions the
-server executed are divided by that number. Also counts the calls to malloc per request.
+server executed are divided by that number. Also counts the calls to malloc per request. Each figure is the median of five windows.
 Prints figures; asserts nothing.
 
     python3 bench/instructions.py [--requests 2000]
@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -46,33 +47,40 @@ def control(pid, *args):
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, timeout=60)
 
 
-def measure(name, pid, port, keys, requests, folder):
-    """Runs both scenarios against a server already under callgrind."""
+def measure(name, pid, port, keys, requests, folder, windows=5):
+    """Runs both scenarios against a server already under callgrind. Each scenario is counted in
+    `windows` separate windows and the median window is the figure: keygate writes
+    keys.state.json every five seconds off the loops, negligible per request in real traffic
+    but a large, random share of a slow callgrind window, and a median leaves out the window it
+    falls in."""
     out = {}
     send(port, 200, keys)  # warm-up, uncounted
     send(port, 200, keys, valid=False)
     control(pid, "-i", "on")
+    per_window = max(requests // windows, 1)
     for scenario, valid in (("allowed-100B", True), ("denied-401", False)):
-        control(pid, "-z")
-        send(port, requests, keys, valid)
-        control(pid, "-d", scenario)
-        time.sleep(0.5)
-        dumps = sorted(glob.glob(os.path.join(folder, f"{name}.callgrind*")), key=os.path.getmtime)
-        text = open(dumps[-1]).read()
-        total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
-        # keygate writes keys.state.json every five seconds off the loops: negligible per request
-        # in real traffic, but a large, random share of a slow callgrind window. Left out.
-        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", dumps[-1]], capture_output=True, text=True).stdout
-        flush = re.search(r"^\s*([\d,]+) .*KeyStateFlusherC5flushyyF", annotated, re.M)
-        if flush:
-            total -= int(flush.group(1).replace(",", ""))
-        mallocs = 0
-        # Names are compressed: "(12) malloc" once, "(12)" after; either fn= or cfn= may name it.
-        ids = set(re.findall(r"^c?fn=\((\d+)\) malloc$", text, re.M))
-        for m in re.finditer(r"^cfn=\((\d+)\)(?: [^\n]*)?\ncalls=(\d+)", text, re.M):
-            if m.group(1) in ids:
-                mallocs += int(m.group(2))
-        out[scenario] = (total / requests, mallocs / requests)
+        figures = []
+        for w in range(windows):
+            control(pid, "-z")
+            send(port, per_window, keys, valid)
+            control(pid, "-d", f"{scenario}-{w}")
+            time.sleep(0.5)
+            dumps = sorted(glob.glob(os.path.join(folder, f"{name}.callgrind*")), key=os.path.getmtime)
+            text = open(dumps[-1]).read()
+            total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
+            # The key-state write's own instructions are left out of every window as well.
+            annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", dumps[-1]], capture_output=True, text=True).stdout
+            flush = re.search(r"^\s*([\d,]+) .*KeyStateFlusherC5flushyyF", annotated, re.M)
+            if flush:
+                total -= int(flush.group(1).replace(",", ""))
+            mallocs = 0
+            # Names are compressed: "(12) malloc" once, "(12)" after; either fn= or cfn= may name it.
+            ids = set(re.findall(r"^c?fn=\((\d+)\) malloc$", text, re.M))
+            for m in re.finditer(r"^cfn=\((\d+)\)(?: [^\n]*)?\ncalls=(\d+)", text, re.M):
+                if m.group(1) in ids:
+                    mallocs += int(m.group(2))
+            figures.append((total / per_window, mallocs / per_window))
+        out[scenario] = (statistics.median(f[0] for f in figures), statistics.median(f[1] for f in figures))
     return out
 
 
@@ -118,7 +126,8 @@ def main():
             bench.wait_port(p, timeout=60)
         results = {"keygate": measure("keygate", kg.pid, kg_port, keys, args.requests, folder),
                    "nginx": measure("nginx", ng.pid, ng_port, keys, args.requests, folder)}
-        print(f"instructions per request (callgrind, {args.requests} requests on 4 keep-alive connections, after a warm-up):")
+        print(f"instructions per request (callgrind, {args.requests} requests on 4 keep-alive connections after a warm-up, "
+              f"median of 5 windows):")
         for scenario in ("allowed-100B", "denied-401"):
             k, n = results["keygate"][scenario], results["nginx"][scenario]
             print(f"  {scenario:13} keygate {k[0]:9.0f} instr, {k[1]:5.1f} mallocs;  nginx {n[0]:9.0f} instr, {n[1]:5.1f} mallocs;  "

@@ -27,6 +27,8 @@ func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: 
         requestVersion: .http11, keepAlive: true, rateHeaders: [], requestID: Array("fuzz".utf8), upgrade: upgrade)
     var out = RelayOutcome()
     var wire: [UInt8] = []
+    // Storage that held another answer's head, as a connection's does: none of it may show.
+    var scratch = Array("HTTP/1.1 999 Stale\r\n\r\n".utf8)
     var start = 0
     for end in cuts + [bytes.count] {
         let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
@@ -36,7 +38,7 @@ func relayOutcome(_ bytes: UnsafeRawBufferPointer, cuts: [Int], requestWasHead: 
             continue
         }
         do {
-            try relay.feed(piece, context: { context }) { parts in
+            try relay.feed(piece, context: { context }, headScratch: &scratch) { parts in
                 for p in parts { wire.append(contentsOf: p) }
             }
         } catch {

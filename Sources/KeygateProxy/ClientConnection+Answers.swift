@@ -9,11 +9,14 @@ extension ClientConnection {
         exchange.status = reason.status
         // A refused request's body is never read: close so it cannot pass for the next request.
         let close = exchange.head.framing != .none || !exchange.head.keepAlive || ctx.draining
-        var bytes: [UInt8] = []
-        let size = ErrorResponse.appendDenial(
-            reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, retryAfter: retryAfter, extraHeaders: extraHeaders,
-            to: &bytes)
-        finishOwnAnswer(exchange, bytes, bodySize: size, close: close, bodyUnread: exchange.head.framing != .none)
+        let size = ctx.withAnswerBuffer { bytes in
+            let size = ErrorResponse.appendDenial(
+                reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, retryAfter: retryAfter,
+                extraHeaders: extraHeaders, to: &bytes)
+            sendToClient(bytes)
+            return size
+        }
+        finishOwnAnswer(exchange, bodySize: size, close: close, bodyUnread: exchange.head.framing != .none)
     }
 
     func answerUpstreamFailure(_ reason: DenyReason) {
@@ -22,9 +25,12 @@ extension ClientConnection {
         exchange.status = reason.status
         exchange.failure = reason
         let close = !exchange.bodyDone || !exchange.head.keepAlive || ctx.draining
-        var bytes: [UInt8] = []
-        let size = ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
-        finishOwnAnswer(exchange, bytes, bodySize: size, close: close, bodyUnread: !exchange.bodyDone)
+        let size = ctx.withAnswerBuffer { bytes in
+            let size = ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
+            sendToClient(bytes)
+            return size
+        }
+        finishOwnAnswer(exchange, bodySize: size, close: close, bodyUnread: !exchange.bodyDone)
     }
 
     /// A request that parsed but cannot be served (400, 408, 413): answered and closed.
@@ -33,15 +39,18 @@ extension ClientConnection {
         dropUpstream(exchange)
         exchange.status = status
         exchange.failure = .bad_request
-        var bytes: [UInt8] = []
-        let size = ErrorResponse.append(
-            status: status, error: DenyReason.bad_request.rawValue, message: message, requestID: exchange.requestID, close: true, to: &bytes)
-        finishOwnAnswer(exchange, bytes, bodySize: size, close: true, bodyUnread: !exchange.bodyDone)
+        let size = ctx.withAnswerBuffer { bytes in
+            let size = ErrorResponse.append(
+                status: status, error: DenyReason.bad_request.rawValue, message: message, requestID: exchange.requestID, close: true, to: &bytes)
+            sendToClient(bytes)
+            return size
+        }
+        finishOwnAnswer(exchange, bodySize: size, close: true, bodyUnread: !exchange.bodyDone)
     }
 
-    private func finishOwnAnswer(_ exchange: Exchange, _ bytes: [UInt8], bodySize: Int, close: Bool, bodyUnread: Bool) {
+    /// After an answer of keygate's own went out: record it and go on (or close).
+    private func finishOwnAnswer(_ exchange: Exchange, bodySize: Int, close: Bool, bodyUnread: Bool) {
         exchange.ownAnswerBytes = UInt64(bodySize)
-        sendToClient(bytes)
         record(exchange)
         ex = nil
         if close {

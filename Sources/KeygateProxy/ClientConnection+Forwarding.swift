@@ -12,7 +12,14 @@ extension ClientConnection {
         let snapshot = ctx.snapshot
         let startMicros = Clock.micros()
         let wallMillis = Timestamp.nowMillis()
-        let requestID = UpstreamHead.clientRequestID(head) ?? ctx.nextRequestID()
+        let requestID: [UInt8]
+        if let fromClient = UpstreamHead.clientRequestID(head) {
+            requestID = fromClient
+        } else {
+            idStorage.removeAll(keepingCapacity: true)
+            ctx.appendRequestID(to: &idStorage)
+            requestID = idStorage
+        }
         var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis, clientCertificate: clientCertificate)
         let verdict = Admission.admit(head, decision: &decision, snapshot: snapshot, nowNanos: startMicros * 1000, wallMillis: wallMillis)
         let exchange = Exchange(
@@ -30,9 +37,12 @@ extension ClientConnection {
         }
         exchange.isUpgrade = head.isWebSocketUpgrade
 
-        var forwarded: [UInt8] = []
-        forwarded.reserveCapacity(head.bytes.count + 256)
-        UpstreamHead.append(head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, https: tls != nil, to: &forwarded)
+        upstreamHeadStorage.removeAll(keepingCapacity: true)
+        upstreamHeadStorage.reserveCapacity(head.bytes.count + 256)
+        UpstreamHead.append(
+            head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, https: tls != nil,
+            to: &upstreamHeadStorage)
+        var forwarded = upstreamHeadStorage
         if exchange.bodyDone {
             // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
             // epoll_ctl is spent per request.
@@ -247,7 +257,7 @@ extension ClientConnection {
         }
         deadline = ctx.loop.now + timeouts.upstreamResponse
         do {
-            try exchange.relay.feed(buf, context: { responseContext(exchange) }, emit: { sendToClient($0) })
+            try exchange.relay.feed(buf, context: { responseContext(exchange) }, headScratch: &ctx.headScratch, emit: { sendToClient($0) })
         } catch {
             upstreamBroken(exchange, error.description)
             return

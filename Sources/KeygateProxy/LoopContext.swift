@@ -105,11 +105,35 @@ final class LoopContext: @unchecked Sendable {
         requestIDPrefix = prefix
     }
 
+    /// Where the client's head of an upstream answer is built; it is written out, or copied
+    /// into the connection's output, before the next answer needs it.
+    var headScratch: [UInt8] = []
+
+    /// Storage for the answers keygate writes itself (denials, errors), lent to one answer at
+    /// a time and given back, so that answers do not allocate their bytes.
+    private var answerStorage: [UInt8] = []
+
+    /// Runs `body` with an empty buffer for an answer; the bytes must be sent (written or
+    /// copied into the connection's output) before `body` returns.
+    func withAnswerBuffer<R>(_ body: (inout [UInt8]) -> R) -> R {
+        var bytes = answerStorage
+        answerStorage = []
+        bytes.removeAll(keepingCapacity: true)
+        let result = body(&bytes)
+        answerStorage = bytes
+        return result
+    }
+
     /// A request id unique across loops and restarts: boot id, loop, counter.
     func nextRequestID() -> [UInt8] {
-        requestCounter += 1
         var id = [UInt8]()
         id.reserveCapacity(requestIDPrefix.count + 16)
+        appendRequestID(to: &id)
+        return id
+    }
+
+    func appendRequestID(to id: inout [UInt8]) {
+        requestCounter += 1
         id.append(contentsOf: requestIDPrefix)
         var shift = (UInt64.bitWidth - requestCounter.leadingZeroBitCount + 3) / 4 * 4 - 4
         while shift >= 0 {
@@ -117,7 +141,6 @@ final class LoopContext: @unchecked Sendable {
             id.append(digit < 10 ? 0x30 + digit : 0x57 + digit)
             shift -= 4
         }
-        return id
     }
 
     func record(_ e: UsageEvent) {

@@ -58,24 +58,24 @@ public struct ResponseRelay {
     public var bytesOut: UInt64 { body?.payloadBytes ?? 0 }
 
     /// Feeds bytes from the upstream; passes what the client should get to `emit`. The client's
-    /// head is handed on together with the first body bytes, so both leave in one write.
+    /// head is handed on together with the first body bytes, so both leave in one write. It is
+    /// built in `headScratch`, the caller's storage, reused from one answer to the next.
     public mutating func feed(
-        _ buf: UnsafeRawBufferPointer, context: () -> Context, emit: (WriteParts) -> Void
+        _ buf: UnsafeRawBufferPointer, context: () -> Context, headScratch: inout [UInt8], emit: (WriteParts) -> Void
     ) throws(Failure) {
         if headDone {
             try relayBody(buf, emit)
             return
         }
-        var pendingHead: [UInt8]? = nil
         let used: Int
         if partial.isEmpty {
             // The common case: the whole head in this read, parsed straight from it.
-            used = try takeHeads(buf, context, &pendingHead)
+            used = try takeHeads(buf, context, &headScratch)
             if !headDone {
                 partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[used...]))
                 return
             }
-            try relayWithHead(UnsafeRawBufferPointer(rebasing: buf[used...]), &pendingHead, emit)
+            try relayWithHead(UnsafeRawBufferPointer(rebasing: buf[used...]), headScratch, emit)
         } else {
             partial.append(contentsOf: buf)
             let pending = partial
@@ -83,12 +83,12 @@ public struct ResponseRelay {
             var failure: Failure?
             pending.withUnsafeBytes { raw in
                 do throws(Failure) {
-                    let n = try takeHeads(raw, context, &pendingHead)
+                    let n = try takeHeads(raw, context, &headScratch)
                     if !headDone {
                         partial = Array(raw[n...])
                         return
                     }
-                    try relayWithHead(UnsafeRawBufferPointer(rebasing: raw[n...]), &pendingHead, emit)
+                    try relayWithHead(UnsafeRawBufferPointer(rebasing: raw[n...]), headScratch, emit)
                 } catch {
                     failure = error
                 }
@@ -105,35 +105,31 @@ public struct ResponseRelay {
         return b.finishAtClose(emit: emit)
     }
 
-    private mutating func relayWithHead(_ rest: UnsafeRawBufferPointer, _ head: inout [UInt8]?, _ emit: (WriteParts) -> Void) throws(Failure) {
-        if let h = head {
-            head = nil
-            var failure: Failure?
-            h.withUnsafeBytes { hb in
-                var sentHead = false
-                do throws(Failure) {
-                    try relayBody(rest) { parts in
-                        if sentHead {
-                            emit(parts)
-                        } else {
-                            sentHead = true
-                            emit(parts.prepending(hb))
-                        }
+    /// Relays `rest` with the client's head `head` (just taken) in front of its first bytes.
+    private mutating func relayWithHead(_ rest: UnsafeRawBufferPointer, _ head: [UInt8], _ emit: (WriteParts) -> Void) throws(Failure) {
+        var failure: Failure?
+        head.withUnsafeBytes { hb in
+            var sentHead = false
+            do throws(Failure) {
+                try relayBody(rest) { parts in
+                    if sentHead {
+                        emit(parts)
+                    } else {
+                        sentHead = true
+                        emit(parts.prepending(hb))
                     }
-                } catch {
-                    failure = error
                 }
-                if !sentHead && failure == nil { emit(WriteParts(hb)) }
+            } catch {
+                failure = error
             }
-            if let failure { throw failure }
-        } else {
-            try relayBody(rest, emit)
+            if !sentHead && failure == nil { emit(WriteParts(hb)) }
         }
+        if let failure { throw failure }
     }
 
-    /// Parses heads from `buf`, skipping interim ones, up to the final head. Returns the bytes
-    /// the heads took.
-    private mutating func takeHeads(_ buf: UnsafeRawBufferPointer, _ context: () -> Context, _ clientHead: inout [UInt8]?) throws(Failure) -> Int {
+    /// Parses heads from `buf`, skipping interim ones, up to the final head, and writes the
+    /// client's head into `out`. Returns the bytes the heads took.
+    private mutating func takeHeads(_ buf: UnsafeRawBufferPointer, _ context: () -> Context, _ out: inout [UInt8]) throws(Failure) -> Int {
         var offset = 0
         while !headDone && offset < buf.count {
             let rest = UnsafeRawBufferPointer(rebasing: buf[offset...])
@@ -159,12 +155,11 @@ public struct ResponseRelay {
                 // Only the WebSocket upgrade the client asked for, and the gate let through.
                 let c = context()
                 guard c.upgrade, DownstreamHead.acceptsWebSocket(r, bytes: headBytes) else { throw Failure("unexpected protocol switch") }
-                var out: [UInt8] = []
+                out.removeAll(keepingCapacity: true)
                 DownstreamHead.appendSwitch(r, bytes: headBytes, requestID: c.requestID, to: &out)
                 status = 101
                 switched = true
                 tunnelLeftover = Array(buf[(offset)...])
-                clientHead = out
                 body = BodyReframer(.none, chunkOutput: false)
                 return buf.count
             }
@@ -173,14 +168,13 @@ public struct ResponseRelay {
                 continue
             }
             let c = context()
-            var out: [UInt8] = []
+            out.removeAll(keepingCapacity: true)
             plan = DownstreamHead.append(
                 r, bytes: headBytes, requestWasHead: requestWasHead, requestVersion: c.requestVersion, keepAlive: c.keepAlive,
                 rateHeaders: c.rateHeaders, requestID: c.requestID, to: &out)
             status = r.status
             upstreamKeepAlive = r.keepAlive
             body = BodyReframer(r.framing, chunkOutput: plan.chunkToClient)
-            clientHead = out
         }
         return offset
     }
