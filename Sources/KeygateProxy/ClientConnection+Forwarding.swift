@@ -16,9 +16,9 @@ extension ClientConnection {
         if let fromClient = UpstreamHead.clientRequestID(head) {
             requestID = fromClient
         } else {
-            idStorage.removeAll(keepingCapacity: true)
-            ctx.appendRequestID(to: &idStorage)
-            requestID = idStorage
+            var id = ctx.takeBuffer()
+            ctx.appendRequestID(to: &id)
+            requestID = id
         }
         var decision = Gate.decide(head, peer: peer, snapshot: snapshot, nowMillis: wallMillis, clientCertificate: clientCertificate)
         let verdict = Admission.admit(head, decision: &decision, snapshot: snapshot, nowNanos: startMicros * 1000, wallMillis: wallMillis)
@@ -37,12 +37,11 @@ extension ClientConnection {
         }
         exchange.isUpgrade = head.isWebSocketUpgrade
 
-        upstreamHeadStorage.removeAll(keepingCapacity: true)
-        upstreamHeadStorage.reserveCapacity(head.bytes.count + 256)
+        var forwarded = ctx.takeBuffer()
+        forwarded.reserveCapacity(head.bytes.count + 256)
         UpstreamHead.append(
             head, decision: decision, snapshot: snapshot, requestID: requestID, peer: peer, upgrade: exchange.isUpgrade, https: tls != nil,
-            to: &upstreamHeadStorage)
-        var forwarded = upstreamHeadStorage
+            to: &forwarded)
         if exchange.bodyDone {
             // Reading stays on: a pipelined request is buffered (bounded in onBytes), and no
             // epoll_ctl is spent per request.
@@ -401,5 +400,11 @@ extension ClientConnection {
         var e = exchange.usageEvent(endMicros: Clock.micros())
         if let t = tls, t.handshakeDone { e.tls = t.version }
         ctx.record(e)
+        // The request's id and its head to the upstream go back for the loop's next requests.
+        ctx.giveBack(exchange.requestID)
+        if let head = exchange.replay {
+            exchange.replay = nil
+            ctx.giveBack(head)
+        }
     }
 }

@@ -65,10 +65,6 @@ final class ClientConnection: EventHandler {
     var lastWriteProgress: Int64 = 0
     /// TLS on this connection (`tls:` in the policy); nil for plain HTTP.
     let tls: TLSSession?
-    /// Storage for a request's id and its head to the upstream, kept for the next request: the
-    /// exchange that shared it has ended by then, so both are rebuilt in place, not allocated.
-    var idStorage: [UInt8] = []
-    var upstreamHeadStorage: [UInt8] = []
     /// The verified client certificate's fingerprint, when there is one.
     var clientCertificate: KeyDigest? { tls?.peerSHA256.flatMap { KeyDigest(digest: $0) } }
 

@@ -124,6 +124,28 @@ final class LoopContext: @unchecked Sendable {
         return result
     }
 
+    /// Buffers a request builds and keeps while it is in flight (its id, its head to the
+    /// upstream, kept for a retry): taken when a request starts and given back when it is
+    /// recorded, so a loop reuses a few of them instead of allocating two per request. Idle
+    /// connections hold none.
+    private var spareBuffers: [[UInt8]] = []
+    static let maxSpareBuffers = 64
+    static let maxSpareCapacity = 16 << 10
+
+    /// An empty buffer, with the capacity of one a finished request gave back when there is
+    /// one. (Were that request's copy still alive, emptying it makes a fresh buffer: the old
+    /// bytes are never touched.)
+    func takeBuffer() -> [UInt8] {
+        guard var b = spareBuffers.popLast() else { return [] }
+        b.removeAll(keepingCapacity: true)
+        return b
+    }
+
+    func giveBack(_ b: [UInt8]) {
+        guard spareBuffers.count < Self.maxSpareBuffers, b.capacity <= Self.maxSpareCapacity else { return }
+        spareBuffers.append(b)
+    }
+
     /// A request id unique across loops and restarts: boot id, loop, counter.
     func nextRequestID() -> [UInt8] {
         var id = [UInt8]()
