@@ -202,6 +202,53 @@ def test_200_requests_on_one_connection_and_pipelining(gate, upstream):
     assert upstream.connections <= 4
 
 
+def test_request_ids_and_heads_stay_whole_across_reused_buffers(gate, upstream):
+    """A loop builds each request's id and upstream head in buffers that earlier requests gave
+    back: ids must stay unique and match what the app saw, and nothing of a longer earlier head
+    may show in a shorter later one, whatever mix of sizes, refusals, client ids and pipelining."""
+    k = gate.create_key()
+    gate.start()
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
+    f = s.makefile("rb")
+    sent = []  # (kind, client id or None, pad length)
+    for i in range(90):
+        kind = ["ok", "ok", "refused", "client-id"][i % 4]
+        pad = [3000, 10, 700, 0, 1500][i % 5]
+        client_id = f"trace-{i}-" + "z" * (i % 50) if kind == "client-id" else None
+        sent.append((kind, client_id, pad))
+    own_ids = set()
+    i = 0
+    while i < len(sent):
+        batch = sent[i:i + (3 if i % 9 == 0 else 1)]  # some requests pipelined, most one at a time
+        data = b""
+        for j, (kind, client_id, pad) in enumerate(batch, start=i):
+            key = k["key"] if kind != "refused" else "kg_AAAAAAAA_" + "B" * 32 + "CCCCCC"
+            extra = (f"X-Request-Id: {client_id}\r\n" if client_id else "") + (f"X-Pad: {'p' * pad}\r\n" if pad else "")
+            data += f"GET /echo?n={j} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n{extra}\r\n".encode()
+        s.sendall(data)
+        for j, (kind, client_id, pad) in enumerate(batch, start=i):
+            status, headers, body = read_response(f)
+            rid = headers["x-request-id"]
+            if kind == "refused":
+                assert status == 401 and json.loads(body)["request_id"] == rid
+            else:
+                assert status == 200, body
+                seen = {name.lower(): value for name, value in json.loads(body)["headers"]}
+                assert seen["x-request-id"] == rid
+                assert seen.get("x-pad", "") == "p" * pad
+                assert json.loads(body)["target"] == f"/echo?n={j}"
+            if client_id:
+                assert rid == client_id
+            else:
+                assert rid not in own_ids
+                own_ids.add(rid)
+        i += len(batch)
+    s.close()
+    lines = gate.wait_usage(len(sent))
+    assert len(lines) == len(sent)
+    assert own_ids <= {l["request_id"] for l in lines}
+
+
 @pytest.mark.parametrize(
     "name,raw,status",
     [
