@@ -9,14 +9,11 @@ extension ClientConnection {
         exchange.status = reason.status
         // A refused request's body is never read: close so it cannot pass for the next request.
         let close = exchange.head.framing != .none || !exchange.head.keepAlive || ctx.draining
-        let size = ctx.withAnswerBuffer { bytes in
-            let size = ErrorResponse.appendDenial(
+        finishOwnAnswer(exchange, close: close, bodyUnread: exchange.head.framing != .none) { bytes in
+            ErrorResponse.appendDenial(
                 reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, retryAfter: retryAfter,
                 extraHeaders: extraHeaders, to: &bytes)
-            sendToClient(bytes)
-            return size
         }
-        finishOwnAnswer(exchange, bodySize: size, close: close, bodyUnread: exchange.head.framing != .none)
     }
 
     func answerUpstreamFailure(_ reason: DenyReason) {
@@ -25,12 +22,9 @@ extension ClientConnection {
         exchange.status = reason.status
         exchange.failure = reason
         let close = !exchange.bodyDone || !exchange.head.keepAlive || ctx.draining
-        let size = ctx.withAnswerBuffer { bytes in
-            let size = ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
-            sendToClient(bytes)
-            return size
+        finishOwnAnswer(exchange, close: close, bodyUnread: !exchange.bodyDone) { bytes in
+            ErrorResponse.appendDenial(reason, requestID: exchange.requestID, close: close, headOnly: exchange.head.isHead, to: &bytes)
         }
-        finishOwnAnswer(exchange, bodySize: size, close: close, bodyUnread: !exchange.bodyDone)
     }
 
     /// A request that parsed but cannot be served (400, 408, 413): answered and closed.
@@ -39,18 +33,19 @@ extension ClientConnection {
         dropUpstream(exchange)
         exchange.status = status
         exchange.failure = .bad_request
-        let size = ctx.withAnswerBuffer { bytes in
-            let size = ErrorResponse.append(
+        finishOwnAnswer(exchange, close: true, bodyUnread: !exchange.bodyDone) { bytes in
+            ErrorResponse.append(
                 status: status, error: DenyReason.bad_request.rawValue, message: message, requestID: exchange.requestID, close: true, to: &bytes)
-            sendToClient(bytes)
-            return size
         }
-        finishOwnAnswer(exchange, bodySize: size, close: true, bodyUnread: !exchange.bodyDone)
     }
 
-    /// After an answer of keygate's own went out: record it and go on (or close).
-    private func finishOwnAnswer(_ exchange: Exchange, bodySize: Int, close: Bool, bodyUnread: Bool) {
-        exchange.ownAnswerBytes = UInt64(bodySize)
+    /// Sends an answer of keygate's own, which `write` puts into a buffer of the loop's and
+    /// returns the body size of; then records the exchange and goes on (or closes).
+    private func finishOwnAnswer(_ exchange: Exchange, close: Bool, bodyUnread: Bool, _ write: (inout [UInt8]) -> Int) {
+        var bytes = ctx.takeBuffer()
+        exchange.ownAnswerBytes = UInt64(write(&bytes))
+        sendToClient(bytes)
+        ctx.giveBack(bytes)
         record(exchange)
         ex = nil
         if close {
@@ -67,7 +62,8 @@ extension ClientConnection {
             return
         }
         var bytes: [UInt8] = []
-        let requestID = ctx.nextRequestID()
+        var requestID: [UInt8] = []
+        ctx.appendRequestID(to: &requestID)
         ErrorResponse.append(status: error.status, error: "bad_request", message: error.reason, requestID: requestID, close: true, to: &bytes)
         sendToClient(bytes)
         var e = UsageEvent()

@@ -109,25 +109,10 @@ final class LoopContext: @unchecked Sendable {
     /// into the connection's output, before the next answer needs it.
     var headScratch: [UInt8] = []
 
-    /// Storage for the answers keygate writes itself (denials, errors), lent to one answer at
-    /// a time and given back, so that answers do not allocate their bytes.
-    private var answerStorage: [UInt8] = []
-
-    /// Runs `body` with an empty buffer for an answer; the bytes must be sent (written or
-    /// copied into the connection's output) before `body` returns.
-    func withAnswerBuffer<R>(_ body: (inout [UInt8]) -> R) -> R {
-        var bytes = answerStorage
-        answerStorage = []
-        bytes.removeAll(keepingCapacity: true)
-        let result = body(&bytes)
-        answerStorage = bytes
-        return result
-    }
-
-    /// Buffers a request builds and keeps while it is in flight (its id, its head to the
-    /// upstream, kept for a retry): taken when a request starts and given back when it is
-    /// recorded, so a loop reuses a few of them instead of allocating two per request. Idle
-    /// connections hold none.
+    /// Buffers a request builds: its id and its head to the upstream (kept for a retry while it
+    /// is in flight), taken when it starts and given back when it is recorded, and keygate's
+    /// own answers, given back once sent. A loop reuses a few of them instead of allocating per
+    /// request; idle connections hold none.
     private var spareBuffers: [[UInt8]] = []
     static let maxSpareBuffers = 64
     static let maxSpareCapacity = 16 << 10
@@ -147,13 +132,6 @@ final class LoopContext: @unchecked Sendable {
     }
 
     /// A request id unique across loops and restarts: boot id, loop, counter.
-    func nextRequestID() -> [UInt8] {
-        var id = [UInt8]()
-        id.reserveCapacity(requestIDPrefix.count + 16)
-        appendRequestID(to: &id)
-        return id
-    }
-
     func appendRequestID(to id: inout [UInt8]) {
         requestCounter += 1
         id.append(contentsOf: requestIDPrefix)
