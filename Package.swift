@@ -54,5 +54,6 @@ let package = Package(
         .executableTarget(name: "KeygateFuzzFiles", dependencies: ["KeygateCore", "KeygateHTTP"], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "KeygateHTTPTests", dependencies: ["KeygateHTTP"]),
         .testTarget(name: "KeygateCoreTests", dependencies: ["KeygateCore", "KeygateHTTP"]),
+        .testTarget(name: "KeygateIOTests", dependencies: ["KeygateIO"]),
     ]
 )

@@ -324,6 +324,11 @@ http {{
       proxy_set_header x-api-key "";
       proxy_set_header X-Key-Id $key_id;
       proxy_read_timeout 1h;
+      # A relay buffer the size of keygate's read buffer: with the default (one page) nginx
+      # relays a 16 KiB message in four reads and writes and echoes it at a third of the rate.
+      proxy_buffer_size 256k;
+      proxy_buffers 4 256k;
+      proxy_busy_buffers_size 256k;
     }}
   }}
 }}
@@ -332,7 +337,8 @@ http {{
 
 def websocket_bench(out, keygate, keys, args, procs):
     """WebSocket echo through keygate and through nginx: one C echo server, one C client keeping
-    64 connections each bouncing a 64-byte message. Messages per second and CPU per message."""
+    64 connections each bouncing one message (64 bytes, then 16 KiB: `--ws-sizes`). Messages per
+    second and CPU per message."""
     binary = os.path.join(out, "wsbench")
     subprocess.run(["cc", "-O2", "-o", binary, os.path.join(ROOT, "bench/wsbench.c")], check=True)
     ws_port, kg_port, ng_port = 18004, 18086, 18087
@@ -358,16 +364,23 @@ def websocket_bench(out, keygate, keys, args, procs):
     # more than the gates differ, so each round's keygate figure is compared with the competitor's
     # from the same round, and the median of those ratios is the figure.
     rounds, seconds = args.ws_rounds, args.ws_seconds
+    for size in (int(x) for x in args.ws_sizes.split(",") if x):
+        websocket_echo(binary, targets, key, size, rounds, seconds)
+
+
+def websocket_echo(binary, targets, key, size, rounds, seconds):
+    """ROUNDS echo runs of each target with SIZE-byte messages; prints each round and the medians
+    of keygate's figures over each competitor's, round by round."""
     results = {}
-    print(f"WebSocket echo: 64 connections, 64-byte messages, {seconds}s, {rounds} rounds, order rotated")
+    print(f"WebSocket echo: 64 connections, {size}-byte messages, {seconds}s, {rounds} rounds, order rotated")
     for rnd in range(rounds):
         for name in rotated(list(targets), rnd):
             port, pids = targets[name]
             before = cpu_ticks(pids)
-            r = subprocess.run([binary, "client", str(port), "/ws", "64", str(seconds), key, "64"], capture_output=True, text=True)
+            r = subprocess.run([binary, "client", str(port), "/ws", "64", str(seconds), key, str(size)], capture_output=True, text=True)
             after = cpu_ticks(pids)
             m = re.search(r"(\d+) messages in ([\d.]+) s", r.stdout)
-            if not m:
+            if not m or m.group(1) == "0":
                 print(f"  {name}: failed: {r.stderr.strip()}")
                 results.setdefault(name, []).append(None)
                 continue
@@ -384,7 +397,7 @@ def websocket_bench(out, keygate, keys, args, procs):
         cpu = sorted(k[1] / n[1] for k, n in pairs)
         k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
         n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
-        print(f"WebSocket: keygate {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
+        print(f"WebSocket {size} B: keygate {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
               f"keygate/{theirs} per round: throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
               f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
 
@@ -596,6 +609,7 @@ def main():
     ap.add_argument("--tls", action="store_true", help="keygate and nginx as TLS gates (same ECDSA certificate)")
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--ws-rounds", type=int, default=int(os.environ.get("BENCH_WS_ROUNDS", "9")), help="rounds of the WebSocket echo")
+    ap.add_argument("--ws-sizes", default=os.environ.get("BENCH_WS_SIZES", "64,16384"), help="message sizes of the WebSocket echo, in bytes (under 65,536)")
     ap.add_argument("--ws-seconds", type=int, default=int(os.environ.get("BENCH_WS_SECONDS", "4")), help="seconds per WebSocket echo run")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")

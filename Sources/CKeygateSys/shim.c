@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CKeygateSys.h"
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <malloc.h>
 #include <sys/socket.h>
 #include <errno.h>
@@ -31,6 +32,45 @@ int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeo
         events[i] = evs[i].events;
     }
     return n;
+}
+
+// A wait of at most `timeout_us` microseconds (epoll_wait counts in milliseconds). On a kernel
+// without epoll_pwait2 (before 5.11) it answers "nothing ready" at once, and a loop that wanted
+// to linger hands its thread back as it would have without lingering.
+int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us) {
+    static int unsupported;
+    if (unsupported) return 0;
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    struct timespec ts = { timeout_us / 1000000, (timeout_us % 1000000) * 1000 };
+    int n;
+    do {
+        n = epoll_pwait2(epfd, evs, max, &ts, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == ENOSYS) {
+        unsupported = 1;
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        tags[i] = evs[i].data.u64;
+        events[i] = evs[i].events;
+    }
+    return n;
+}
+
+// Socket reads and writes through syscall(), not recv/send: libc brackets those with thread
+// cancellation bookkeeping (two atomic updates per call in a multi-threaded process), and
+// keygate never cancels a thread.
+ssize_t kg_recv(int fd, void *buf, size_t len) {
+    return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+ssize_t kg_send(int fd, const void *buf, size_t len) {
+    return syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
+}
+
+ssize_t kg_sendmsg(int fd, const struct msghdr *msg) {
+    return syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL);
 }
 
 int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len) {

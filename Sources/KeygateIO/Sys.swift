@@ -34,7 +34,7 @@ public enum Sys {
     @inline(__always)
     public static func read(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
         while true {
-            let n = Glibc.recv(fd, buf.baseAddress, buf.count, 0)
+            let n = kg_recv(fd, buf.baseAddress, buf.count)
             if n >= 0 { return .done(n) }
             let e = errno
             if e == EINTR { continue }
@@ -46,7 +46,7 @@ public enum Sys {
     @inline(__always)
     public static func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(IOError) -> IOResult {
         while true {
-            let n = Glibc.send(fd, buf.baseAddress, buf.count, Int32(MSG_NOSIGNAL))
+            let n = kg_send(fd, buf.baseAddress, buf.count)
             if n >= 0 { return .done(n) }
             let e = errno
             if e == EINTR { continue }
@@ -61,7 +61,7 @@ public enum Sys {
         msg.msg_iov = iov
         msg.msg_iovlen = Int(count)
         while true {
-            let n = Glibc.sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
+            let n = kg_sendmsg(fd, &msg)
             if n >= 0 { return .done(n) }
             let e = errno
             if e == EINTR { continue }

@@ -30,6 +30,7 @@ extension ClientConnection {
     func tunnelFromClient(_ buf: UnsafeRawBufferPointer) {
         guard let exchange = ex, let u = exchange.upstream, let t = exchange.tunnel else { return }
         t.bytesIn += UInt64(buf.count)
+        ctx.loop.lingerWanted = true
         deadline = ctx.loop.now + t.idleMillis
         guard u.send(one: buf) else {
             t.ended(.upstream)
@@ -42,6 +43,7 @@ extension ClientConnection {
     func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
         guard let t = exchange.tunnel else { return }
         t.bytesOut += UInt64(buf.count)
+        ctx.loop.lingerWanted = true
         t.toClient.advance(buf)
         if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
         sendToClient(one: buf)

@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 // Thin wrappers for what Swift's Glibc module does not import: epoll (declared under
 // sys/epoll.h, not part of the module) and accept4 (a GNU extension). struct epoll_event is
@@ -22,6 +23,10 @@ int kg_epoll_create(void);
 int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag);
 /// Waits up to timeout_ms; fills tags[i] and events[i] for each ready descriptor.
 int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
+ssize_t kg_recv(int fd, void *buf, size_t len);
+ssize_t kg_send(int fd, const void *buf, size_t len);
+ssize_t kg_sendmsg(int fd, const struct msghdr *msg);
+int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us);
 int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 
 /// A non-blocking inotify descriptor watching `folder` for files written, moved in or removed.

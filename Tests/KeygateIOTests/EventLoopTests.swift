@@ -1,0 +1,101 @@
+import Dispatch
+import Glibc
+import XCTest
+@testable import KeygateIO
+
+/// Reads whatever is ready on `fd` and asks the loop to linger, as a tunnel's relay does.
+private final class TunnelLike: EventHandler {
+    let fd: Int32
+    var reads = 0
+    var bytes = 0
+    init(fd: Int32) {
+        self.fd = fd
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = buf.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return }
+        reads += 1
+        bytes += n
+        loop.lingerWanted = true
+    }
+}
+
+final class EventLoopTests: XCTestCase {
+    static func micros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
+    }
+
+    private func socketPair() -> (Int32, Int32) {
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
+        return (fds[0], fds[1])
+    }
+
+    /// A tunnel whose next bytes always arrive within a linger keeps the loop in its wake-up;
+    /// the loop's other work (work sent to its queue, its tick) must still run, within the
+    /// bound on a wake-up's length, long before the tunnel goes quiet.
+    func testABusyTunnelDoesNotStarveTheLoopsOtherWork() throws {
+        let loop = try EventLoop(index: 0, readBufferSize: 4096)
+        loop.start()
+        let (a, b) = socketPair()
+        let handler = TunnelLike(fd: a)
+        try loop.registerFromOutside(a, handler, interest: Events.read)
+        // A byte every 20 µs for two seconds, from another thread (a spin: a sleep that short
+        // oversleeps past the linger).
+        let feeding = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let end = EventLoopTests.micros() + 2_000_000
+            var next = EventLoopTests.micros()
+            var one: UInt8 = 1
+            while next < end {
+                _ = Glibc.send(b, &one, 1, Int32(MSG_NOSIGNAL))
+                next += 20
+                while EventLoopTests.micros() < next {}
+            }
+            feeding.signal()
+        }
+        usleep(100_000)
+        let asked = EventLoop.monotonicMillis()
+        let ran = DispatchSemaphore(value: 0)
+        let ticked = DispatchSemaphore(value: 0)
+        loop.execute { ran.signal() }
+        loop.addTickHandler { _ in ticked.signal() }
+        XCTAssertEqual(ran.wait(timeout: .now() + 3), .success, "work sent to the loop never ran")
+        let waited = EventLoop.monotonicMillis() - asked
+        XCTAssertLessThan(waited, 1_000, "work sent to the loop waited for the tunnel to go quiet")
+        XCTAssertEqual(ticked.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        XCTAssertEqual(feeding.wait(timeout: .now() + 5), .success)
+        let reads = loop.queue.sync { handler.reads }
+        XCTAssertGreaterThan(reads, 100, "the tunnel was not kept busy")
+        loop.queue.sync { loop.close(a) }
+        Glibc.close(b)
+    }
+
+    /// A linger that finds nothing hands the thread back; the next bytes still wake the loop.
+    func testBytesAfterAFruitlessLingerStillWakeTheLoop() throws {
+        let loop = try EventLoop(index: 1, readBufferSize: 4096)
+        loop.start()
+        let (a, b) = socketPair()
+        let handler = TunnelLike(fd: a)
+        try loop.registerFromOutside(a, handler, interest: Events.read)
+        var payload: [UInt8] = [1, 2, 3]
+        for round in 1...3 {
+            XCTAssertEqual(Glibc.send(b, &payload, 3, 0), 3)
+            var seen = 0
+            for _ in 0..<200 {
+                seen = loop.queue.sync { handler.bytes }
+                if seen == 3 * round { break }
+                usleep(5_000)
+            }
+            XCTAssertEqual(seen, 3 * round, "bytes sent after a linger were not read")
+            // Longer than a linger: the loop has handed its thread back by now.
+            usleep(20_000)
+        }
+        loop.queue.sync { loop.close(a) }
+        Glibc.close(b)
+    }
+}
