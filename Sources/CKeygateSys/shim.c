@@ -38,7 +38,7 @@ int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeo
 // without epoll_pwait2 (before 5.11) it answers "nothing ready" at once, and a loop that wanted
 // to linger hands its thread back as it would have without lingering.
 int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us) {
-    static int unsupported;
+    static _Atomic int unsupported;
     if (unsupported) return 0;
     struct epoll_event evs[256];
     if (max > 256) max = 256;

@@ -23,11 +23,15 @@ int kg_epoll_create(void);
 int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag);
 /// Waits up to timeout_ms; fills tags[i] and events[i] for each ready descriptor.
 int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
+/// kg_epoll_wait with a timeout in microseconds; 0 (nothing ready) where epoll_pwait2 is missing.
+int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us);
+int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
+
+/// recv, send (MSG_NOSIGNAL) and sendmsg (MSG_NOSIGNAL) as plain system calls, without libc's
+/// thread-cancellation bookkeeping; -1 and errno on failure, as the libc calls.
 ssize_t kg_recv(int fd, void *buf, size_t len);
 ssize_t kg_send(int fd, const void *buf, size_t len);
 ssize_t kg_sendmsg(int fd, const struct msghdr *msg);
-int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us);
-int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 
 /// A non-blocking inotify descriptor watching `folder` for files written, moved in or removed.
 int kg_watch_folder(const char *folder);
