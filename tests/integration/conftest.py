@@ -238,6 +238,28 @@ def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def connections_on(pid, port):
+    """How many established TCP connections a process holds on its local `port` (IPv4), read from
+    /proc: its socket descriptors matched against the kernel's connection table."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
 def rss_kib(pid):
     """Resident memory of a process, KiB."""
     with open(f"/proc/{pid}/status") as f:
