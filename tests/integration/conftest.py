@@ -239,8 +239,8 @@ def open_fds(pid):
 
 
 def connections_on(pid, port):
-    """How many established TCP connections a process holds on its local `port` (IPv4), read from
-    /proc: its socket descriptors matched against the kernel's connection table."""
+    """How many TCP connections (in any state but listening) a process holds on its local `port`
+    (IPv4), read from /proc: its socket descriptors matched against the kernel's table."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -255,7 +255,7 @@ def connections_on(pid, port):
         for line in f:
             fields = line.split()
             local_port = int(fields[1].split(":")[1], 16)
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            if local_port == port and fields[3] != "0A" and fields[9] in inodes:
                 count += 1
     return count
 

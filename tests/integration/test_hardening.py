@@ -225,7 +225,7 @@ def test_the_admin_listener_caps_its_connections_and_never_spins(gate, upstream)
     # Counted as connections on the admin port, not as all descriptors: the gate opens others
     # now and then (the key-state file, its lock, a readiness probe).
     admin = connections_on(gate.proc.pid, gate.admin_port)
-    assert admin == 64, f"the gate holds {admin} admin connections"
+    assert 0 < admin <= 64, f"the gate holds {admin} admin connections"
     # The last ones were closed at once.
     held[-1].settimeout(2)
     assert held[-1].recv(10) == b""
