@@ -20,6 +20,15 @@ int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag) {
     return epoll_ctl(epfd, op, fd, &ev);
 }
 
+// Hands the ready events to Swift as two plain arrays (tags and event bits).
+static int split_events(const struct epoll_event *evs, int n, uint64_t *tags, uint32_t *events) {
+    for (int i = 0; i < n; i++) {
+        tags[i] = evs[i].data.u64;
+        events[i] = evs[i].events;
+    }
+    return n;
+}
+
 int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms) {
     struct epoll_event evs[256];
     if (max > 256) max = 256;
@@ -27,11 +36,7 @@ int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeo
     do {
         n = epoll_wait(epfd, evs, max, timeout_ms);
     } while (n < 0 && errno == EINTR);
-    for (int i = 0; i < n; i++) {
-        tags[i] = evs[i].data.u64;
-        events[i] = evs[i].events;
-    }
-    return n;
+    return split_events(evs, n, tags, events);
 }
 
 // A wait of at most `timeout_us` microseconds (epoll_wait counts in milliseconds). On a kernel
@@ -51,11 +56,7 @@ int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long t
         unsupported = 1;
         return 0;
     }
-    for (int i = 0; i < n; i++) {
-        tags[i] = evs[i].data.u64;
-        events[i] = evs[i].events;
-    }
-    return n;
+    return split_events(evs, n, tags, events);
 }
 
 // Socket reads and writes through syscall(), not recv/send: libc brackets those with thread

@@ -106,6 +106,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Set by a handler that relayed tunnel bytes: the loop then lingers before handing its
     /// thread back (see `runBatch`). Cleared at the end of every wake-up.
     public var lingerWanted = false
+    /// Batches taken per wake-up; more once the loop has lingered for a tunnel.
+    static let maxRounds = 8
+    static let maxRoundsLingering = 64
     /// How long a loop lingers for the next tunnel bytes, and how many times per wake-up.
     static let lingerMicros = 100
     static let maxLingers = 32
@@ -124,7 +127,7 @@ public final class EventLoop: @unchecked Sendable {
         // never lingers: measured, it saved nothing there (docs/performance.md).
         var rounds = 0
         var lingers = 0
-        while rounds < 8 || (lingers > 0 && rounds < 64) {
+        while rounds < (lingers > 0 ? Self.maxRoundsLingering : Self.maxRounds) {
             var n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
             if n == 0 && lingerWanted && lingers < Self.maxLingers {
                 lingerWanted = false

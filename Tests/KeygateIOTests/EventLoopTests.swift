@@ -29,21 +29,23 @@ final class EventLoopTests: XCTestCase {
         return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
     }
 
-    private func socketPair() -> (Int32, Int32) {
+    /// A started loop with a tunnel-like handler on one end of a socket pair; the test writes
+    /// into the other end.
+    private func loopWithTunnel(index: Int) throws -> (EventLoop, TunnelLike, read: Int32, write: Int32) {
+        let loop = try EventLoop(index: index, readBufferSize: 4096)
+        loop.start()
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
-        return (fds[0], fds[1])
+        let handler = TunnelLike(fd: fds[0])
+        try loop.registerFromOutside(fds[0], handler, interest: Events.read)
+        return (loop, handler, fds[0], fds[1])
     }
 
     /// A tunnel whose next bytes always arrive within a linger keeps the loop in its wake-up;
     /// the loop's other work (work sent to its queue, its tick) must still run, within the
     /// bound on a wake-up's length, long before the tunnel goes quiet.
     func testABusyTunnelDoesNotStarveTheLoopsOtherWork() throws {
-        let loop = try EventLoop(index: 0, readBufferSize: 4096)
-        loop.start()
-        let (a, b) = socketPair()
-        let handler = TunnelLike(fd: a)
-        try loop.registerFromOutside(a, handler, interest: Events.read)
+        let (loop, handler, a, b) = try loopWithTunnel(index: 0)
         // A byte every 20 µs for two seconds, from another thread (a spin: a sleep that short
         // oversleeps past the linger).
         let feeding = DispatchSemaphore(value: 0)
@@ -77,11 +79,7 @@ final class EventLoopTests: XCTestCase {
 
     /// A linger that finds nothing hands the thread back; the next bytes still wake the loop.
     func testBytesAfterAFruitlessLingerStillWakeTheLoop() throws {
-        let loop = try EventLoop(index: 1, readBufferSize: 4096)
-        loop.start()
-        let (a, b) = socketPair()
-        let handler = TunnelLike(fd: a)
-        try loop.registerFromOutside(a, handler, interest: Events.read)
+        let (loop, handler, a, b) = try loopWithTunnel(index: 1)
         var payload: [UInt8] = [1, 2, 3]
         for round in 1...3 {
             XCTAssertEqual(Glibc.send(b, &payload, 3, 0), 3)
