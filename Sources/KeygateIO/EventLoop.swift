@@ -106,7 +106,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Set by a handler that relayed tunnel bytes: the loop then lingers before handing its
     /// thread back (see `runBatch`). Cleared at the end of every wake-up.
     public var lingerWanted = false
-    /// Batches taken per wake-up; more once the loop has lingered for a tunnel.
+    /// Batches taken per wake-up; more once the wake-up has relayed tunnel bytes.
     static let maxRounds = 8
     static let maxRoundsLingering = 64
     /// How long a loop lingers for the next tunnel bytes, and how many times per wake-up.
@@ -121,13 +121,14 @@ public final class EventLoop: @unchecked Sendable {
         //
         // A tunnel's next message is usually a few tens of microseconds away, and handing the
         // thread back costs libdispatch a re-arm, an eventfd write and two thread switches per
-        // wake-up. So once a batch relayed tunnel bytes and the loop comes up empty, it waits up
-        // to 100 µs in its own epoll set first (at most 32 times and 64 rounds per wake-up, so
-        // timers and work sent to the queue still run within a few milliseconds). Plain HTTP
-        // never lingers: measured, it saved nothing there (docs/performance.md).
+        // wake-up. So once a batch relayed tunnel bytes, the loop takes up to 64 rounds, and when
+        // it comes up empty it waits up to 100 µs in its own epoll set first (at most 32 times
+        // per wake-up, so timers and work sent to the queue still run within a few milliseconds).
+        // Plain HTTP never lingers: measured, it saved nothing there (docs/performance.md).
         var rounds = 0
         var lingers = 0
-        while rounds < (lingers > 0 ? Self.maxRoundsLingering : Self.maxRounds) {
+        var relayed = false
+        while rounds < (relayed ? Self.maxRoundsLingering : Self.maxRounds) {
             var n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
             if n == 0 && lingerWanted && lingers < Self.maxLingers {
                 lingerWanted = false
@@ -143,6 +144,7 @@ public final class EventLoop: @unchecked Sendable {
                 guard fd < slots.count, slots[fd].generation == gen, let h = slots[fd].handler else { continue }
                 h.handle(events: readyEvents[i], loop: self)
             }
+            if lingerWanted { relayed = true }
             rounds += 1
         }
         lingerWanted = false
