@@ -147,19 +147,26 @@ static int server(int port) {
 
 static int client(int port, const char *path, int conns, int seconds, const char *key, size_t payload) {
     int ep = epoll_create1(0), one = 1;
+    /* A frame has a 2, 4 or 10 byte header (and a 4 byte mask on the way out); the server holds
+     * a whole masked frame in one buffer. */
+    size_t rh = payload < 126 ? 2 : payload < 65536 ? 4 : 10;
+    if (payload + rh + 4 > BUF) return fprintf(stderr, "payload too large: at most %d bytes\n", BUF - 14), 1;
     unsigned char *msg = malloc(payload + 14);
-    size_t mh = payload < 126 ? 6 : 8;
+    size_t mh = rh + 4;
     msg[0] = 0x82;
     if (payload < 126) {
         msg[1] = 0x80 | (unsigned char)payload;
-    } else {
+    } else if (payload < 65536) {
         msg[1] = 0x80 | 126;
         msg[2] = (unsigned char)(payload >> 8);
         msg[3] = (unsigned char)payload;
+    } else {
+        msg[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) msg[2 + i] = (unsigned char)((unsigned long long)payload >> (56 - 8 * i));
     }
     memset(msg + mh - 4, 0x5a, 4);
     memset(msg + mh, 'x' ^ 0x5a, payload);
-    size_t reply = (payload < 126 ? 2 : 4) + payload;
+    size_t reply = rh + payload;
     char req[1024];
     int reqn = snprintf(req, sizeof req,
                         "GET %s HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
