@@ -609,7 +609,7 @@ def main():
     ap.add_argument("--tls", action="store_true", help="keygate and nginx as TLS gates (same ECDSA certificate)")
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--ws-rounds", type=int, default=int(os.environ.get("BENCH_WS_ROUNDS", "9")), help="rounds of the WebSocket echo")
-    ap.add_argument("--ws-sizes", default=os.environ.get("BENCH_WS_SIZES", "64,16384"), help="message sizes of the WebSocket echo, in bytes (under 65,536)")
+    ap.add_argument("--ws-sizes", default=os.environ.get("BENCH_WS_SIZES", "64,16384,65536"), help="message sizes of the WebSocket echo, in bytes (at most 262,130)")
     ap.add_argument("--ws-seconds", type=int, default=int(os.environ.get("BENCH_WS_SECONDS", "4")), help="seconds per WebSocket echo run")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
