@@ -337,8 +337,8 @@ http {{
 
 def websocket_bench(out, keygate, keys, args, procs):
     """WebSocket echo through keygate and through nginx: one C echo server, one C client keeping
-    64 connections each bouncing one message (64 bytes, then 16 KiB: `--ws-sizes`). Messages per
-    second and CPU per message."""
+    64 connections each bouncing one message, at each size of `--ws-sizes`. Messages per second
+    and CPU per message."""
     binary = os.path.join(out, "wsbench")
     subprocess.run(["cc", "-O2", "-o", binary, os.path.join(ROOT, "bench/wsbench.c")], check=True)
     ws_port, kg_port, ng_port = 18004, 18086, 18087

@@ -47,6 +47,25 @@ static void write_all(int fd, const void *p, size_t n) {
     }
 }
 
+/* Length of a frame header for a PLEN-byte payload, without the mask: 2, 4 or 10 bytes. */
+static size_t header_len(size_t plen) { return plen < 126 ? 2 : plen < 65536 ? 4 : 10; }
+
+/* Writes that header (first byte OP, MASK_BIT 0x80 or 0) at out; returns its length. */
+static size_t frame_header(unsigned char *out, unsigned char op, size_t plen, unsigned char mask_bit) {
+    out[0] = op;
+    if (plen < 126) {
+        out[1] = mask_bit | (unsigned char)plen;
+    } else if (plen < 65536) {
+        out[1] = mask_bit | 126;
+        out[2] = (unsigned char)(plen >> 8);
+        out[3] = (unsigned char)plen;
+    } else {
+        out[1] = mask_bit | 127;
+        for (int k = 0; k < 8; k++) out[2 + k] = (unsigned char)((unsigned long long)plen >> (56 - 8 * k));
+    }
+    return header_len(plen);
+}
+
 /* Length of the first whole frame in p[0..n), or 0 when it is not whole yet. */
 static size_t frame_len(const unsigned char *p, size_t n, size_t *hdr, size_t *plen, int *masked) {
     if (n < 2) return 0;
@@ -120,19 +139,8 @@ static int server(int port) {
                 size_t fl = frame_len(c->in + off, c->len - off, &h, &plen, &masked);
                 if (!fl) break;
                 unsigned char *p = c->in + off;
-                size_t oh = plen < 126 ? 2 : plen < 65536 ? 4 : 10;
-                if (outn + oh + plen > BUF) break;
-                out[outn] = p[0];
-                if (plen < 126) {
-                    out[outn + 1] = (unsigned char)plen;
-                } else if (plen < 65536) {
-                    out[outn + 1] = 126;
-                    out[outn + 2] = (unsigned char)(plen >> 8);
-                    out[outn + 3] = (unsigned char)plen;
-                } else {
-                    out[outn + 1] = 127;
-                    for (int k = 0; k < 8; k++) out[outn + 2 + k] = (unsigned char)(plen >> (56 - 8 * k));
-                }
+                if (outn + header_len(plen) + plen > BUF) break;
+                size_t oh = frame_header(out + outn, p[0], plen, 0);
                 const unsigned char *mask = p + h - 4;
                 for (size_t k = 0; k < plen; k++) out[outn + oh + k] = masked ? p[h + k] ^ mask[k & 3] : p[h + k];
                 outn += oh + plen;
@@ -149,21 +157,10 @@ static int client(int port, const char *path, int conns, int seconds, const char
     int ep = epoll_create1(0), one = 1;
     /* A frame has a 2, 4 or 10 byte header (and a 4 byte mask on the way out); the server holds
      * a whole masked frame in one buffer. */
-    size_t rh = payload < 126 ? 2 : payload < 65536 ? 4 : 10;
+    size_t rh = header_len(payload);
     if (payload + rh + 4 > BUF) return fprintf(stderr, "payload too large: at most %d bytes\n", BUF - 14), 1;
     unsigned char *msg = malloc(payload + 14);
-    size_t mh = rh + 4;
-    msg[0] = 0x82;
-    if (payload < 126) {
-        msg[1] = 0x80 | (unsigned char)payload;
-    } else if (payload < 65536) {
-        msg[1] = 0x80 | 126;
-        msg[2] = (unsigned char)(payload >> 8);
-        msg[3] = (unsigned char)payload;
-    } else {
-        msg[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++) msg[2 + i] = (unsigned char)((unsigned long long)payload >> (56 - 8 * i));
-    }
+    size_t mh = frame_header(msg, 0x82, payload, 0x80) + 4;
     memset(msg + mh - 4, 0x5a, 4);
     memset(msg + mh, 'x' ^ 0x5a, payload);
     size_t reply = rh + payload;

@@ -108,7 +108,7 @@ public final class EventLoop: @unchecked Sendable {
     public var lingerWanted = false
     /// Batches taken per wake-up; more once the wake-up has relayed tunnel bytes.
     static let maxRounds = 8
-    static let maxRoundsLingering = 64
+    static let maxRoundsRelaying = 64
     /// How long a loop lingers for the next tunnel bytes, and how many times per wake-up.
     static let lingerMicros = 100
     static let maxLingers = 32
@@ -128,7 +128,7 @@ public final class EventLoop: @unchecked Sendable {
         var rounds = 0
         var lingers = 0
         var relayed = false
-        while rounds < (relayed ? Self.maxRoundsLingering : Self.maxRounds) {
+        while rounds < (relayed ? Self.maxRoundsRelaying : Self.maxRounds) {
             var n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
             if n == 0 && lingerWanted && lingers < Self.maxLingers {
                 lingerWanted = false
