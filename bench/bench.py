@@ -360,6 +360,14 @@ def websocket_bench(out, keygate, keys, args, procs):
     key = keys[0][1]
     targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(gates["wsgate"].pid)),
                "nginx-1w": (ng_port + 10, children(gates["wsgate-1w"].pid))}
+    # Optional: a second build (--baseline) and keygate with two loops (--ws-two-loops), each
+    # compared with nginx round by round like the first.
+    if args.baseline:
+        base = start_keygate(args.baseline, out, "ws-baseline", kg_port - 2, 18907, ws_port, "usage-ws-baseline.jsonl", procs)
+        targets["baseline"] = (kg_port - 2, [base.pid])
+    if args.ws_two_loops:
+        two = start_keygate(keygate, out, "ws-2loops", kg_port - 1, 18908, ws_port, "usage-ws-2loops.jsonl", procs, workers=2)
+        targets["keygate-2"] = (kg_port - 1, [two.pid])
     # Short rounds, many of them, with the order rotated each round: the machine's speed drifts by
     # more than the gates differ, so each round's keygate figure is compared with the competitor's
     # from the same round, and the median of those ratios is the figure.
@@ -388,18 +396,19 @@ def websocket_echo(binary, targets, key, size, rounds, seconds):
             cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
             results.setdefault(name, []).append((count / secs, cpu))
             print(f"  round {rnd + 1} {name:8} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message", flush=True)
-    ours = results.get("keygate", [])
-    for theirs in ("nginx", "nginx-1w"):
-        pairs = [(k, n) for k, n in zip(ours, results.get(theirs, [])) if k and n]
-        if not pairs:
-            continue
-        rate = sorted(k[0] / n[0] for k, n in pairs)
-        cpu = sorted(k[1] / n[1] for k, n in pairs)
-        k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
-        n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
-        print(f"WebSocket {size} B: keygate {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
-              f"keygate/{theirs} per round: throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
-              f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
+    for mine in (t for t in ("keygate", "baseline", "keygate-2") if t in results):
+        ours = results[mine]
+        for theirs in ("nginx", "nginx-1w"):
+            pairs = [(k, n) for k, n in zip(ours, results.get(theirs, [])) if k and n]
+            if not pairs:
+                continue
+            rate = sorted(k[0] / n[0] for k, n in pairs)
+            cpu = sorted(k[1] / n[1] for k, n in pairs)
+            k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
+            n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
+            print(f"WebSocket {size} B: {mine} {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
+                  f"{mine}/{theirs} per round: throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
+                  f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
 
 
 def idle_tls_rss(port, pids, count):
@@ -610,6 +619,7 @@ def main():
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--ws-rounds", type=int, default=int(os.environ.get("BENCH_WS_ROUNDS", "9")), help="rounds of the WebSocket echo")
     ap.add_argument("--ws-sizes", default=os.environ.get("BENCH_WS_SIZES", "64,16384,65536"), help="message sizes of the WebSocket echo, in bytes (at most 262,130)")
+    ap.add_argument("--ws-two-loops", action="store_true", help="add keygate with two loops (workers: 2) to the WebSocket echo")
     ap.add_argument("--ws-seconds", type=int, default=int(os.environ.get("BENCH_WS_SECONDS", "4")), help="seconds per WebSocket echo run")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")

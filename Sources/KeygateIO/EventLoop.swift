@@ -1,5 +1,6 @@
 import CKeygateSys
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -90,12 +91,19 @@ public final class EventLoop: @unchecked Sendable {
     /// a running tick never sees it half-changed.
     public func addTickHandler(_ handler: @escaping (EventLoop) -> Void) {
         nonisolated(unsafe) let h = handler
-        queue.async { self.tickHandlers.append(h) }
+        execute { self.tickHandlers.append(h) }
     }
 
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        queue.async(execute: work)
+        // Counted so that a wake-up holding the queue for busy tunnels hands it back at once.
+        pendingWork.add(1, ordering: .relaxed)
+        queue.async { [self] in
+            pendingWork.subtract(1, ordering: .relaxed)
+            work()
+        }
     }
+    /// Work sent to the queue and not yet run.
+    private let pendingWork = Atomic<Int>(0)
 
     public static func monotonicMillis() -> Int64 {
         var ts = timespec()
@@ -103,40 +111,52 @@ public final class EventLoop: @unchecked Sendable {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
-    /// Set by a handler that relayed tunnel bytes: the loop then lingers before handing its
-    /// thread back (see `runBatch`). Cleared at the end of every wake-up.
+    static func monotonicMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
+    }
+
+    /// Set by a handler that relayed tunnel bytes: the loop then keeps its thread while the
+    /// tunnels stay busy (see `runBatch`). Cleared at the end of every wake-up.
     public var lingerWanted = false
-    /// Batches taken per wake-up; more once the wake-up has relayed tunnel bytes.
+    /// Batches taken per wake-up when no tunnel bytes were relayed.
     static let maxRounds = 8
-    static let maxRoundsRelaying = 64
-    /// How long a loop lingers for the next tunnel bytes, and how many times per wake-up.
-    static let lingerMicros = 100
-    static let maxLingers = 32
+    /// How long one wake-up that relays tunnel bytes may keep the loop's queue: its timers and
+    /// the work sent to it wait at most this long.
+    static let maxHoldMicros: Int64 = 20_000
 
     private func runBatch() {
-        now = Self.monotonicMillis()
+        let start = Self.monotonicMicros()
+        now = start / 1000
         // Keep taking batches while sockets are ready (up to eight rounds): answers that arrive
         // while one batch is handled are picked up without another trip through libdispatch's
         // manager thread. Sixteen rounds saved no more CPU and cost tail latency.
         //
         // A tunnel's next message is usually a few tens of microseconds away, and handing the
         // thread back costs libdispatch a re-arm, an eventfd write and two thread switches per
-        // wake-up. So once a batch relayed tunnel bytes, the loop takes up to 64 rounds, and when
-        // it comes up empty it waits up to 100 µs in its own epoll set first (at most 32 times
-        // per wake-up, so timers and work sent to the queue still run within a few milliseconds).
-        // Plain HTTP never lingers: measured, it saved nothing there (docs/performance.md).
+        // wake-up. So once a batch relayed tunnel bytes, the loop keeps its thread and, when a
+        // round comes up empty, waits in its own epoll set, as a plain event-loop thread would.
+        // It hands the thread back when a wait finds nothing, when work was sent to its queue,
+        // or 20 ms after the wake-up, so that its timers run. A wait of 100 µs at a time cost
+        // 16% more CPU per 16 KiB message than waiting out the rest of the 20 ms: each short
+        // timer is armed and cancelled around a sleep (docs/performance.md). Plain HTTP never
+        // waits: measured, it saved nothing there.
         var rounds = 0
-        var lingers = 0
         var relayed = false
-        while rounds < (relayed ? Self.maxRoundsRelaying : Self.maxRounds) {
+        while relayed || rounds < Self.maxRounds {
             var n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
-            if n == 0 && lingerWanted && lingers < Self.maxLingers {
+            if n == 0 && lingerWanted {
                 lingerWanted = false
-                lingers += 1
-                n = kg_epoll_wait_us(epfd, tags, readyEvents, maxEvents, Self.lingerMicros)
-                if n > 0 { now = Self.monotonicMillis() }
+                let left = start + Self.maxHoldMicros - Self.monotonicMicros()
+                if left > 0 { n = kg_epoll_wait_us(epfd, tags, readyEvents, maxEvents, Int(left)) }
             }
             if n <= 0 { break }
+            var t = start
+            if relayed {
+                t = Self.monotonicMicros()
+                now = t / 1000
+            }
             for i in 0..<Int(n) {
                 let tag = tags[i]
                 let fd = Int(tag & 0xFFFF_FFFF)
@@ -144,7 +164,10 @@ public final class EventLoop: @unchecked Sendable {
                 guard fd < slots.count, slots[fd].generation == gen, let h = slots[fd].handler else { continue }
                 h.handle(events: readyEvents[i], loop: self)
             }
-            if lingerWanted { relayed = true }
+            if lingerWanted {
+                relayed = true
+                if t - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0 { break }
+            }
             rounds += 1
         }
         lingerWanted = false
