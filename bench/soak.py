@@ -34,6 +34,18 @@ def bump(k, n=1):
         counts[k] += n
 
 
+# When each tunnel error happened and what it was, and when the upstream was down: a tunnel open
+# while the upstream restarts is cut, which is not the gate's fault.
+tunnel_failures = []
+upstream_down = []
+
+
+def tunnel_failed(e):
+    bump("tunnel_errors")
+    with lock:
+        tunnel_failures.append((time.time(), f"{type(e).__name__}: {e}"))
+
+
 def read_response(f):
     line = f.readline()
     if not line:
@@ -115,8 +127,8 @@ def tunnels(gate):
             key = rng.choice(tunnel_keys)["key"]
         try:
             s, reader, status, _ = ws_open(gate, "/ws", key)
-        except (OSError, ValueError, IndexError):
-            bump("tunnel_errors")
+        except (OSError, ValueError, IndexError) as e:
+            tunnel_failed(e)
             time.sleep(0.05)
             continue
         if status != 101:  # 502 while the upstream restarts, 401 for a key revoked just now
@@ -143,8 +155,8 @@ def tunnels(gate):
                     pass
             else:
                 s.sendall(b"\x82\xfe\x10")  # a frame header cut short
-        except (OSError, EOFError, ValueError, IndexError):
-            bump("tunnel_errors")
+        except (OSError, EOFError, ValueError, IndexError) as e:
+            tunnel_failed(e)
         finally:
             s.close()
 
@@ -186,9 +198,11 @@ def main():
             reloads += 1
             next_reload = now + 3
         if now >= next_restart and now > stop - seconds + 30:
+            down = time.time()
             up.stop()
             time.sleep(0.5)
             up = Upstream(port)
+            upstream_down.append((down, time.time()))
             restarts += 1
             next_restart = now + 60
         if now >= next_sample:
@@ -211,6 +225,11 @@ def main():
           f"slow clients cut off {counts['slow_closed']}")
     print(f"tunnels {counts['tunnels']} (closed by a revocation {counts['tunnels_revoked']}, refused {counts['tunnels_refused']}), "
           f"client-side errors {counts['tunnel_errors']}; usage lines with status 101: {tunnel_lines}")
+    cut = [f for f in tunnel_failures if any(a - 1 <= f[0] <= b + 1 for a, b in upstream_down)]
+    if tunnel_failures:
+        print(f"  tunnel errors within a second of an upstream restart: {len(cut)} of {len(tunnel_failures)}")
+    for when, what in [f for f in tunnel_failures if f not in cut][:5]:
+        print(f"  tunnel error at {when - (stop - seconds):.1f}s, upstream up: {what}")
     print(f"after the traffic: {', '.join(f'{m} {v:g}' for m, v in gauges.items())}")
     print(f"usage lines {lines} for {counts['answered']} answered requests and {counts['tunnels'] + counts['tunnels_refused']} "
           f"tunnel handshakes (+ slow clients' 408s)")
