@@ -22,6 +22,25 @@ private final class TunnelLike: EventHandler {
     }
 }
 
+/// Reads its first byte and asks the loop to linger, as a tunnel would; after that it never
+/// drains its socket, so a level-triggered loop finds it ready in every round, as it would busy
+/// plain sockets.
+private final class TunnelThenBusy: EventHandler {
+    let fd: Int32
+    var calls = 0
+    init(fd: Int32) {
+        self.fd = fd
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        calls += 1
+        guard calls == 1 else { return }
+        var byte: UInt8 = 0
+        _ = Glibc.recv(fd, &byte, 1, 0)
+        loop.lingerWanted = true
+    }
+}
+
 final class EventLoopTests: XCTestCase {
     static func micros() -> Int64 {
         var ts = timespec()
@@ -75,6 +94,35 @@ final class EventLoopTests: XCTestCase {
         XCTAssertGreaterThan(reads, 100, "the tunnel was not kept busy")
         loop.queue.sync { loop.close(a) }
         Glibc.close(b)
+    }
+
+    /// Once a wake-up has relayed tunnel bytes it may keep the loop for 20 ms, and that bound
+    /// must hold when the rounds after a linger relay nothing yet never come up empty.
+    func testAWakeUpThatNeverComesUpEmptyStillHandsTheLoopBack() throws {
+        let loop = try EventLoop(index: 2, readBufferSize: 4096)
+        loop.start()
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
+        let handler = TunnelThenBusy(fd: fds[0])
+        try loop.registerFromOutside(fds[0], handler, interest: Events.read)
+        var one: UInt8 = 1
+        XCTAssertEqual(Glibc.send(fds[1], &one, 1, 0), 1)
+        // The loop reads it and lingers; this byte ends the linger and is never read.
+        usleep(2_000)
+        XCTAssertEqual(Glibc.send(fds[1], &one, 1, 0), 1)
+        usleep(50_000)
+        let asked = EventLoop.monotonicMillis()
+        let ran = DispatchSemaphore(value: 0)
+        let ticked = DispatchSemaphore(value: 0)
+        loop.execute { ran.signal() }
+        loop.addTickHandler { _ in ticked.signal() }
+        // On failure the loop's queue never comes back, so the test must not wait on it again.
+        guard ran.wait(timeout: .now() + 3) == .success else { return XCTFail("work sent to the loop never ran") }
+        XCTAssertLessThan(EventLoop.monotonicMillis() - asked, 250, "work sent to the loop waited past the bound")
+        XCTAssertEqual(ticked.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        XCTAssertGreaterThan(loop.queue.sync { handler.calls }, 2, "the socket was not reported again")
+        loop.queue.sync { loop.close(fds[0]) }
+        Glibc.close(fds[1])
     }
 
     /// A linger that finds nothing hands the thread back; the next bytes still wake the loop.
