@@ -38,12 +38,15 @@ def bump(k, n=1):
 # while the upstream restarts is cut, which is not the gate's fault.
 tunnel_failures = []
 upstream_down = []
+# Keys revoked so far: the gate closes their tunnels whenever the revocation lands, which may
+# cut the client mid-call rather than between messages.
+revoked_keys = set()
 
 
-def tunnel_failed(e):
+def tunnel_failed(e, key):
     bump("tunnel_errors")
     with lock:
-        tunnel_failures.append((time.time(), f"{type(e).__name__}: {e}"))
+        tunnel_failures.append((time.time(), f"{type(e).__name__}: {e}", key in revoked_keys))
 
 
 def read_response(f):
@@ -128,7 +131,7 @@ def tunnels(gate):
         try:
             s, reader, status, _ = ws_open(gate, "/ws", key)
         except (OSError, ValueError, IndexError) as e:
-            tunnel_failed(e)
+            tunnel_failed(e, key)
             time.sleep(0.05)
             continue
         if status != 101:  # 502 while the upstream restarts, 401 for a key revoked just now
@@ -156,7 +159,7 @@ def tunnels(gate):
             else:
                 s.sendall(b"\x82\xfe\x10")  # a frame header cut short
         except (OSError, EOFError, ValueError, IndexError) as e:
-            tunnel_failed(e)
+            tunnel_failed(e, key)
         finally:
             s.close()
 
@@ -194,6 +197,7 @@ def main():
             with lock:
                 tunnel_keys.append(added)
                 oldest = tunnel_keys.pop(0)
+                revoked_keys.add(oldest["key"])
             g.cli("keys", "revoke", oldest["id"])
             reloads += 1
             next_reload = now + 3
@@ -226,10 +230,12 @@ def main():
     print(f"tunnels {counts['tunnels']} (closed by a revocation {counts['tunnels_revoked']}, refused {counts['tunnels_refused']}), "
           f"client-side errors {counts['tunnel_errors']}; usage lines with status 101: {tunnel_lines}")
     cut = [f for f in tunnel_failures if any(a - 1 <= f[0] <= b + 1 for a, b in upstream_down)]
+    revoked = [f for f in tunnel_failures if f[2] and f not in cut]
     if tunnel_failures:
-        print(f"  tunnel errors within a second of an upstream restart: {len(cut)} of {len(tunnel_failures)}")
-    for when, what in [f for f in tunnel_failures if f not in cut][:5]:
-        print(f"  tunnel error at {when - (stop - seconds):.1f}s, upstream up: {what}")
+        print(f"  tunnel errors within a second of an upstream restart: {len(cut)}, on a key revoked by then: {len(revoked)}, "
+              f"of {len(tunnel_failures)}")
+    for when, what, _ in [f for f in tunnel_failures if f not in cut and f not in revoked][:5]:
+        print(f"  tunnel error at {when - (stop - seconds):.1f}s, upstream up, key not revoked: {what}")
     print(f"after the traffic: {', '.join(f'{m} {v:g}' for m, v in gauges.items())}")
     print(f"usage lines {lines} for {counts['answered']} answered requests and {counts['tunnels'] + counts['tunnels_refused']} "
           f"tunnel handshakes (+ slow clients' 408s)")
