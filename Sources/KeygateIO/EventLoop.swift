@@ -106,9 +106,7 @@ public final class EventLoop: @unchecked Sendable {
     private let pendingWork = Atomic<Int>(0)
 
     public static func monotonicMillis() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+        monotonicMicros() / 1000
     }
 
     static func monotonicMicros() -> Int64 {
@@ -151,10 +149,10 @@ public final class EventLoop: @unchecked Sendable {
                 if left > 0 { n = kg_epoll_wait_us(epfd, tags, readyEvents, maxEvents, Int(left)) }
             }
             if n <= 0 { break }
-            var t = start
+            var roundStart = start
             if relayed {
-                t = Self.monotonicMicros()
-                now = t / 1000
+                roundStart = Self.monotonicMicros()
+                now = roundStart / 1000
             }
             for i in 0..<Int(n) {
                 let tag = tags[i]
@@ -166,7 +164,7 @@ public final class EventLoop: @unchecked Sendable {
             if lingerWanted { relayed = true }
             // Checked on every round once tunnel bytes were relayed, not only on rounds that
             // relayed more: other sockets may keep every round busy.
-            if relayed && (t - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
+            if relayed && (roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
             rounds += 1
         }
         lingerWanted = false

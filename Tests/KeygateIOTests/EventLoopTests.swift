@@ -42,53 +42,57 @@ private final class TunnelThenBusy: EventHandler {
 }
 
 final class EventLoopTests: XCTestCase {
-    static func micros() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
-    }
-
-    /// A started loop with a tunnel-like handler on one end of a socket pair; the test writes
-    /// into the other end.
-    private func loopWithTunnel(index: Int) throws -> (EventLoop, TunnelLike, read: Int32, write: Int32) {
+    /// A started loop with a handler (made by `make` for its socket) on one end of a socket
+    /// pair; the test writes into the other end.
+    private func loopWith<H: EventHandler>(index: Int, _ make: (Int32) -> H) throws -> (EventLoop, H, read: Int32, write: Int32) {
         let loop = try EventLoop(index: index, readBufferSize: 4096)
         loop.start()
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
-        let handler = TunnelLike(fd: fds[0])
+        let handler = make(fds[0])
         try loop.registerFromOutside(fds[0], handler, interest: Events.read)
         return (loop, handler, fds[0], fds[1])
+    }
+
+    /// Sends the loop work and a tick handler, and checks that the work runs within 250 ms and
+    /// the tick within seconds. Returns false when the work never ran: the loop's queue is then
+    /// stuck, and the test must not wait on it again.
+    private func otherWorkRuns(on loop: EventLoop, failure: String) -> Bool {
+        let asked = EventLoop.monotonicMillis()
+        let ran = DispatchSemaphore(value: 0)
+        let ticked = DispatchSemaphore(value: 0)
+        loop.execute { ran.signal() }
+        loop.addTickHandler { _ in ticked.signal() }
+        guard ran.wait(timeout: .now() + 3) == .success else {
+            XCTFail("work sent to the loop never ran")
+            return false
+        }
+        XCTAssertLessThan(EventLoop.monotonicMillis() - asked, 250, failure)
+        XCTAssertEqual(ticked.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        return true
     }
 
     /// A tunnel whose next bytes always arrive within a linger keeps the loop in its wake-up;
     /// the loop's other work (work sent to its queue, its tick) must still run, within the
     /// bound on a wake-up's length, long before the tunnel goes quiet.
     func testABusyTunnelDoesNotStarveTheLoopsOtherWork() throws {
-        let (loop, handler, a, b) = try loopWithTunnel(index: 0)
+        let (loop, handler, a, b) = try loopWith(index: 0, TunnelLike.init)
         // A byte every 20 µs for two seconds, from another thread (a spin: a sleep that short
         // oversleeps past the linger).
         let feeding = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
-            let end = EventLoopTests.micros() + 2_000_000
-            var next = EventLoopTests.micros()
+            let end = EventLoop.monotonicMicros() + 2_000_000
+            var next = EventLoop.monotonicMicros()
             var one: UInt8 = 1
             while next < end {
                 _ = Glibc.send(b, &one, 1, Int32(MSG_NOSIGNAL))
                 next += 20
-                while EventLoopTests.micros() < next {}
+                while EventLoop.monotonicMicros() < next {}
             }
             feeding.signal()
         }
         usleep(100_000)
-        let asked = EventLoop.monotonicMillis()
-        let ran = DispatchSemaphore(value: 0)
-        let ticked = DispatchSemaphore(value: 0)
-        loop.execute { ran.signal() }
-        loop.addTickHandler { _ in ticked.signal() }
-        XCTAssertEqual(ran.wait(timeout: .now() + 3), .success, "work sent to the loop never ran")
-        let waited = EventLoop.monotonicMillis() - asked
-        XCTAssertLessThan(waited, 250, "work sent to the loop waited for the tunnel to go quiet")
-        XCTAssertEqual(ticked.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        guard otherWorkRuns(on: loop, failure: "work sent to the loop waited for the tunnel to go quiet") else { return }
         XCTAssertEqual(feeding.wait(timeout: .now() + 5), .success)
         let reads = loop.queue.sync { handler.reads }
         XCTAssertGreaterThan(reads, 100, "the tunnel was not kept busy")
@@ -99,35 +103,22 @@ final class EventLoopTests: XCTestCase {
     /// Once a wake-up has relayed tunnel bytes it may keep the loop for 20 ms, and that bound
     /// must hold when the rounds after a linger relay nothing yet never come up empty.
     func testAWakeUpThatNeverComesUpEmptyStillHandsTheLoopBack() throws {
-        let loop = try EventLoop(index: 2, readBufferSize: 4096)
-        loop.start()
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
-        let handler = TunnelThenBusy(fd: fds[0])
-        try loop.registerFromOutside(fds[0], handler, interest: Events.read)
+        let (loop, handler, a, b) = try loopWith(index: 2, TunnelThenBusy.init)
         var one: UInt8 = 1
-        XCTAssertEqual(Glibc.send(fds[1], &one, 1, 0), 1)
+        XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
         // The loop reads it and lingers; this byte ends the linger and is never read.
         usleep(2_000)
-        XCTAssertEqual(Glibc.send(fds[1], &one, 1, 0), 1)
+        XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
         usleep(50_000)
-        let asked = EventLoop.monotonicMillis()
-        let ran = DispatchSemaphore(value: 0)
-        let ticked = DispatchSemaphore(value: 0)
-        loop.execute { ran.signal() }
-        loop.addTickHandler { _ in ticked.signal() }
-        // On failure the loop's queue never comes back, so the test must not wait on it again.
-        guard ran.wait(timeout: .now() + 3) == .success else { return XCTFail("work sent to the loop never ran") }
-        XCTAssertLessThan(EventLoop.monotonicMillis() - asked, 250, "work sent to the loop waited past the bound")
-        XCTAssertEqual(ticked.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        guard otherWorkRuns(on: loop, failure: "work sent to the loop waited past the bound") else { return }
         XCTAssertGreaterThan(loop.queue.sync { handler.calls }, 2, "the socket was not reported again")
-        loop.queue.sync { loop.close(fds[0]) }
-        Glibc.close(fds[1])
+        loop.queue.sync { loop.close(a) }
+        Glibc.close(b)
     }
 
     /// A linger that finds nothing hands the thread back; the next bytes still wake the loop.
     func testBytesAfterAFruitlessLingerStillWakeTheLoop() throws {
-        let (loop, handler, a, b) = try loopWithTunnel(index: 1)
+        let (loop, handler, a, b) = try loopWith(index: 1, TunnelLike.init)
         var payload: [UInt8] = [1, 2, 3]
         for round in 1...3 {
             XCTAssertEqual(Glibc.send(b, &payload, 3, 0), 3)
