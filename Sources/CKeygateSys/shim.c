@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <pthread.h>
 #include <string.h>
+#include <fcntl.h>
 
 int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -108,4 +109,20 @@ void kg_set_thread_name(const char *name) {
     strncpy(short_name, name, sizeof short_name - 1);
     short_name[sizeof short_name - 1] = 0;
     pthread_setname_np(pthread_self(), short_name);
+}
+
+ssize_t kg_peek(int fd, void *buf, size_t len) {
+    return syscall(SYS_recvfrom, fd, buf, len, MSG_PEEK, NULL, NULL);
+}
+
+ssize_t kg_splice(int from, int to, size_t len) {
+    return splice(from, NULL, to, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+}
+
+int kg_pipe(int fds[2], int size) {
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    // Growing may be refused (the per-user pipe limit): the default size still works.
+    fcntl(fds[0], F_SETPIPE_SZ, size);
+    int capacity = fcntl(fds[0], F_GETPIPE_SZ);
+    return capacity > 0 ? capacity : 65536;
 }

@@ -127,6 +127,27 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
         if bytewise.atBoundary { boundaries += 1 }
     }
     if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries) boundaries seen)") }
+    // The gate's splice walk (ClientConnection+Tunnel): a peeked header, then at most the rest
+    // of its frame unseen; inside a payload, what is left of it; a header cut short, one read.
+    let cap = 1 + Int(inputHash(bytes) % 64)
+    var spliced = WebSocketFrames()
+    var at = 0
+    while at < bytes.count {
+        let peek = UnsafeRawBufferPointer(rebasing: bytes[at..<min(at + 14, bytes.count)])
+        var seen = peek
+        var take = cap
+        if spliced.payloadLeft > 0 {
+            seen = UnsafeRawBufferPointer(rebasing: bytes[at..<at])
+            take = Int(min(spliced.payloadLeft, UInt64(cap)))
+        } else if spliced.atBoundary, let (length, size) = WebSocketFrames.wholeHeader(peek, at: 0) {
+            let (total, overflow) = length.addingReportingOverflow(UInt64(size))
+            take = overflow ? cap : Int(min(total, UInt64(cap)))
+        }
+        take = min(take, bytes.count - at)
+        spliced.advance(seen: seen, count: take)
+        at += take
+    }
+    if spliced.atBoundary != whole.atBoundary { fatalError("the splice walk lost a frame boundary") }
 }
 
 /// What the gate makes of a request head arriving in the reads `cuts` marks, with the gate's

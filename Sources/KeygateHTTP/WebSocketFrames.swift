@@ -11,6 +11,21 @@ public struct WebSocketFrames: Sendable {
     /// True between frames.
     public var atBoundary: Bool { header.isEmpty && remaining == 0 }
 
+    /// Payload bytes of the current frame still to come once its header is whole; 0 between
+    /// frames and inside a header.
+    public var payloadLeft: UInt64 { header.isEmpty ? remaining : 0 }
+
+    /// Follows `count` bytes that were not seen (spliced past the gate): the first `seen` of them
+    /// are known, the rest must lie within the payload those make known.
+    public mutating func advance(seen: UnsafeRawBufferPointer, count: Int) {
+        let known = min(seen.count, count)
+        advance(UnsafeRawBufferPointer(rebasing: seen[0..<known]))
+        let unseen = UInt64(count - known)
+        if unseen == 0 { return }
+        precondition(header.isEmpty && unseen <= remaining, "spliced past a frame boundary")
+        remaining -= unseen
+    }
+
     public mutating func advance(_ buf: UnsafeRawBufferPointer) {
         var i = 0
         while i < buf.count {

@@ -70,6 +70,32 @@ public enum Sys {
         }
     }
 
+    /// Moves up to `count` bytes from `from` to `to` (one of them a pipe) without copying them
+    /// through user memory. `.done(0)` from a socket is its end of stream.
+    @inline(__always)
+    public static func splice(_ from: Int32, to: Int32, _ count: Int) throws(IOError) -> IOResult {
+        while true {
+            let n = kg_splice(from, to, count)
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("splice", e)
+        }
+    }
+
+    /// Reads without taking: the bytes stay queued for the next read.
+    public static func peek(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
+        while true {
+            let n = kg_peek(fd, buf.baseAddress, buf.count)
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("read", e)
+        }
+    }
+
     public static func accept(_ fd: Int32, _ addr: inout sockaddr_storage) throws(IOError) -> Int32? {
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         while true {

@@ -7,6 +7,9 @@ import KeygateIO
 extension ClientConnection {
     static let revokedClose = WebSocketFrames.closeFrame(code: 1008, reason: "key no longer valid")
     static let goingAwayClose = WebSocketFrames.closeFrame(code: 1001, reason: "gate shutting down")
+    /// A direction splices once a read brings at least this much, and reads into the loop's
+    /// buffer again when one brings less: below it the pipe costs more than the copies it saves.
+    static let spliceAbove = 16 << 10
 
     /// The 101 went to the client: from now on the connection is a tunnel.
     func enterTunnel(_ exchange: Exchange) {
@@ -30,6 +33,7 @@ extension ClientConnection {
     func tunnelFromClient(_ buf: UnsafeRawBufferPointer) {
         guard let exchange = ex, let u = exchange.upstream, let t = exchange.tunnel else { return }
         t.bytesIn += UInt64(buf.count)
+        t.spliceFromClient = buf.count >= Self.spliceAbove
         ctx.loop.lingerWanted = true
         deadline = ctx.loop.now + t.idleMillis
         guard u.send(one: buf) else {
@@ -43,11 +47,104 @@ extension ClientConnection {
     func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
         guard let t = exchange.tunnel else { return }
         t.bytesOut += UInt64(buf.count)
+        t.spliceToClient = buf.count >= Self.spliceAbove
         ctx.loop.lingerWanted = true
         t.toClient.advance(buf)
         if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
         sendToClient(one: buf)
         if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
+    }
+
+    /// Client bytes for the app moved through a pipe, never copied into the gate. Returns false
+    /// when this read goes through the loop's buffer instead: small messages, TLS on either
+    /// side, bytes already queued for the app, or no pipe to be had.
+    func spliceFromClient() -> Bool {
+        guard tls == nil, let exchange = ex, let t = exchange.tunnel, t.spliceFromClient,
+              let u = exchange.upstream, u.tls == nil, u.out.isEmpty, let pipe = ctx.pipes.take() else { return false }
+        let n: Int
+        do {
+            guard case .done(let got) = try Sys.splice(fd, to: pipe.writeEnd, pipe.capacity) else {
+                ctx.pipes.give(pipe)
+                return true
+            }
+            n = got
+        } catch {
+            abort()
+            return true
+        }
+        if n == 0 {
+            ctx.pipes.give(pipe)
+            clientEOF()
+            return true
+        }
+        t.bytesIn += UInt64(n)
+        t.spliceFromClient = n >= Self.spliceAbove
+        ctx.loop.lingerWanted = true
+        deadline = ctx.loop.now + t.idleMillis
+        guard u.send(piped: pipe, count: n) else {
+            t.ended(.upstream)
+            abort()
+            return true
+        }
+        if u.out.count > Self.highWater { pauseReading(true) }
+        return true
+    }
+
+    /// App bytes for the client moved through a pipe, a frame at a time so the gate still knows
+    /// where frames end (for its own close frame): between frames the next header is peeked,
+    /// then at most the rest of that frame is spliced. Returns false when this read goes
+    /// through the loop's buffer instead (as `spliceFromClient`, or a header not whole yet).
+    func spliceFromUpstream(_ u: UpstreamConnection) -> Bool {
+        guard tls == nil, let exchange = ex, exchange.upstream === u, let t = exchange.tunnel, t.spliceToClient,
+              out.isEmpty, !writeFailed else { return false }
+        defer { settle() }
+        // The longest frame header, read in place.
+        var header: (UInt64, UInt64) = (0, 0)
+        var seen = 0
+        var want = UInt64(Int.max)
+        if t.toClient.payloadLeft > 0 {
+            want = t.toClient.payloadLeft
+        } else {
+            guard t.toClient.atBoundary else { return false }
+            let peeked = withUnsafeMutableBytes(of: &header) { raw in
+                try? Sys.peek(u.fd, UnsafeMutableRawBufferPointer(rebasing: raw[0..<14]))
+            }
+            // An error or the end of the stream is the plain read's to report.
+            guard let peeked, case .done(let n) = peeked else { return peeked == .wouldBlock }
+            let frame = withUnsafeBytes(of: &header) { WebSocketFrames.wholeHeader(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: 0) }
+            guard let (length, size) = frame else { return false }
+            let (total, overflow) = length.addingReportingOverflow(UInt64(size))
+            if !overflow { want = total }
+            guard want >= Self.spliceAbove else {
+                t.spliceToClient = false
+                return false
+            }
+            seen = n
+        }
+        guard let pipe = ctx.pipes.take() else { return false }
+        let n: Int
+        do {
+            guard case .done(let got) = try Sys.splice(u.fd, to: pipe.writeEnd, Int(min(want, UInt64(pipe.capacity)))) else {
+                ctx.pipes.give(pipe)
+                return true
+            }
+            n = got
+        } catch {
+            upstreamFailed(u, error, wroteNothing: false)
+            return true
+        }
+        if n == 0 {
+            ctx.pipes.give(pipe)
+            upstreamEOF(u)
+            return true
+        }
+        withUnsafeBytes(of: &header) { t.toClient.advance(seen: UnsafeRawBufferPointer(rebasing: $0[0..<seen]), count: n) }
+        t.bytesOut += UInt64(n)
+        ctx.loop.lingerWanted = true
+        if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
+        write { (out) throws(IOError) in try out.send(fd, piped: pipe, count: n, pool: ctx.pipes) }
+        if out.count > Self.highWater { u.pauseReading(true) }
+        return true
     }
 
     /// The upstream took bytes: the client may send more (or, when it has left, the tunnel

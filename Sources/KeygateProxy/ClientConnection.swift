@@ -87,7 +87,7 @@ final class ClientConnection: EventHandler {
         if events & Events.writable != 0 { flushOutput() }
         if phase == .closed || writeFailed { return }
         if events & Events.readable != 0 && !readPaused {
-            readAvailable()
+            if phase != .tunnel || !spliceFromClient() { readAvailable() }
         } else if events & Events.error != 0 {
             // Reset or fully closed while we were not reading.
             abort()
@@ -120,7 +120,7 @@ final class ClientConnection: EventHandler {
         }
     }
 
-    private func clientEOF() {
+    func clientEOF() {
         if phase == .tunnel {
             tunnelEnded(byUpstream: false)
             return
@@ -268,7 +268,7 @@ final class ClientConnection: EventHandler {
 
     /// Runs one send on the output buffer: a failure is noted for `settle`, bytes kept for later
     /// arm EPOLLOUT and start the send clock.
-    private func write(_ send: (inout OutputBuffer) throws(IOError) -> Bool) {
+    func write(_ send: (inout OutputBuffer) throws(IOError) -> Bool) {
         if phase == .closed || writeFailed { return }
         let wasEmpty = out.isEmpty
         do {
@@ -348,6 +348,8 @@ final class ClientConnection: EventHandler {
             record(exchange)
             ex = nil
         }
+        // Unsent bytes go now, a pipe's descriptors with them.
+        out = OutputBuffer()
         ctx.remove(self)
         ctx.loop.close(fd)
         ctx.server.connectionClosed(from: peer)

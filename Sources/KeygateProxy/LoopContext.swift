@@ -85,6 +85,8 @@ final class LoopContext: @unchecked Sendable {
     var tls: TLSServerContext?
     var clients: [ClientConnection] = []
     var pool: [UpstreamConnection] = []
+    /// Pipes for tunnels that splice large messages (`ClientConnection+Tunnel`).
+    let pipes = PipePool()
     var usage = UsageBatch()
     var metrics = LoopMetrics()
     var requestCounter: UInt64 = 0

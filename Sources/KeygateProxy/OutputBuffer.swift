@@ -5,13 +5,16 @@ import Glibc
 #endif
 
 /// Bytes accepted for a socket that the kernel has not taken yet. Writes are tried directly;
-/// only what the kernel refuses is copied here.
+/// only what the kernel refuses is copied here (or, for spliced bytes, left in their pipe).
 struct OutputBuffer {
     private(set) var pending: [UInt8] = []
     private var offset = 0
+    /// A pipe still holding spliced bytes for this socket; they go before `pending`.
+    private var piped: SplicePipe?
+    private var pipedCount = 0
 
-    var isEmpty: Bool { offset == pending.count }
-    var count: Int { pending.count - offset }
+    var isEmpty: Bool { pipedCount == 0 && offset == pending.count }
+    var count: Int { pipedCount + pending.count - offset }
 
     /// Writes `parts` in order (after anything already pending). Returns false when some bytes
     /// had to be kept for later (the caller arms EPOLLOUT).
@@ -67,8 +70,38 @@ struct OutputBuffer {
         return false
     }
 
+    /// Sends `count` bytes spliced into `pipe`, when nothing else is pending. An emptied pipe
+    /// goes back to `pool`; what the socket refuses stays in the pipe, sent first by `flush`.
+    /// Returns false when some bytes had to stay.
+    mutating func send(_ fd: Int32, piped pipe: SplicePipe, count: Int, pool: PipePool) throws(IOError) -> Bool {
+        precondition(isEmpty, "spliced bytes would overtake queued ones")
+        let left = try Self.drain(pipe, count, to: fd)
+        if left == 0 {
+            pool.give(pipe)
+            return true
+        }
+        piped = pipe
+        pipedCount = left
+        return false
+    }
+
+    /// Splices up to `count` bytes from `pipe` to `fd`; returns how many are left in the pipe.
+    private static func drain(_ pipe: SplicePipe, _ count: Int, to fd: Int32) throws(IOError) -> Int {
+        var left = count
+        while left > 0, case .done(let n) = try Sys.splice(pipe.readEnd, to: fd, left), n > 0 {
+            left -= n
+        }
+        return left
+    }
+
     /// Writes what is pending. Returns true when nothing is left.
     mutating func flush(_ fd: Int32) throws(IOError) -> Bool {
+        if let pipe = piped {
+            pipedCount = try Self.drain(pipe, pipedCount, to: fd)
+            if pipedCount > 0 { return false }
+            // Emptied late: closed rather than pooled, as residues are rare.
+            piped = nil
+        }
         while offset < pending.count {
             var failure: IOError?
             let start = offset

@@ -135,6 +135,7 @@ final class UpstreamConnection: EventHandler {
     }
 
     private func readAvailable(_ client: ClientConnection) {
+        if tls == nil, client.phase == .tunnel, client.spliceFromUpstream(self) { return }
         let buf = ctx.loop.readBuffer
         do {
             switch try Sys.read(fd, buf) {
@@ -210,6 +211,13 @@ final class UpstreamConnection: EventHandler {
         return writePlain(before: before) { (out, fd, canWrite) throws(IOError) in try out.send(fd, one: part, canWrite: canWrite) }
     }
 
+    /// Bytes a tunnel spliced into `pipe` for this (plain) connection.
+    func send(piped pipe: SplicePipe, count: Int) -> Bool {
+        let before = bytesWritten
+        bytesWritten += count
+        return writePlain(before: before) { (out, fd, _) throws(IOError) in try out.send(fd, piped: pipe, count: count, pool: ctx.pipes) }
+    }
+
     /// Runs one plain send (queued while connecting); a failure is kept in `sendFailure`.
     private func writePlain(before: Int, _ send: (inout OutputBuffer, Int32, Bool) throws(IOError) -> Bool) -> Bool {
         do {
@@ -241,6 +249,7 @@ final class UpstreamConnection: EventHandler {
         if closed { return }
         closed = true
         client = nil
+        out = OutputBuffer()
         ctx.metrics.upstreamOpen -= 1
         ctx.loop.close(fd)
     }

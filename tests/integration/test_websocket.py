@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from conftest import Gate, assert_closed_for_its_key, curl, metric, read_response, rss_kib, ws_open
-from upstream import ws_frame, ws_read_frame
+from upstream import pattern_bytes, ws_frame, ws_read_frame
 
 
 def test_echo_text_and_binary_and_the_usage_event(gate, upstream):
@@ -35,6 +35,31 @@ def test_echo_text_and_binary_and_the_usage_event(gate, upstream):
     seen = {n.lower(): v for n, v in upstream.requests[-1]["headers"]}
     assert seen["upgrade"] == "websocket" and seen["connection"].lower() == "upgrade" and "x-api-key" not in seen
     assert seen["x-keygate-key-id"] == k["id"]
+
+
+def test_large_and_small_messages_mixed_both_ways(gate, upstream):
+    # Large messages are spliced through a pipe and small ones read into the gate, each
+    # direction switching as sizes change; sent back to back, every echo must come back whole
+    # and in order, and the byte counts must cover the spliced bytes too.
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, _ = ws_open(gate, "/ws", k["key"])
+    assert status == 101
+    sizes = [100 << 10, 10, 20 << 10, 1, 300 << 10, 16 << 10, (16 << 10) - 1, 0, 70 << 10, 3, 1 << 20, 125, 126, 65536]
+    messages = [os.urandom(n) for n in sizes]
+    sent = b"".join(ws_frame(0x2, m, mask=True) for m in messages)
+    sender = threading.Thread(target=lambda: s.sendall(sent))
+    sender.start()
+    for m in messages:
+        assert ws_read_frame(reader) == (0x2, m)
+    sender.join(timeout=10)
+    s.sendall(ws_frame(0x8, b"\x03\xe8", mask=True))
+    assert ws_read_frame(reader)[0] == 0x8
+    s.close()
+    e = gate.wait_usage_for("/ws")
+    # Every byte of the tunnel, the close frames (8 bytes masked, 4 echoed) included.
+    echoed = sum(len(ws_frame(0x2, m)) for m in messages)
+    assert len(e) == 1 and (e[0]["bytes_in"], e[0]["bytes_out"]) == (len(sent) + 8, echoed + 4), e
 
 
 def test_refused_before_any_upgrade(gate, upstream):
@@ -85,6 +110,30 @@ def test_revoke_closes_an_open_tunnel_within_a_second(gate, upstream):
     t = time.time()
     assert_closed_for_its_key(s, reader)
     assert time.time() - t < 1.5
+    s.close()
+
+
+def test_revoke_in_a_stream_of_large_frames_closes_between_two_of_them(gate, upstream):
+    # Frames larger than the gate's pipe are spliced in pieces, past its view; the gate must
+    # still know where each ends, so its 1008 close frame never cuts one in two.
+    k = gate.create_key()
+    gate.start()
+    size = (300 << 10) + 7
+    s, reader, status, _ = ws_open(gate, f"/ws-flood?bytes={size * 1000}&frame={size}&gap=0.01", k["key"])
+    assert status == 101
+    for _ in range(5):
+        assert ws_read_frame(reader) == (0x2, pattern_bytes(size))
+    gate.cli("keys", "revoke", k["id"])
+    t = time.time()
+    while True:
+        opcode, payload = ws_read_frame(reader)
+        if opcode == 0x8:
+            break
+        assert (opcode, len(payload)) == (0x2, size)
+    assert payload[:2] == (1008).to_bytes(2, "big")
+    assert time.time() - t < 1.5
+    s.settimeout(3)
+    assert s.recv(100) == b""
     s.close()
 
 
@@ -284,7 +333,6 @@ def test_backpressure_each_way_keeps_the_gate_small(gate, upstream):
     reading while the client floods it: the gate holds a bounded buffer each way, the sender
     waits, and every byte arrives once the reader reads again."""
     import hashlib
-    from upstream import pattern_bytes
 
     k = gate.create_key()
     gate.start()
@@ -391,7 +439,6 @@ def test_what_a_client_sent_before_it_left_still_reaches_the_app(gate, upstream)
     # reach the app before the tunnel to it is closed (they were dropped with the upstream
     # connection before).
     import hashlib
-    from upstream import pattern_bytes
 
     k = gate.create_key()
     gate.start()

@@ -115,14 +115,19 @@ class Handler(socketserver.BaseRequestHandler):
             params = dict(p.split("=", 1) for p in target.partition("?")[2].split("&") if "=" in p)
             if path == "/ws-flood":
                 # As fast as the gate takes it (or `gap` seconds apart): N bytes of pattern in
-                # 64 KiB frames, then "done".
-                data = pattern_bytes(int(params["bytes"]))
+                # 64 KiB frames (or `frame` bytes each, the same frame over and over), then "done".
                 gap = float(params.get("gap", 0))
-                for i in range(0, len(data), 65536):
-                    self.send(ws_frame(0x2, data[i : i + 65536]))
-                    if gap:
-                        time.sleep(gap)
-                self.send(ws_frame(0x1, b"done"))
+                size = int(params.get("frame", 65536))
+                total = int(params["bytes"])
+                data = pattern_bytes(total if "frame" not in params else size)
+                try:
+                    for i in range(0, total, size):
+                        self.send(ws_frame(0x2, data[i : i + size] if "frame" not in params else data))
+                        if gap:
+                            time.sleep(gap)
+                    self.send(ws_frame(0x1, b"done"))
+                except OSError:
+                    return False  # the gate closed the tunnel
             elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
                 # SHA-256 of the binary frames before the client's "end".

@@ -32,6 +32,13 @@ int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 ssize_t kg_recv(int fd, void *buf, size_t len);
 ssize_t kg_send(int fd, const void *buf, size_t len);
 ssize_t kg_sendmsg(int fd, const struct msghdr *msg);
+/// recv with MSG_PEEK: the bytes stay queued for the next read.
+ssize_t kg_peek(int fd, void *buf, size_t len);
+
+/// splice(2) between a socket and a pipe, non-blocking, pages moved rather than copied.
+ssize_t kg_splice(int from, int to, size_t len);
+/// A non-blocking pipe, grown towards `size` bytes; returns its capacity, or -1 and errno.
+int kg_pipe(int fds[2], int size);
 
 /// A non-blocking inotify descriptor watching `folder` for files written, moved in or removed.
 int kg_watch_folder(const char *folder);

@@ -1,0 +1,68 @@
+import KeygateHTTP
+import XCTest
+
+final class WebSocketFramesTests: XCTestCase {
+    /// Frames of each header size (7-bit, 16-bit and 64-bit lengths), masked and not.
+    func stream() -> (bytes: [UInt8], ends: [Int]) {
+        var bytes: [UInt8] = []
+        var ends: [Int] = []
+        for (length, masked) in [(5, false), (70_000, true), (126, false), (0, true), (20_000, false), (65_535, true)] {
+            var frame = WebSocketFrames.serverFrame(first: 0x82, payload: [UInt8](repeating: 7, count: length))
+            if masked {
+                frame[1] |= 0x80
+                let headerEnd = frame.count - length
+                frame.insert(contentsOf: [1, 2, 3, 4], at: headerEnd)
+            }
+            bytes += frame
+            ends.append(bytes.count)
+        }
+        return (bytes, ends)
+    }
+
+    /// The gate's splice walk: between frames it peeks at most 14 bytes, then moves at most the
+    /// rest of that frame (and at most `cap`) unseen; inside a payload it moves what is left of
+    /// it. Boundaries must fall where the frames end, as when every byte is read.
+    func testASplicedWalkSeesTheSameBoundariesAsReadingEveryByte() {
+        let (bytes, ends) = stream()
+        for cap in [1, 3, 14, 100, 4096, 1 << 20] {
+            var frames = WebSocketFrames()
+            var at = 0
+            var boundaries: [Int] = []
+            bytes.withUnsafeBytes { raw in
+                while at < raw.count {
+                    var take = cap
+                    var seen = UnsafeRawBufferPointer(rebasing: raw[at..<at])
+                    if frames.payloadLeft > 0 {
+                        take = Int(min(frames.payloadLeft, UInt64(cap)))
+                    } else if frames.atBoundary, let (length, size) = WebSocketFrames.wholeHeader(UnsafeRawBufferPointer(rebasing: raw[at..<min(at + 14, raw.count)]), at: 0) {
+                        take = min(size + Int(length), cap)
+                        seen = UnsafeRawBufferPointer(rebasing: raw[at..<min(at + 14, raw.count)])
+                    } else {
+                        // A header cut short (or none to peek): read as usual.
+                        take = 1
+                        seen = UnsafeRawBufferPointer(rebasing: raw[at..<(at + 1)])
+                    }
+                    take = min(take, raw.count - at)
+                    frames.advance(seen: seen, count: take)
+                    at += take
+                    if frames.atBoundary { boundaries.append(at) }
+                }
+            }
+            XCTAssertEqual(boundaries, ends, "cap \(cap)")
+        }
+    }
+
+    func testPayloadLeftIsKnownOnlyOnceTheHeaderIsWhole() {
+        var frames = WebSocketFrames()
+        let frame = WebSocketFrames.serverFrame(first: 0x82, payload: [UInt8](repeating: 1, count: 300))
+        frame.withUnsafeBytes { raw in
+            frames.advance(UnsafeRawBufferPointer(rebasing: raw[0..<3]))
+            XCTAssertEqual(frames.payloadLeft, 0)
+            XCTAssertFalse(frames.atBoundary)
+            frames.advance(UnsafeRawBufferPointer(rebasing: raw[3..<10]))
+            XCTAssertEqual(frames.payloadLeft, 294)
+            frames.advance(seen: UnsafeRawBufferPointer(rebasing: raw[10..<10]), count: 294)
+            XCTAssertTrue(frames.atBoundary)
+        }
+    }
+}
