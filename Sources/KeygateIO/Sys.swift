@@ -29,30 +29,30 @@ public enum Sys {
         kg_release_free_memory()
     }
 
+    /// Runs one non-blocking call: retried on `EINTR`, `.wouldBlock` on `EAGAIN`, an `IOError`
+    /// named `operation` on anything else.
+    @inline(__always)
+    static func nonBlocking(_ operation: StaticString, _ call: () -> Int) throws(IOError) -> IOResult {
+        while true {
+            let n = call()
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw IOError("\(operation)", e)
+        }
+    }
+
     /// Reads from a socket. `recv` goes straight to the socket, where `read` goes through the
     /// file layer first (its position lock and iterator set-up): about 1% of a request's CPU.
     @inline(__always)
     public static func read(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
-        while true {
-            let n = kg_recv(fd, buf.baseAddress, buf.count)
-            if n >= 0 { return .done(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
-            throw IOError("read", e)
-        }
+        try nonBlocking("read") { kg_recv(fd, buf.baseAddress, buf.count) }
     }
 
     @inline(__always)
     public static func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(IOError) -> IOResult {
-        while true {
-            let n = kg_send(fd, buf.baseAddress, buf.count)
-            if n >= 0 { return .done(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
-            throw IOError("write", e)
-        }
+        try nonBlocking("write") { kg_send(fd, buf.baseAddress, buf.count) }
     }
 
     @inline(__always)
@@ -60,40 +60,19 @@ public enum Sys {
         var msg = msghdr()
         msg.msg_iov = iov
         msg.msg_iovlen = Int(count)
-        while true {
-            let n = kg_sendmsg(fd, &msg)
-            if n >= 0 { return .done(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
-            throw IOError("writev", e)
-        }
+        return try nonBlocking("writev") { kg_sendmsg(fd, &msg) }
     }
 
     /// Moves up to `count` bytes from `from` to `to` (one of them a pipe) without copying them
     /// through user memory. `.done(0)` from a socket is its end of stream.
     @inline(__always)
     public static func splice(_ from: Int32, to: Int32, _ count: Int) throws(IOError) -> IOResult {
-        while true {
-            let n = kg_splice(from, to, count)
-            if n >= 0 { return .done(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
-            throw IOError("splice", e)
-        }
+        try nonBlocking("splice") { kg_splice(from, to, count) }
     }
 
     /// Reads without taking: the bytes stay queued for the next read.
     public static func peek(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(IOError) -> IOResult {
-        while true {
-            let n = kg_peek(fd, buf.baseAddress, buf.count)
-            if n >= 0 { return .done(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
-            throw IOError("read", e)
-        }
+        try nonBlocking("read") { kg_peek(fd, buf.baseAddress, buf.count) }
     }
 
     public static func accept(_ fd: Int32, _ addr: inout sockaddr_storage) throws(IOError) -> Int32? {
