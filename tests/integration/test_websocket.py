@@ -62,6 +62,38 @@ def test_large_and_small_messages_mixed_both_ways(gate, upstream):
     assert len(e) == 1 and (e[0]["bytes_in"], e[0]["bytes_out"]) == (len(sent) + 8, echoed + 4), e
 
 
+def test_a_gate_out_of_descriptors_relays_large_messages_through_its_buffer(tmp_path, upstream):
+    # Splicing needs a pipe; a gate that cannot open one (its descriptor limit reached) must
+    # still relay every byte, through its buffer.
+    import resource
+
+    g = Gate(str(tmp_path), upstream.port, workers=1)
+    try:
+        k = g.create_key()
+        g.start()
+        s, reader, status, _ = ws_open(g, "/ws", k["key"])
+        assert status == 101
+        s.sendall(ws_frame(0x1, b"small first", mask=True))
+        assert ws_read_frame(reader) == (0x1, b"small first")
+
+        def fds():
+            return [os.readlink(f"/proc/{g.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{g.proc.pid}/fd")]
+
+        numbers = [int(n) for n in os.listdir(f"/proc/{g.proc.pid}/fd")]
+        free_below = max(numbers) + 1 - len(numbers)
+        assert free_below < 2, f"the gate's descriptors have {free_below} gaps: a pipe could still open"
+        resource.prlimit(g.proc.pid, resource.RLIMIT_NOFILE, (max(numbers) + 1, max(numbers) + 1))
+        pipes = sum(1 for f in fds() if f.startswith("pipe:"))
+        for n in (300 << 10, 17 << 10, 1 << 20):
+            m = os.urandom(n)
+            s.sendall(ws_frame(0x2, m, mask=True))
+            assert ws_read_frame(reader) == (0x2, m)
+        assert sum(1 for f in fds() if f.startswith("pipe:")) == pipes
+        s.close()
+    finally:
+        g.stop()
+
+
 def test_refused_before_any_upgrade(gate, upstream):
     k = gate.create_key("--scope", "suppliers.read")
     gate.start()
