@@ -417,6 +417,31 @@ def test_backpressure_each_way_keeps_the_gate_small(gate, upstream):
     s.close()
 
 
+def test_what_the_app_sent_before_it_left_still_reaches_the_client(gate, upstream):
+    # The app sends 8 MiB to a client that is not reading yet, then closes. Part of it waits in
+    # the gate (spliced into a pipe or queued) when the app's end arrives: it must all reach the
+    # client, then the gate closes.
+    k = gate.create_key()
+    gate.start()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", gate.port))
+    s, reader, status, _ = ws_open(gate, f"/ws-flood?bytes={8 << 20}&close=1", k["key"], sock=s)
+    assert status == 101
+    time.sleep(1)
+    got = bytearray()
+    while True:
+        opcode, data = ws_read_frame(reader)
+        if opcode == 0x1:
+            break
+        got += data
+    assert (data, bytes(got)) == (b"done", pattern_bytes(8 << 20))
+    assert s.recv(100) == b""
+    s.close()
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="upstream"}') == 1
+
+
 def test_a_tunnel_client_that_stops_reading_is_cut_off_after_the_send_timeout(tmp_path, upstream):
     """A stalled reader holds a tunnel's upstream only for `timeouts.send`, as it would an answer."""
     g = Gate(str(tmp_path), upstream.port, extra="timeouts: { send: 2s }\n")

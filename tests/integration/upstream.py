@@ -115,7 +115,8 @@ class Handler(socketserver.BaseRequestHandler):
             params = dict(p.split("=", 1) for p in target.partition("?")[2].split("&") if "=" in p)
             if path == "/ws-flood":
                 # As fast as the gate takes it (or `gap` seconds apart): N bytes of pattern in
-                # 64 KiB frames (or `frame` bytes each, the same frame over and over), then "done".
+                # 64 KiB frames (or `frame` bytes each, the same frame over and over), then "done"
+                # (and, with `close`, closes the connection).
                 gap = float(params.get("gap", 0))
                 size = int(params.get("frame", 65536))
                 total = int(params["bytes"])
@@ -128,6 +129,8 @@ class Handler(socketserver.BaseRequestHandler):
                     self.send(ws_frame(0x1, b"done"))
                 except OSError:
                     return False  # the gate closed the tunnel
+                if "close" in params:
+                    return False  # and closes the connection at once
             elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
                 # SHA-256 of the binary frames before the client's "end".
