@@ -127,25 +127,16 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
         if bytewise.atBoundary { boundaries += 1 }
     }
     if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries) boundaries seen)") }
-    // The gate's splice walk (ClientConnection+Tunnel): a peeked header, then at most the rest
-    // of its frame unseen; inside a payload, what is left of it; a header cut short, one read.
+    // The gate's splice walk (ClientConnection+Tunnel): what `unseenLimit` allows (at most
+    // `cap`), knowing the 14 bytes a peek would show; one read where it allows nothing.
     let cap = 1 + Int(inputHash(bytes) % 64)
     var spliced = WebSocketFrames()
     var at = 0
     while at < bytes.count {
         let peek = UnsafeRawBufferPointer(rebasing: bytes[at..<min(at + 14, bytes.count)])
-        var seen = peek
-        var take = cap
-        if spliced.payloadLeft > 0 {
-            seen = UnsafeRawBufferPointer(rebasing: bytes[at..<at])
-            take = Int(min(spliced.payloadLeft, UInt64(cap)))
-        } else if spliced.atBoundary, let (length, size) = WebSocketFrames.wholeHeader(peek, at: 0) {
-            let (total, overflow) = length.addingReportingOverflow(UInt64(size))
-            take = overflow ? cap : Int(min(total, UInt64(cap)))
-        }
-        take = min(take, bytes.count - at)
-        spliced.advance(seen: seen, count: take)
-        at += take
+        let take = spliced.unseenLimit(next: peek).map { Int(min($0, UInt64(cap))) } ?? cap
+        spliced.advance(seen: peek, count: min(take, bytes.count - at))
+        at += min(take, bytes.count - at)
     }
     if spliced.atBoundary != whole.atBoundary { fatalError("the splice walk lost a frame boundary") }
 }

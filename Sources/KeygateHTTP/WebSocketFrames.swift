@@ -15,6 +15,16 @@ public struct WebSocketFrames: Sendable {
     /// frames and inside a header.
     public var payloadLeft: UInt64 { header.isEmpty ? remaining : 0 }
 
+    /// How many of the stream's next bytes may pass unseen without crossing into a later frame:
+    /// the rest of the current payload, or, between frames, the whole next frame once `next`
+    /// (those bytes, peeked) holds its header. Nil when that header is not whole.
+    public func unseenLimit(next: UnsafeRawBufferPointer) -> UInt64? {
+        if payloadLeft > 0 { return payloadLeft }
+        guard atBoundary, let (length, size) = Self.wholeHeader(next, at: 0) else { return nil }
+        let (total, overflow) = length.addingReportingOverflow(UInt64(size))
+        return overflow ? .max : total
+    }
+
     /// Follows `count` bytes that were not seen (spliced past the gate): the first `seen` of them
     /// are known, the rest must lie within the payload those make known.
     public mutating func advance(seen: UnsafeRawBufferPointer, count: Int) {

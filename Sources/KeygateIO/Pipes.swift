@@ -44,6 +44,38 @@ public final class PipePool {
         idle.popLast() ?? SplicePipe(size: size)
     }
 
+    /// What `fill` did.
+    public enum Filled {
+        /// `count` bytes wait in `pipe`, which the caller now holds.
+        case moved(SplicePipe, count: Int)
+        case nothingReady
+        case endOfStream
+        case failed(IOError)
+        /// No pipe could be had: the caller reads into its buffer instead.
+        case noPipe
+    }
+
+    /// Splices at most `limit` bytes from socket `fd` into a pipe of the pool; a pipe left empty
+    /// is given back at once.
+    public func fill(from fd: Int32, atMost limit: Int) -> Filled {
+        guard let pipe = take() else { return .noPipe }
+        do {
+            switch try Sys.splice(fd, to: pipe.writeEnd, min(limit, pipe.capacity)) {
+            case .done(0):
+                give(pipe)
+                return .endOfStream
+            case .done(let n):
+                return .moved(pipe, count: n)
+            case .wouldBlock:
+                give(pipe)
+                return .nothingReady
+            }
+        } catch {
+            give(pipe)
+            return .failed(error)
+        }
+    }
+
     /// Takes back a pipe that is empty.
     public func give(_ pipe: SplicePipe) {
         if idle.count < keep { idle.append(pipe) }

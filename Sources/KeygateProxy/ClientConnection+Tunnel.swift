@@ -32,10 +32,7 @@ extension ClientConnection {
 
     func tunnelFromClient(_ buf: UnsafeRawBufferPointer) {
         guard let exchange = ex, let u = exchange.upstream, let t = exchange.tunnel else { return }
-        t.bytesIn += UInt64(buf.count)
-        t.spliceFromClient = buf.count >= Self.spliceAbove
-        ctx.loop.lingerWanted = true
-        deadline = ctx.loop.now + t.idleMillis
+        movedFromClient(t, buf.count)
         guard u.send(one: buf) else {
             t.ended(.upstream)
             abort()
@@ -46,47 +43,53 @@ extension ClientConnection {
 
     func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
         guard let t = exchange.tunnel else { return }
-        t.bytesOut += UInt64(buf.count)
-        t.spliceToClient = buf.count >= Self.spliceAbove
-        ctx.loop.lingerWanted = true
+        largeToClient = buf.count >= Self.spliceAbove
         t.toClient.advance(buf)
-        if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
+        movedToClient(t, buf.count)
         sendToClient(one: buf)
         if let u = exchange.upstream, out.count > Self.highWater { u.pauseReading(true) }
+    }
+
+    /// What every read from the client into the tunnel counts, read or spliced.
+    private func movedFromClient(_ t: TunnelState, _ count: Int) {
+        t.bytesIn += UInt64(count)
+        largeFromClient = count >= Self.spliceAbove
+        ctx.loop.lingerWanted = true
+        deadline = ctx.loop.now + t.idleMillis
+    }
+
+    /// What every read from the app for the client counts, read or spliced.
+    private func movedToClient(_ t: TunnelState, _ count: Int) {
+        t.bytesOut += UInt64(count)
+        ctx.loop.lingerWanted = true
+        if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
     }
 
     /// Client bytes for the app moved through a pipe, never copied into the gate. Returns false
     /// when this read goes through the loop's buffer instead: small messages, TLS on either
     /// side, bytes already queued for the app, or no pipe to be had.
     func spliceFromClient() -> Bool {
-        guard tls == nil, let exchange = ex, let t = exchange.tunnel, t.spliceFromClient,
-              let u = exchange.upstream, u.tls == nil, u.out.isEmpty, let pipe = ctx.pipes.take() else { return false }
-        let n: Int
-        do {
-            guard case .done(let got) = try Sys.splice(fd, to: pipe.writeEnd, pipe.capacity) else {
-                ctx.pipes.give(pipe)
+        // The flag first: small messages pay one load here, nothing more.
+        guard largeFromClient, tls == nil, let exchange = ex, let t = exchange.tunnel,
+              let u = exchange.upstream, u.tls == nil, u.out.isEmpty else { return false }
+        switch ctx.pipes.fill(from: fd, atMost: .max) {
+        case .noPipe:
+            return false
+        case .nothingReady:
+            break
+        case .endOfStream:
+            clientEOF()
+        case .failed:
+            abort()
+        case .moved(let pipe, let n):
+            movedFromClient(t, n)
+            guard u.send(piped: pipe, count: n) else {
+                t.ended(.upstream)
+                abort()
                 return true
             }
-            n = got
-        } catch {
-            abort()
-            return true
+            if u.out.count > Self.highWater { pauseReading(true) }
         }
-        if n == 0 {
-            ctx.pipes.give(pipe)
-            clientEOF()
-            return true
-        }
-        t.bytesIn += UInt64(n)
-        t.spliceFromClient = n >= Self.spliceAbove
-        ctx.loop.lingerWanted = true
-        deadline = ctx.loop.now + t.idleMillis
-        guard u.send(piped: pipe, count: n) else {
-            t.ended(.upstream)
-            abort()
-            return true
-        }
-        if u.out.count > Self.highWater { pauseReading(true) }
         return true
     }
 
@@ -95,55 +98,42 @@ extension ClientConnection {
     /// then at most the rest of that frame is spliced. Returns false when this read goes
     /// through the loop's buffer instead (as `spliceFromClient`, or a header not whole yet).
     func spliceFromUpstream(_ u: UpstreamConnection) -> Bool {
-        guard tls == nil, let exchange = ex, exchange.upstream === u, let t = exchange.tunnel, t.spliceToClient,
+        guard largeToClient, tls == nil, let exchange = ex, exchange.upstream === u, let t = exchange.tunnel,
               out.isEmpty, !writeFailed else { return false }
         defer { settle() }
-        // The longest frame header, read in place.
+        // The longest frame header, peeked in place when the stream is between frames.
         var header: (UInt64, UInt64) = (0, 0)
         var seen = 0
-        var want = UInt64(Int.max)
-        if t.toClient.payloadLeft > 0 {
-            want = t.toClient.payloadLeft
-        } else {
+        if t.toClient.payloadLeft == 0 {
             guard t.toClient.atBoundary else { return false }
             let peeked = withUnsafeMutableBytes(of: &header) { raw in
                 try? Sys.peek(u.fd, UnsafeMutableRawBufferPointer(rebasing: raw[0..<14]))
             }
             // An error or the end of the stream is the plain read's to report.
             guard let peeked, case .done(let n) = peeked else { return peeked == .wouldBlock }
-            let frame = withUnsafeBytes(of: &header) { WebSocketFrames.wholeHeader(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: 0) }
-            guard let (length, size) = frame else { return false }
-            let (total, overflow) = length.addingReportingOverflow(UInt64(size))
-            if !overflow { want = total }
-            guard want >= Self.spliceAbove else {
-                t.spliceToClient = false
-                return false
-            }
             seen = n
         }
-        guard let pipe = ctx.pipes.take() else { return false }
-        let n: Int
-        do {
-            guard case .done(let got) = try Sys.splice(u.fd, to: pipe.writeEnd, Int(min(want, UInt64(pipe.capacity)))) else {
-                ctx.pipes.give(pipe)
-                return true
-            }
-            n = got
-        } catch {
-            upstreamFailed(u, error, wroteNothing: false)
-            return true
+        let limit = withUnsafeBytes(of: &header) { t.toClient.unseenLimit(next: UnsafeRawBufferPointer(rebasing: $0[0..<seen])) }
+        guard let limit else { return false }
+        if seen > 0 && limit < Self.spliceAbove {
+            largeToClient = false
+            return false
         }
-        if n == 0 {
-            ctx.pipes.give(pipe)
+        switch ctx.pipes.fill(from: u.fd, atMost: Int(min(limit, UInt64(Int.max)))) {
+        case .noPipe:
+            return false
+        case .nothingReady:
+            break
+        case .endOfStream:
             upstreamEOF(u)
-            return true
+        case .failed(let error):
+            upstreamFailed(u, error, wroteNothing: false)
+        case .moved(let pipe, let n):
+            withUnsafeBytes(of: &header) { t.toClient.advance(seen: UnsafeRawBufferPointer(rebasing: $0[0..<seen]), count: n) }
+            movedToClient(t, n)
+            write { (out) throws(IOError) in try out.send(fd, piped: pipe, count: n, pool: ctx.pipes) }
+            if out.count > Self.highWater { u.pauseReading(true) }
         }
-        withUnsafeBytes(of: &header) { t.toClient.advance(seen: UnsafeRawBufferPointer(rebasing: $0[0..<seen]), count: n) }
-        t.bytesOut += UInt64(n)
-        ctx.loop.lingerWanted = true
-        if t.end == nil { deadline = ctx.loop.now + t.idleMillis }
-        write { (out) throws(IOError) in try out.send(fd, piped: pipe, count: n, pool: ctx.pipes) }
-        if out.count > Self.highWater { u.pauseReading(true) }
         return true
     }
 

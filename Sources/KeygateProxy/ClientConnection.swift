@@ -63,6 +63,11 @@ final class ClientConnection: EventHandler {
     var writeFailed = false
     /// Loop time of the last write progress while output waits (`timeouts.send`).
     var lastWriteProgress: Int64 = 0
+    /// In a tunnel, whether the last read each way was large: that direction then splices
+    /// (`ClientConnection+Tunnel`). Kept here, not in the tunnel's state, so that a small
+    /// message's read checks one flag of the connection before anything else.
+    var largeFromClient = false
+    var largeToClient = false
     /// TLS on this connection (`tls:` in the policy); nil for plain HTTP.
     let tls: TLSSession?
     /// The verified client certificate's fingerprint, when there is one.

@@ -103,10 +103,6 @@ final class TunnelState {
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var toClient = WebSocketFrames()
-    /// Each direction splices (moves pages through a pipe) once its messages are large, and
-    /// reads into the loop's buffer again when they are small (`ClientConnection+Tunnel`).
-    var spliceFromClient = false
-    var spliceToClient = false
     /// The snapshot the key was last checked against.
     var checked: Snapshot
     var key: KeyEntry?

@@ -19,9 +19,9 @@ final class WebSocketFramesTests: XCTestCase {
         return (bytes, ends)
     }
 
-    /// The gate's splice walk: between frames it peeks at most 14 bytes, then moves at most the
-    /// rest of that frame (and at most `cap`) unseen; inside a payload it moves what is left of
-    /// it. Boundaries must fall where the frames end, as when every byte is read.
+    /// The gate's splice walk: it moves unseen what `unseenLimit` allows (at most `cap`),
+    /// knowing the 14 bytes a peek shows, and reads one byte where it allows nothing (a header
+    /// cut short). Boundaries must fall where the frames end, as when every byte is read.
     func testASplicedWalkSeesTheSameBoundariesAsReadingEveryByte() {
         let (bytes, ends) = stream()
         for cap in [1, 3, 14, 100, 4096, 1 << 20] {
@@ -30,20 +30,9 @@ final class WebSocketFramesTests: XCTestCase {
             var boundaries: [Int] = []
             bytes.withUnsafeBytes { raw in
                 while at < raw.count {
-                    var take = cap
-                    var seen = UnsafeRawBufferPointer(rebasing: raw[at..<at])
-                    if frames.payloadLeft > 0 {
-                        take = Int(min(frames.payloadLeft, UInt64(cap)))
-                    } else if frames.atBoundary, let (length, size) = WebSocketFrames.wholeHeader(UnsafeRawBufferPointer(rebasing: raw[at..<min(at + 14, raw.count)]), at: 0) {
-                        take = min(size + Int(length), cap)
-                        seen = UnsafeRawBufferPointer(rebasing: raw[at..<min(at + 14, raw.count)])
-                    } else {
-                        // A header cut short (or none to peek): read as usual.
-                        take = 1
-                        seen = UnsafeRawBufferPointer(rebasing: raw[at..<(at + 1)])
-                    }
-                    take = min(take, raw.count - at)
-                    frames.advance(seen: seen, count: take)
+                    let peek = UnsafeRawBufferPointer(rebasing: raw[at..<min(at + 14, raw.count)])
+                    let take = min(frames.unseenLimit(next: peek).map { Int(min($0, UInt64(cap))) } ?? 1, raw.count - at)
+                    frames.advance(seen: peek, count: take)
                     at += take
                     if frames.atBoundary { boundaries.append(at) }
                 }
