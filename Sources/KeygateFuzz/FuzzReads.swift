@@ -121,12 +121,22 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
     var whole = WebSocketFrames()
     whole.advance(bytes)
     var bytewise = WebSocketFrames()
-    var boundaries = 0
+    // Where the stream is between frames: after byte i, for each i in `boundaries`.
+    var boundaries: [Int] = []
     for i in 0..<bytes.count {
         bytewise.advance(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + 1)]))
-        if bytewise.atBoundary { boundaries += 1 }
+        if bytewise.atBoundary { boundaries.append(i + 1) }
     }
-    if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries) boundaries seen)") }
+    if whole.atBoundary != bytewise.atBoundary { fatalError("frame boundary depends on the reads (\(boundaries.count) boundaries seen)") }
+    // The gate's close for a key (ClientConnection+Tunnel) lets the frame under way end first:
+    // cut anywhere, `untilBoundary` must find the next boundary a bytewise walk finds.
+    let cut = Int((inputHash(bytes) >> 8) % UInt64(bytes.count + 1))
+    var head = WebSocketFrames()
+    head.advance(UnsafeRawBufferPointer(rebasing: bytes[0..<cut]))
+    let next = head.atBoundary ? cut : boundaries.first { $0 > cut }
+    if head.untilBoundary(UnsafeRawBufferPointer(rebasing: bytes[cut...])) != next.map({ $0 - cut }) {
+        fatalError("untilBoundary missed the end of the frame under way (cut at \(cut))")
+    }
     // The gate's splice walk (ClientConnection+Tunnel): what `unseenLimit` allows (at most
     // `cap`), knowing the 14 bytes a peek would show; one read where it allows nothing.
     let cap = 1 + Int(inputHash(bytes) % 64)

@@ -25,6 +25,20 @@ public struct WebSocketFrames: Sendable {
         return overflow ? .max : total
     }
 
+    /// How many of `buf`'s first bytes end the frame under way, so that the stream is then
+    /// between frames: 0 when it already is, nil when that frame goes on past `buf`.
+    public func untilBoundary(_ buf: UnsafeRawBufferPointer) -> Int? {
+        var walk = self
+        var i = 0
+        // A header cut in two is finished a byte at a time (it has at most 14).
+        while !walk.header.isEmpty && i < buf.count {
+            walk.advance(UnsafeRawBufferPointer(rebasing: buf[i..<(i + 1)]))
+            i += 1
+        }
+        guard walk.header.isEmpty else { return nil }
+        return walk.remaining <= UInt64(buf.count - i) ? i + Int(walk.remaining) : nil
+    }
+
     /// Follows `count` bytes that were not seen (spliced past the gate): the first `seen` of them
     /// are known, the rest must lie within the payload those make known.
     public mutating func advance(seen: UnsafeRawBufferPointer, count: Int) {

@@ -10,6 +10,9 @@ extension ClientConnection {
     /// A direction splices once a read brings at least this much, and reads into the loop's
     /// buffer again when one brings less: below it the pipe costs more than the copies it saves.
     static let spliceAbove = 16 << 10
+    /// How long a frame under way when its tunnel's key ends may take to finish before the
+    /// tunnel closes without a close frame: short enough to close within a second.
+    static let keyCloseFinishMillis: Int64 = 500
 
     /// The 101 went to the client: from now on the connection is a tunnel.
     func enterTunnel(_ exchange: Exchange) {
@@ -43,6 +46,16 @@ extension ClientConnection {
 
     func tunnelFromUpstream(_ exchange: Exchange, _ buf: UnsafeRawBufferPointer) {
         guard let t = exchange.tunnel else { return }
+        if t.end == .key {
+            // The key ended inside a frame: the rest of that frame goes, and nothing after it.
+            let frameEnd = t.toClient.untilBoundary(buf)
+            let rest = UnsafeRawBufferPointer(rebasing: buf[0..<(frameEnd ?? buf.count)])
+            t.toClient.advance(rest)
+            movedToClient(t, rest.count)
+            sendToClient(one: rest)
+            if frameEnd != nil { closeForKey(exchange) }
+            return
+        }
         largeToClient = buf.count >= Self.spliceAbove
         t.toClient.advance(buf)
         movedToClient(t, buf.count)
@@ -132,7 +145,11 @@ extension ClientConnection {
             withUnsafeBytes(of: &header) { t.toClient.advance(seen: UnsafeRawBufferPointer(rebasing: $0[0..<seen]), count: n) }
             movedToClient(t, n)
             write { (out) throws(IOError) in try out.send(fd, piped: pipe, count: n, pool: ctx.pipes) }
-            if out.count > Self.highWater { u.pauseReading(true) }
+            if t.end == .key && t.toClient.atBoundary {
+                closeForKey(exchange)
+            } else if out.count > Self.highWater {
+                u.pauseReading(true)
+            }
         }
         return true
     }
@@ -144,7 +161,8 @@ extension ClientConnection {
             tunnelEnded(byUpstream: false)
             return
         }
-        if readPaused && u.out.count <= Self.highWater { pauseReading(false) }
+        // A tunnel closing for its key reads nothing more from the client.
+        if readPaused && u.out.count <= Self.highWater && ex?.tunnel?.end == nil { pauseReading(false) }
     }
 
     /// The gate is stopping and `shutdown_grace` is over: closes now; a tunnel's client is told
@@ -179,8 +197,9 @@ extension ClientConnection {
     }
 
     /// Runs on every tick: a tunnel whose key was revoked, disabled, deleted or has expired is
-    /// closed (with a 1008 close frame when the stream to the client is between frames), once:
-    /// a client slow to take what is queued gets one close frame, not one per tick.
+    /// closed with a 1008 close frame, once: a client slow to take what is queued gets one close
+    /// frame, not one per tick. Inside a frame, the close frame waits for that frame's end, which
+    /// the app has `keyCloseFinishMillis` to send; nothing more from either side is relayed.
     func checkTunnelKey(_ exchange: Exchange) {
         guard let t = exchange.tunnel, t.end == nil, let opened = t.key else { return }
         if t.checked !== ctx.snapshot {
@@ -192,8 +211,19 @@ extension ClientConnection {
         guard let why = ended else { return }
         t.ended(.key)
         ctx.tunnelClosedForKey(opened.record.id, why: why == .unknown_key ? "deleted" : why.rawValue)
+        if t.toClient.atBoundary || exchange.upstream == nil {
+            closeForKey(exchange)
+            return
+        }
+        pauseReading(true)
+        deadline = ctx.loop.now + Self.keyCloseFinishMillis
+    }
+
+    /// The stream to the client is between frames (or its app is gone): the 1008 close frame
+    /// goes last, then the socket closes.
+    private func closeForKey(_ exchange: Exchange) {
         dropUpstream(exchange)
-        if t.toClient.atBoundary { sendToClient(Self.revokedClose) }
+        if exchange.tunnel?.toClient.atBoundary ?? false { sendToClient(Self.revokedClose) }
         closeAfterFlush(linger: false)
     }
 }

@@ -41,6 +41,25 @@ final class WebSocketFramesTests: XCTestCase {
         }
     }
 
+    /// Cut anywhere, the stream's next boundary is where the frame under way ends, or beyond
+    /// the piece when it ends later; and the walk is left as it was.
+    func testUntilBoundaryFindsWhereTheFrameUnderWayEnds() {
+        let (bytes, ends) = stream()
+        bytes.withUnsafeBytes { raw in
+            for cut in [0, 1, 3, 5, 7, 8, 10, 12, 15, 70_000, ends[1] - 1, ends[1], ends[2] + 1, ends[3] - 1] {
+                var frames = WebSocketFrames()
+                frames.advance(UnsafeRawBufferPointer(rebasing: raw[0..<cut]))
+                let before = (frames.atBoundary, frames.payloadLeft)
+                let next = frames.atBoundary ? cut : ends.first { $0 > cut }!
+                for piece in [1, 2, 9, 4096, raw.count - cut] {
+                    let found = frames.untilBoundary(UnsafeRawBufferPointer(rebasing: raw[cut..<(cut + piece)]))
+                    XCTAssertEqual(found, next - cut <= piece ? next - cut : nil, "cut \(cut), piece \(piece)")
+                }
+                XCTAssertTrue(before == (frames.atBoundary, frames.payloadLeft))
+            }
+        }
+    }
+
     func testPayloadLeftIsKnownOnlyOnceTheHeaderIsWhole() {
         var frames = WebSocketFrames()
         let frame = WebSocketFrames.serverFrame(first: 0x82, payload: [UInt8](repeating: 1, count: 300))

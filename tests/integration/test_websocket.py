@@ -2,6 +2,7 @@
 tunnel's life; a WebSocket upstream and client written for the tests (RFC 6455)."""
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -167,6 +168,67 @@ def test_revoke_in_a_stream_of_large_frames_closes_between_two_of_them(gate, ups
     s.settimeout(3)
     assert s.recv(100) == b""
     s.close()
+
+
+def wait_for_key_closure(gate, key_id, tunnels=1):
+    # Each event loop tells of its own tunnels: the counts of every line add up.
+    pattern = re.compile(rf"tunnels: closed (\d+) opened with key {re.escape(key_id)}")
+    deadline = time.time() + 3
+    while sum(int(n) for n in pattern.findall(open(gate.stderr_path).read())) < tunnels:
+        assert time.time() < deadline, "the gate did not close the tunnel for its key"
+        time.sleep(0.02)
+
+
+def test_a_frame_under_way_at_revoke_is_finished_then_the_close_frame_follows(gate, upstream):
+    # The key ends while the app is inside a frame: the client gets that frame whole, then the
+    # 1008 close frame, and nothing the app sends after it. Both the read path (1,000 bytes)
+    # and the splice path (300 KiB) are held at the same point.
+    k = gate.create_key()
+    gate.start()
+    tunnels = []
+    for size in (1000, 300 << 10):
+        s, reader, status, _ = ws_open(gate, f"/ws-held?frame={size}", k["key"])
+        assert status == 101
+        assert ws_read_frame(reader) == (0x2, pattern_bytes(size))
+        tunnels.append((size, s, reader))
+    gate.cli("keys", "revoke", k["id"])
+    wait_for_key_closure(gate, k["id"], tunnels=2)
+    upstream.release.set()
+    for size, s, reader in tunnels:
+        assert ws_read_frame(reader) == (0x2, pattern_bytes(size)), size
+        assert_closed_for_its_key(s, reader)
+        s.close()
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="key"}') == 2
+
+
+def test_a_frame_the_app_never_finishes_does_not_keep_a_revoked_tunnel_open(gate, upstream):
+    # The close frame cannot cut the app's frame in two, and the app never sends the rest: the
+    # tunnel closes without one, still within a second of the key's end.
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, _ = ws_open(gate, "/ws-held?frame=300000", k["key"])
+    assert status == 101
+    assert ws_read_frame(reader) == (0x2, pattern_bytes(300000))
+    gate.cli("keys", "revoke", k["id"])
+    wait_for_key_closure(gate, k["id"])
+    t = time.time()
+    s.settimeout(3)
+    try:
+        while True:
+            reader.fill()
+    except EOFError:
+        pass
+    assert time.time() - t < 1.0
+    # Half of the held frame came through, and no close frame was stitched into it.
+    whole = ws_frame(0x2, pattern_bytes(300000))
+    assert reader.buf == whole[: len(whole) // 2]
+    s.close()
+    assert metric(gate, 'keygate_tunnels_closed_total{cause="key"}') == 1
+    deadline = time.time() + 3
+    while not gate.usage_lines() and time.time() < deadline:
+        time.sleep(0.05)
+    (event,) = gate.usage_lines()
+    assert event["status"] == 101 and event["bytes_out"] >= len(whole) * 3 // 2
 
 
 def test_disable_delete_and_expiry_close_open_tunnels_too(gate, upstream):

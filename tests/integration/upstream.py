@@ -9,6 +9,8 @@ It speaks raw HTTP over sockets (so tests control framing exactly) and answers:
   /close           answers with Connection: close
   /ws              a WebSocket echo (RFC 6455), after a proper handshake
   /ws-refuse       refuses the upgrade with a plain 403, keeping the connection
+  /ws-held         a WebSocket that sends one frame, half of a second, and the rest of it only
+                   once the test sets `release`
   /sse             server-sent events: one now, one a second later, then the end
 """
 import base64
@@ -108,7 +110,7 @@ class Handler(socketserver.BaseRequestHandler):
     def respond(self, method, target, headers, size, sha):
         path = target.split("?")[0]
         hmap = {k.lower(): v for k, v in headers}
-        if path in ("/ws", "/ws-flood", "/ws-sink") and hmap.get("upgrade", "").lower() == "websocket":
+        if path in ("/ws", "/ws-flood", "/ws-sink", "/ws-held") and hmap.get("upgrade", "").lower() == "websocket":
             accept = base64.b64encode(hashlib.sha1((hmap["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
             self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
@@ -131,6 +133,19 @@ class Handler(socketserver.BaseRequestHandler):
                     return False  # the gate closed the tunnel
                 if "close" in params:
                     return False  # and closes the connection at once
+            elif path == "/ws-held":
+                # `frame` bytes of pattern, then the same frame cut after its first half, then
+                # (once released, within 10 s) its second half and a last "after" frame.
+                frame = ws_frame(0x2, pattern_bytes(int(params["frame"])))
+                half = len(frame) // 2
+                try:
+                    self.send(frame + frame[:half])
+                    self.server.release.wait(10)
+                    self.send(frame[half:] + ws_frame(0x1, b"after"))
+                except OSError:
+                    return False  # the gate closed the tunnel
+                time.sleep(1)
+                return False
             elif path == "/ws-sink":
                 # Reads nothing for a while, then everything: its answer is the byte count and
                 # SHA-256 of the binary frames before the client's "end".
@@ -264,6 +279,7 @@ class Upstream(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.requests = []
         self.sinks = []  # (bytes, SHA-256) of what each /ws-sink tunnel received
+        self.release = threading.Event()  # lets /ws-held finish its frame
         self.connections = 0
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
