@@ -11,6 +11,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 
 int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -40,24 +42,19 @@ int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeo
     return split_events(evs, n, tags, events);
 }
 
-// A wait of at most `timeout_us` microseconds (epoll_wait counts in milliseconds). On a kernel
-// without epoll_pwait2 (before 5.11) it answers "nothing ready" at once, and a loop that wanted
-// to linger hands its thread back as it would have without lingering.
-int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us) {
-    static _Atomic int unsupported;
-    if (unsupported) return 0;
-    struct epoll_event evs[256];
-    if (max > 256) max = 256;
-    struct timespec ts = { timeout_us / 1000000, (timeout_us % 1000000) * 1000 };
-    int n;
-    do {
-        n = epoll_pwait2(epfd, evs, max, &ts, NULL);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == ENOSYS) {
-        unsupported = 1;
-        return 0;
-    }
-    return split_events(evs, n, tags, events);
+int kg_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int kg_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    return write(fd, &one, sizeof one) == sizeof one ? 0 : -1;
+}
+
+int kg_timerfd(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+
+int kg_timerfd_arm(int fd, long after_us) {
+    if (after_us < 0) after_us = 0;
+    struct itimerspec t = { { 0, 0 }, { after_us / 1000000, (after_us % 1000000) * 1000 } };
+    return timerfd_settime(fd, 0, &t, NULL);
 }
 
 // Socket reads and writes through syscall(), not recv/send: libc brackets those with thread

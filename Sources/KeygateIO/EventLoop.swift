@@ -56,6 +56,16 @@ public final class EventLoop: @unchecked Sendable {
     /// Called on every timer tick (every `tickMillis`); touched only on `queue`.
     private var tickHandlers: [(EventLoop) -> Void] = []
     public let tickMillis = 100
+    /// Written by `execute` while the loop waits out a hold in its own epoll set (`runBatch`),
+    /// so that the work sent to it runs at once.
+    private let wakeFD: Int32
+    /// Fires when a hold is up, so that the loop, waiting without a timeout, hands its queue
+    /// back to its timers in time.
+    private let holdTimerFD: Int32
+    /// Set by the hold timer's handler; the hold ends after the batch that saw it.
+    fileprivate var holdExpired = false
+    /// True while the loop waits out a hold: `execute` then writes `wakeFD`.
+    private let waitingInHold = Atomic<Bool>(false)
 
     public init(index: Int, readBufferSize: Int = 262_144) throws(IOError) {
         self.index = index
@@ -68,6 +78,12 @@ public final class EventLoop: @unchecked Sendable {
         outputScratch = .allocate(byteCount: 65536, alignment: 16)
         slots = Array(repeating: Slot(), count: 1024)
         now = Self.monotonicMillis()
+        wakeFD = kg_eventfd()
+        guard wakeFD >= 0 else { throw IOError("eventfd", errno) }
+        holdTimerFD = kg_timerfd()
+        guard holdTimerFD >= 0 else { throw IOError("timerfd_create", errno) }
+        try register(wakeFD, LoopSignal(fd: wakeFD) { _ in }, interest: Events.readable)
+        try register(holdTimerFD, LoopSignal(fd: holdTimerFD) { $0.holdExpired = true }, interest: Events.readable)
     }
 
     /// Starts the loop's read source and tick timer.
@@ -95,8 +111,11 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        // Counted so that a wake-up holding the queue for busy tunnels hands it back at once.
-        pendingWork.add(1, ordering: .relaxed)
+        // Counted so that a wake-up holding the queue for busy tunnels hands it back at once, and
+        // a loop asleep in its hold is woken for it. Both sides are sequentially consistent:
+        // either the loop sees the count before it sleeps or this sees it waiting.
+        pendingWork.add(1, ordering: .sequentiallyConsistent)
+        if waitingInHold.load(ordering: .sequentiallyConsistent) { _ = kg_eventfd_signal(wakeFD) }
         queue.async { [self] in
             pendingWork.subtract(1, ordering: .relaxed)
             work()
@@ -135,18 +154,21 @@ public final class EventLoop: @unchecked Sendable {
         // thread back costs libdispatch a re-arm, an eventfd write and two thread switches per
         // wake-up. So once a batch relayed tunnel bytes, the loop keeps its thread and, when a
         // round comes up empty, waits in its own epoll set, as a plain event-loop thread would.
-        // It hands the thread back when a wait finds nothing, when work was sent to its queue,
-        // or 20 ms after the wake-up, so that its timers run. Waits of 100 µs at a time cost
-        // 16% more CPU per 16 KiB message than waiting out the rest of the 20 ms
-        // (docs/performance.md). Plain HTTP never waits: measured, it saved nothing there.
+        // It hands the thread back when a round relays no tunnel bytes and the next finds
+        // nothing ready, when work is sent to its queue (`execute` wakes it), or 20 ms after the
+        // wake-up (a timerfd wakes it), so that its timers run. The wait has no timeout of its
+        // own: a timed wait arms and cancels a kernel timer every time it sleeps, which cost
+        // 4-5% more CPU per message with two loops (docs/performance.md). Plain HTTP never
+        // waits: measured, it saved nothing there.
         var rounds = 0
         var relayed = false
         while relayed || rounds < Self.maxRounds {
-            var n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
-            if n == 0 && lingerWanted {
+            let n: Int32
+            if relayed && lingerWanted {
                 lingerWanted = false
-                let left = start + Self.maxHoldMicros - Self.monotonicMicros()
-                if left > 0 { n = kg_epoll_wait_us(epfd, tags, readyEvents, maxEvents, Int(left)) }
+                n = waitInHold()
+            } else {
+                n = kg_epoll_wait(epfd, tags, readyEvents, maxEvents, 0)
             }
             if n <= 0 { break }
             var roundStart = start
@@ -161,14 +183,31 @@ public final class EventLoop: @unchecked Sendable {
                 guard fd < slots.count, slots[fd].generation == gen, let h = slots[fd].handler else { continue }
                 h.handle(events: readyEvents[i], loop: self)
             }
-            if lingerWanted { relayed = true }
+            if lingerWanted && !relayed {
+                relayed = true
+                let left = start + Self.maxHoldMicros - Self.monotonicMicros()
+                holdExpired = left <= 0
+                if left > 0 { _ = kg_timerfd_arm(holdTimerFD, Int(left)) }
+            }
             // Checked on every round once tunnel bytes were relayed, not only on rounds that
             // relayed more: other sockets may keep every round busy.
-            if relayed && (roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
+            if relayed && (holdExpired || roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
             rounds += 1
         }
+        // A hold that ended early disarms its timer, which would otherwise wake the loop for
+        // nothing.
+        if relayed && !holdExpired { _ = kg_timerfd_arm(holdTimerFD, 0) }
         lingerWanted = false
         retired.removeAll(keepingCapacity: true)
+    }
+
+    /// Waits for ready sockets with no timeout, unless the hold is over or work waits for the
+    /// queue (0 then, as for nothing ready).
+    private func waitInHold() -> Int32 {
+        waitingInHold.store(true, ordering: .sequentiallyConsistent)
+        defer { waitingInHold.store(false, ordering: .relaxed) }
+        if holdExpired || pendingWork.load(ordering: .sequentiallyConsistent) > 0 { return 0 }
+        return kg_epoll_wait(epfd, tags, readyEvents, maxEvents, -1)
     }
 
     /// Adds `fd` to the loop's epoll set, level-triggered.
@@ -233,5 +272,22 @@ public final class EventLoop: @unchecked Sendable {
         retired.append(h)
         slots[i].handler = nil
         _ = kg_epoll_ctl(epfd, 2, fd, 0, 0)
+    }
+}
+
+/// One of the loop's own descriptors (the hold's eventfd and timerfd): reading clears it, and
+/// `onFire` records what it meant.
+private final class LoopSignal: EventHandler {
+    let fd: Int32
+    let onFire: (EventLoop) -> Void
+
+    init(fd: Int32, onFire: @escaping (EventLoop) -> Void) {
+        self.fd = fd
+        self.onFire = onFire
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        _ = kg_drain_fd(fd)
+        onFire(loop)
     }
 }

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Synchronization
 import XCTest
 @testable import KeygateIO
 
@@ -132,6 +133,52 @@ final class EventLoopTests: XCTestCase {
             // Longer than a wake-up may hold the loop: it has handed its thread back by now.
             usleep(UInt32(EventLoop.maxHoldMicros) + 10_000)
         }
+        loop.queue.sync { loop.close(a) }
+        Glibc.close(b)
+    }
+
+    /// A hold waits for the tunnel's next bytes without a timeout of its own. Work sent to the
+    /// loop while it sleeps there must wake it at once, not when the 20 ms hold is up.
+    func testWorkSentDuringAQuietHoldWakesTheLoop() throws {
+        let (loop, _, a, b) = try loopWith(index: 3, TunnelLike.init)
+        var fastest = Int64.max
+        for _ in 0..<5 {
+            var one: UInt8 = 1
+            XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
+            // The loop reads the byte, finds nothing more and sleeps in its hold.
+            usleep(2_000)
+            let asked = EventLoop.monotonicMicros()
+            let ran = DispatchSemaphore(value: 0)
+            loop.execute { ran.signal() }
+            XCTAssertEqual(ran.wait(timeout: .now() + 3), .success, "work sent during a hold never ran")
+            fastest = min(fastest, EventLoop.monotonicMicros() - asked)
+            usleep(UInt32(EventLoop.maxHoldMicros) + 10_000)
+        }
+        XCTAssertLessThan(fastest, EventLoop.maxHoldMicros / 4, "work sent during a hold waited for the hold to end")
+        loop.queue.sync { loop.close(a) }
+        Glibc.close(b)
+    }
+
+    /// A hold that no bytes and no work end must still end by itself, 20 ms after its wake-up:
+    /// the loop's timers run on the queue the hold keeps.
+    func testAQuietHoldEndsByItselfSoTheLoopsTimersRun() throws {
+        let (loop, _, a, b) = try loopWith(index: 4, TunnelLike.init)
+        let ticks = Atomic<Int>(0)
+        let first = DispatchSemaphore(value: 0)
+        loop.addTickHandler { _ in
+            if ticks.add(1, ordering: .relaxed).newValue == 1 { first.signal() }
+        }
+        XCTAssertEqual(first.wait(timeout: .now() + 3), .success, "the loop's tick never ran")
+        var one: UInt8 = 1
+        XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
+        let before = ticks.load(ordering: .relaxed)
+        // Five tick periods with nothing sent to the loop: a hold that never ended would leave
+        // the count where it was.
+        usleep(UInt32(loop.tickMillis) * 5_000)
+        let ticked = ticks.load(ordering: .relaxed) - before
+        XCTAssertGreaterThanOrEqual(ticked, 3, "the loop's timers stopped after a quiet hold")
+        // A loop whose queue is stuck in its hold would never run this.
+        guard ticked > 0 else { return }
         loop.queue.sync { loop.close(a) }
         Glibc.close(b)
     }

@@ -23,8 +23,13 @@ int kg_epoll_create(void);
 int kg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag);
 /// Waits up to timeout_ms; fills tags[i] and events[i] for each ready descriptor.
 int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms);
-/// kg_epoll_wait with a timeout in microseconds; 0 (nothing ready) where epoll_pwait2 is missing.
-int kg_epoll_wait_us(int epfd, uint64_t *tags, uint32_t *events, int max, long timeout_us);
+/// A non-blocking eventfd, and a write of 1 to it (wakes whoever waits on it).
+int kg_eventfd(void);
+int kg_eventfd_signal(int fd);
+/// A non-blocking CLOCK_MONOTONIC timerfd, and arming it to fire once `after_us` from now
+/// (0 or less: disarmed). Either clears an expiry not yet read.
+int kg_timerfd(void);
+int kg_timerfd_arm(int fd, long after_us);
 int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 
 /// recv, send (MSG_NOSIGNAL) and sendmsg (MSG_NOSIGNAL) as plain system calls, without libc's
