@@ -389,6 +389,15 @@ def websocket_bench(out, keygate, keys, args, procs):
         websocket_echo(binary, targets, key, size, rounds, seconds)
 
 
+def ratio_medians(pairs):
+    """keygate's figures over the competitor's, round by round, for (keygate, competitor) result
+    pairs: the medians and ranges of the throughput and CPU-per-message ratios, as printed."""
+    rate = sorted(k[0] / n[0] for k, n in pairs)
+    cpu = sorted(k[1] / n[1] for k, n in pairs)
+    return (f"throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
+            f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
+
+
 def websocket_echo(binary, targets, key, size, rounds, seconds):
     """ROUNDS echo runs of each target with SIZE-byte messages; prints each round and the medians
     of keygate's figures over each competitor's, round by round."""
@@ -416,21 +425,15 @@ def websocket_echo(binary, targets, key, size, rounds, seconds):
             pairs = [(k, n) for k, n in zip(ours, results.get(theirs, [])) if k and n]
             if not pairs:
                 continue
-            rate = sorted(k[0] / n[0] for k, n in pairs)
-            cpu = sorted(k[1] / n[1] for k, n in pairs)
             k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
             n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
             print(f"WebSocket {size} B: {mine} {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
-                  f"{mine}/{theirs} per round: throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
-                  f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
+                  f"{mine}/{theirs} per round: {ratio_medians(pairs)}")
             # The same over the rounds where neither run lost more than STEAL_LIMIT to steal.
             calm = [(k, n) for k, n in pairs if k[2] <= STEAL_LIMIT and n[2] <= STEAL_LIMIT]
             if calm:
-                rate = sorted(k[0] / n[0] for k, n in calm)
-                cpu = sorted(k[1] / n[1] for k, n in calm)
                 print(f"WebSocket {size} B: {mine}/{theirs} over the {len(calm)} of {len(pairs)} rounds with steal <= {STEAL_LIMIT * 100:.0f}%: "
-                      f"throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
-                      f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
+                      f"{ratio_medians(calm)}")
             else:
                 print(f"WebSocket {size} B: {mine}/{theirs}: no round with steal <= {STEAL_LIMIT * 100:.0f}% in both runs")
 

@@ -52,7 +52,6 @@ int kg_eventfd_signal(int fd) {
 int kg_timerfd(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
 
 int kg_timerfd_arm(int fd, long after_us) {
-    if (after_us < 0) after_us = 0;
     struct itimerspec t = { { 0, 0 }, { after_us / 1000000, (after_us % 1000000) * 1000 } };
     return timerfd_settime(fd, 0, &t, NULL);
 }

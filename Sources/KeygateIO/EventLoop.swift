@@ -59,11 +59,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Written by `execute` while the loop waits out a hold in its own epoll set (`runBatch`),
     /// so that the work sent to it runs at once.
     private let wakeFD: Int32
-    /// Fires when a hold is up, so that the loop, waiting without a timeout, hands its queue
-    /// back to its timers in time.
+    /// Fires when a hold is up, so that the loop, waiting without a timeout, wakes and sees
+    /// the time to hand its queue back to its timers.
     private let holdTimerFD: Int32
-    /// Set by the hold timer's handler; the hold ends after the batch that saw it.
-    fileprivate var holdExpired = false
     /// True while the loop waits out a hold: `execute` then writes `wakeFD`.
     private let waitingInHold = Atomic<Bool>(false)
 
@@ -82,8 +80,8 @@ public final class EventLoop: @unchecked Sendable {
         guard wakeFD >= 0 else { throw IOError("eventfd", errno) }
         holdTimerFD = kg_timerfd()
         guard holdTimerFD >= 0 else { throw IOError("timerfd_create", errno) }
-        try register(wakeFD, LoopSignal(fd: wakeFD) { _ in }, interest: Events.readable)
-        try register(holdTimerFD, LoopSignal(fd: holdTimerFD) { $0.holdExpired = true }, interest: Events.readable)
+        try register(wakeFD, WakeDescriptor(fd: wakeFD), interest: Events.readable)
+        try register(holdTimerFD, WakeDescriptor(fd: holdTimerFD), interest: Events.readable)
     }
 
     /// Starts the loop's read source and tick timer.
@@ -186,27 +184,27 @@ public final class EventLoop: @unchecked Sendable {
             if lingerWanted && !relayed {
                 relayed = true
                 let left = start + Self.maxHoldMicros - Self.monotonicMicros()
-                holdExpired = left <= 0
-                if left > 0 { _ = kg_timerfd_arm(holdTimerFD, Int(left)) }
+                if left <= 0 { break }
+                _ = kg_timerfd_arm(holdTimerFD, Int(left))
             }
             // Checked on every round once tunnel bytes were relayed, not only on rounds that
-            // relayed more: other sockets may keep every round busy.
-            if relayed && (holdExpired || roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
+            // relayed more: other sockets may keep every round busy. A round the hold timer
+            // woke starts past the 20 ms.
+            if relayed && (roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
             rounds += 1
         }
-        // A hold that ended early disarms its timer, which would otherwise wake the loop for
-        // nothing.
-        if relayed && !holdExpired { _ = kg_timerfd_arm(holdTimerFD, 0) }
+        // Disarmed, and any expiry not yet read cleared, so it cannot wake the loop for nothing.
+        if relayed { _ = kg_timerfd_arm(holdTimerFD, 0) }
         lingerWanted = false
         retired.removeAll(keepingCapacity: true)
     }
 
-    /// Waits for ready sockets with no timeout, unless the hold is over or work waits for the
-    /// queue (0 then, as for nothing ready).
+    /// Waits for ready sockets with no timeout (the hold timer bounds it), unless work waits
+    /// for the queue (0 then, as for nothing ready).
     private func waitInHold() -> Int32 {
         waitingInHold.store(true, ordering: .sequentiallyConsistent)
         defer { waitingInHold.store(false, ordering: .relaxed) }
-        if holdExpired || pendingWork.load(ordering: .sequentiallyConsistent) > 0 { return 0 }
+        if pendingWork.load(ordering: .sequentiallyConsistent) > 0 { return 0 }
         return kg_epoll_wait(epfd, tags, readyEvents, maxEvents, -1)
     }
 
@@ -275,19 +273,17 @@ public final class EventLoop: @unchecked Sendable {
     }
 }
 
-/// One of the loop's own descriptors (the hold's eventfd and timerfd): reading clears it, and
-/// `onFire` records what it meant.
-private final class LoopSignal: EventHandler {
+/// One of the loop's own wake-up descriptors (the hold's eventfd and timerfd). Waking the
+/// loop is all it is for: `runBatch` reads the clock and the work count, so reading the
+/// descriptor only clears it.
+private final class WakeDescriptor: EventHandler {
     let fd: Int32
-    let onFire: (EventLoop) -> Void
 
-    init(fd: Int32, onFire: @escaping (EventLoop) -> Void) {
+    init(fd: Int32) {
         self.fd = fd
-        self.onFire = onFire
     }
 
     func handle(events: UInt32, loop: EventLoop) {
         _ = kg_drain_fd(fd)
-        onFire(loop)
     }
 }

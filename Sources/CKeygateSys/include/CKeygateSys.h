@@ -27,7 +27,7 @@ int kg_epoll_wait(int epfd, uint64_t *tags, uint32_t *events, int max, int timeo
 int kg_eventfd(void);
 int kg_eventfd_signal(int fd);
 /// A non-blocking CLOCK_MONOTONIC timerfd, and arming it to fire once `after_us` from now
-/// (0 or less: disarmed). Either clears an expiry not yet read.
+/// (0: disarmed). Either clears an expiry not yet read.
 int kg_timerfd(void);
 int kg_timerfd_arm(int fd, long after_us);
 int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
