@@ -56,11 +56,13 @@ public final class EventLoop: @unchecked Sendable {
     /// Called on every timer tick (every `tickMillis`); touched only on `queue`.
     private var tickHandlers: [(EventLoop) -> Void] = []
     public let tickMillis = 100
+    /// When the tick handlers last ran, from the tick timer or inside a hold.
+    private var lastTickMicros: Int64 = 0
     /// Written by `execute` while the loop waits out a hold in its own epoll set (`runBatch`),
     /// so that the work sent to it runs at once.
     private let wakeFD: Int32
-    /// Fires when a hold is up, so that the loop, waiting without a timeout, wakes and sees
-    /// the time to hand its queue back to its timers.
+    /// Fires when the loop's next tick is due during a hold, so that the loop, waiting without
+    /// a timeout, wakes to run it.
     private let holdTimerFD: Int32
     /// True while the loop waits out a hold: `execute` then writes `wakeFD`.
     private let waitingInHold = Atomic<Bool>(false)
@@ -93,9 +95,9 @@ public final class EventLoop: @unchecked Sendable {
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + .milliseconds(tickMillis), repeating: .milliseconds(tickMillis), leeway: .milliseconds(20))
         t.setEventHandler { [unowned self] in
-            self.now = Self.monotonicMillis()
-            for h in self.tickHandlers { h(self) }
-            self.retired.removeAll(keepingCapacity: true)
+            // A hold that just ended may have run this tick already.
+            let at = Self.monotonicMicros()
+            if at - self.lastTickMicros >= Int64(self.tickMillis) * 500 { self.runTicks(at: at) }
         }
         t.resume()
         timer = t
@@ -108,16 +110,31 @@ public final class EventLoop: @unchecked Sendable {
         execute { self.tickHandlers.append(h) }
     }
 
+    /// Runs `work` on the loop's queue. Work reaches a loop only through this and `sync`: a
+    /// wake-up holding the queue for busy tunnels hands it over only for work it has counted.
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        // Counted so that a wake-up holding the queue for busy tunnels hands it back at once, and
-        // a loop asleep in its hold is woken for it. Both sides are sequentially consistent:
-        // either the loop sees the count before it sleeps or this sees it waiting.
-        pendingWork.add(1, ordering: .sequentiallyConsistent)
-        if waitingInHold.load(ordering: .sequentiallyConsistent) { _ = kg_eventfd_signal(wakeFD) }
+        announceWork()
         queue.async { [self] in
             pendingWork.subtract(1, ordering: .relaxed)
             work()
         }
+    }
+
+    /// Runs `work` on the loop's queue and waits for it (never from the loop itself).
+    public func sync<T>(_ work: () throws -> T) rethrows -> T {
+        announceWork()
+        return try queue.sync {
+            pendingWork.subtract(1, ordering: .relaxed)
+            return try work()
+        }
+    }
+
+    /// Counted so that a wake-up holding the queue for busy tunnels hands it back at once, and
+    /// a loop asleep in its hold is woken for it. Both sides are sequentially consistent:
+    /// either the loop sees the count before it sleeps or this sees it waiting.
+    private func announceWork() {
+        pendingWork.add(1, ordering: .sequentiallyConsistent)
+        if waitingInHold.load(ordering: .sequentiallyConsistent) { _ = kg_eventfd_signal(wakeFD) }
     }
     /// Work sent to the queue and not yet run.
     private let pendingWork = Atomic<Int>(0)
@@ -137,9 +154,28 @@ public final class EventLoop: @unchecked Sendable {
     public var lingerWanted = false
     /// Batches taken per wake-up when no tunnel bytes were relayed.
     static let maxRounds = 8
-    /// How long one wake-up that relays tunnel bytes may keep the loop's queue: its timers and
-    /// the work sent to it wait at most this long.
-    static let maxHoldMicros: Int64 = 20_000
+    /// How long one wake-up that relays tunnel bytes may keep the loop's queue. Its ticks run
+    /// inside the hold and counted work ends it, so only what reaches the queue some other way
+    /// (none of keygate's own work does) waits this long.
+    static let maxHoldMicros: Int64 = 1_000_000
+    /// A hold ends at a tick that finds no tunnel bytes relayed since the one before: a quiet
+    /// tunnel keeps the loop's thread for two tick periods at most.
+    public var longestQuietHoldMicros: Int64 { 2 * Int64(tickMillis) * 1000 }
+
+    /// Runs the tick handlers; only between rounds, so no event of a round names a handler
+    /// released here.
+    private func runTicks(at micros: Int64) {
+        lastTickMicros = micros
+        now = micros / 1000
+        for h in tickHandlers { h(self) }
+        retired.removeAll(keepingCapacity: true)
+    }
+
+    /// Arms the hold timer for the next tick.
+    private func armForNextTick(after micros: Int64) {
+        let left = lastTickMicros + Int64(tickMillis) * 1000 - micros
+        _ = kg_timerfd_arm(holdTimerFD, Int(max(left, 1)))
+    }
 
     private func runBatch() {
         let start = Self.monotonicMicros()
@@ -153,13 +189,16 @@ public final class EventLoop: @unchecked Sendable {
         // wake-up. So once a batch relayed tunnel bytes, the loop keeps its thread and, when a
         // round comes up empty, waits in its own epoll set, as a plain event-loop thread would.
         // It hands the thread back when a round relays no tunnel bytes and the next finds
-        // nothing ready, when work is sent to its queue (`execute` wakes it), or 20 ms after the
-        // wake-up (a timerfd wakes it), so that its timers run. The wait has no timeout of its
-        // own: a timed wait arms and cancels a kernel timer every time it sleeps, which cost
-        // 4-5% more CPU per message with two loops (docs/performance.md). Plain HTTP never
-        // waits: measured, it saved nothing there.
+        // nothing ready, when work is sent to its queue (`execute` wakes it), at a tick that
+        // finds the tunnels quiet since the tick before, or a second after the wake-up. Its ticks
+        // run inside the hold (a timerfd wakes the wait for them): a hold that ended every 20 ms
+        // put the relay on another pool thread 50 times a second, and two loops echoed 3-4%
+        // fewer 64-byte messages for it (docs/performance.md). The wait has no timeout of its own: a
+        // timed wait arms and cancels a kernel timer every time it sleeps, which cost 4-5% more
+        // CPU per message with two loops. Plain HTTP never waits: measured, it saved nothing.
         var rounds = 0
         var relayed = false
+        var relayedSinceTick = false
         while relayed || rounds < Self.maxRounds {
             let n: Int32
             if relayed && lingerWanted {
@@ -183,14 +222,22 @@ public final class EventLoop: @unchecked Sendable {
             }
             if lingerWanted && !relayed {
                 relayed = true
-                let left = start + Self.maxHoldMicros - Self.monotonicMicros()
-                if left <= 0 { break }
-                _ = kg_timerfd_arm(holdTimerFD, Int(left))
+                armForNextTick(after: Self.monotonicMicros())
             }
-            // Checked on every round once tunnel bytes were relayed, not only on rounds that
-            // relayed more: other sockets may keep every round busy. A round the hold timer
-            // woke starts past the 20 ms.
-            if relayed && (roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0) { break }
+            if relayed {
+                if lingerWanted { relayedSinceTick = true }
+                // Checked on every round, not only on rounds that relayed: other sockets may
+                // keep every round busy.
+                if roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0 { break }
+                if roundStart - lastTickMicros >= Int64(tickMillis) * 1000 {
+                    runTicks(at: roundStart)
+                    if !relayedSinceTick { break }
+                    relayedSinceTick = false
+                    // Wait on even when the timer alone woke this round.
+                    lingerWanted = true
+                    armForNextTick(after: roundStart)
+                }
+            }
             rounds += 1
         }
         // Disarmed, and any expiry not yet read cleared, so it cannot wake the loop for nothing.
@@ -225,7 +272,7 @@ public final class EventLoop: @unchecked Sendable {
     /// `register`, from another thread: runs on the loop's queue and waits for it (start-up).
     public func registerFromOutside(_ fd: Int32, _ handler: EventHandler, interest: UInt32) throws(IOError) {
         nonisolated(unsafe) let h = handler
-        let failure: IOError? = queue.sync {
+        let failure: IOError? = sync {
             do throws(IOError) {
                 try register(fd, h, interest: interest)
                 return nil

@@ -65,15 +65,18 @@ final class Acceptor: @unchecked Sendable {
         }
         paused = true
         loop.deregister(fd)
-        // The closure runs on the same loop's queue, where the handler lives.
+        // Back on the same loop's queue, where the handler lives, through `execute` so that a
+        // loop holding its queue for busy tunnels hands it over.
         nonisolated(unsafe) let h = handler
-        loop.queue.asyncAfter(deadline: .now() + .milliseconds(100)) { [self] in
-            paused = false
-            guard resume() else { return }
-            do {
-                try loop.register(fd, h, interest: interest)
-            } catch {
-                warn("\(name)cannot listen again: \(error)")
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) { [self] in
+            loop.execute { [self] in
+                paused = false
+                guard resume() else { return }
+                do {
+                    try loop.register(fd, h, interest: interest)
+                } catch {
+                    warn("\(name)cannot listen again: \(error)")
+                }
             }
         }
     }

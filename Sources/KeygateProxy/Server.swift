@@ -452,7 +452,7 @@ public final class Server: @unchecked Sendable {
         var total = LoopMetrics()
         var clients = 0
         for ctx in contexts {
-            let (m, c, pooled) = ctx.loop.queue.sync { (ctx.metrics, ctx.clients.count, ctx.pool.count) }
+            let (m, c, pooled) = ctx.loop.sync { (ctx.metrics, ctx.clients.count, ctx.pool.count) }
             total.upstreamInUse += m.upstreamOpen - pooled
             for i in 0..<total.requests.count { total.requests[i] += m.requests[i] }
             for i in 0..<total.statusClasses.count { total.statusClasses[i] += m.statusClasses[i] }
