@@ -351,13 +351,15 @@ http {{
 def websocket_bench(out, keygate, keys, args, procs):
     """WebSocket echo through keygate and through nginx: one C echo server, one C client keeping
     64 connections each bouncing one message, at each size of `--ws-sizes`. Messages per second
-    and CPU per message."""
+    and CPU per message. Each gate runs in both sizings: one loop or worker, and one per core
+    (each gate's default), so each is compared with the other in the same configuration."""
     binary = os.path.join(out, "wsbench")
     subprocess.run(["cc", "-O2", "-o", binary, os.path.join(ROOT, "bench/wsbench.c")], check=True)
     ws_port, kg_port, ng_port = 18004, 18086, 18087
     procs.append(subprocess.Popen([binary, "server", str(ws_port)]))
     wait_port(ws_port)
     kg = start_keygate(keygate, out, "ws", kg_port, 18906, ws_port, "usage-ws.jsonl", procs)
+    per_core = start_keygate(keygate, out, "ws-auto", kg_port - 1, 18908, ws_port, "usage-ws-auto.jsonl", procs, workers="auto")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     gates = {}
     # nginx with a worker per core and with one worker (keygate's sizing in the bench), so the
@@ -371,16 +373,12 @@ def websocket_bench(out, keygate, keys, args, procs):
         wait_port(port)
     time.sleep(0.3)
     key = keys[0][1]
-    targets = {"keygate": (kg_port, [kg.pid]), "nginx": (ng_port, children(gates["wsgate"].pid)),
-               "nginx-1w": (ng_port + 10, children(gates["wsgate-1w"].pid))}
-    # Optional: a second build (--baseline) and keygate with two loops (--ws-two-loops), each
-    # compared with nginx round by round like the first.
+    targets = {"keygate": (kg_port, [kg.pid]), "keygate-auto": (kg_port - 1, [per_core.pid]),
+               "nginx": (ng_port, children(gates["wsgate"].pid)), "nginx-1w": (ng_port + 10, children(gates["wsgate-1w"].pid))}
+    # Optional: a second build (--baseline), with one loop, compared with nginx like the first.
     if args.baseline:
         base = start_keygate(args.baseline, out, "ws-baseline", kg_port - 2, 18907, ws_port, "usage-ws-baseline.jsonl", procs)
         targets["baseline"] = (kg_port - 2, [base.pid])
-    if args.ws_two_loops:
-        two = start_keygate(keygate, out, "ws-2loops", kg_port - 1, 18908, ws_port, "usage-ws-2loops.jsonl", procs, workers=2)
-        targets["keygate-2"] = (kg_port - 1, [two.pid])
     # Short rounds, many of them, with the order rotated each round: the machine's speed drifts by
     # more than the gates differ, so each round's keygate figure is compared with the competitor's
     # from the same round, and the median of those ratios is the figure.
@@ -396,6 +394,13 @@ def ratio_medians(pairs):
     cpu = sorted(k[1] / n[1] for k, n in pairs)
     return (f"throughput median {statistics.median(rate):.2f} ({rate[0]:.2f}-{rate[-1]:.2f}), "
             f"cpu/message median {statistics.median(cpu):.2f} ({cpu[0]:.2f}-{cpu[-1]:.2f})")
+
+
+# The echo's comparisons, printed in this order: each gate with a loop or worker per core (their
+# defaults), each with one, keygate's one loop against nginx's worker per core, and a --baseline
+# build against both nginx sizings.
+ECHO_PAIRS = [("keygate-auto", "nginx"), ("keygate", "nginx-1w"), ("keygate", "nginx"),
+              ("baseline", "nginx"), ("baseline", "nginx-1w")]
 
 
 def websocket_echo(binary, targets, key, size, rounds, seconds):
@@ -418,11 +423,12 @@ def websocket_echo(binary, targets, key, size, rounds, seconds):
             count, secs = int(m.group(1)), float(m.group(2))
             cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
             results.setdefault(name, []).append((count / secs, cpu, steal))
-            print(f"  round {rnd + 1} {name:8} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message  steal {steal * 100:4.1f}%", flush=True)
-    for mine in (t for t in ("keygate", "baseline", "keygate-2") if t in results):
-        ours = results[mine]
-        for theirs in ("nginx", "nginx-1w"):
-            pairs = [(k, n) for k, n in zip(ours, results.get(theirs, [])) if k and n]
+            print(f"  round {rnd + 1} {name:12} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message  steal {steal * 100:4.1f}%", flush=True)
+    # Like with like first (a loop or worker per core, then one each), then keygate's one loop
+    # against nginx's worker per core.
+    for mine, theirs in ECHO_PAIRS:
+        if mine in results:
+            pairs = [(k, n) for k, n in zip(results[mine], results.get(theirs, [])) if k and n]
             if not pairs:
                 continue
             k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
@@ -646,7 +652,6 @@ def main():
     ap.add_argument("--websocket", action="store_true", help="WebSocket echo through keygate and through nginx (needs cc)")
     ap.add_argument("--ws-rounds", type=int, default=int(os.environ.get("BENCH_WS_ROUNDS", "9")), help="rounds of the WebSocket echo")
     ap.add_argument("--ws-sizes", default=os.environ.get("BENCH_WS_SIZES", "64,16384,65536"), help="message sizes of the WebSocket echo, in bytes (at most 262,130)")
-    ap.add_argument("--ws-two-loops", action="store_true", help="add keygate with two loops (workers: 2) to the WebSocket echo")
     ap.add_argument("--ws-seconds", type=int, default=int(os.environ.get("BENCH_WS_SECONDS", "4")), help="seconds per WebSocket echo run")
     ap.add_argument("--buffering", action="store_true",
                     help="POST 100 B and 64 KiB bodies to keygate with request buffering on (the default) and off, and to nginx")
