@@ -193,9 +193,10 @@ public final class EventLoop: @unchecked Sendable {
         // finds the tunnels quiet since the tick before, or a second after the wake-up. Its ticks
         // run inside the hold (a timerfd wakes the wait for them): a hold that ended every 20 ms
         // put the relay on another pool thread 50 times a second, and two loops echoed 3-4%
-        // fewer 64-byte messages for it (docs/performance.md). The wait has no timeout of its own: a
-        // timed wait arms and cancels a kernel timer every time it sleeps, which cost 4-5% more
-        // CPU per message with two loops. Plain HTTP never waits: measured, it saved nothing.
+        // fewer 64-byte messages for it (docs/performance.md). The wait has no timeout of its
+        // own: a timed wait arms and cancels a kernel timer every time it sleeps, which cost
+        // 4-5% more CPU per message with two loops. Plain HTTP never waits: measured, it saved
+        // nothing there.
         var rounds = 0
         var relayed = false
         var relayedSinceTick = false
