@@ -362,8 +362,7 @@ def websocket_bench(out, keygate, keys, args, procs):
     per_core = start_keygate(keygate, out, "ws-auto", kg_port - 1, 18908, ws_port, "usage-ws-auto.jsonl", procs, workers="auto")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     gates = {}
-    # nginx with a worker per core and with one worker (keygate's sizing in the bench), so the
-    # echo is compared in both.
+    # nginx with a worker per core and with one worker, as keygate runs above.
     for name, port, workers in (("wsgate", ng_port, "auto"), ("wsgate-1w", ng_port + 10, 1)):
         with open(os.path.join(out, f"{name}.conf"), "w") as f:
             f.write(NGINX_WS_GATE.format(dir=out, port=port, upstream=ws_port, workers=workers, name=name))
@@ -424,24 +423,21 @@ def websocket_echo(binary, targets, key, size, rounds, seconds):
             cpu = (after - before) / CLK_TCK * 1e6 / max(count, 1)
             results.setdefault(name, []).append((count / secs, cpu, steal))
             print(f"  round {rnd + 1} {name:12} {count / secs:10.0f} messages/s  cpu {cpu:6.2f} us/message  steal {steal * 100:4.1f}%", flush=True)
-    # Like with like first (a loop or worker per core, then one each), then keygate's one loop
-    # against nginx's worker per core.
     for mine, theirs in ECHO_PAIRS:
-        if mine in results:
-            pairs = [(k, n) for k, n in zip(results[mine], results.get(theirs, [])) if k and n]
-            if not pairs:
-                continue
-            k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
-            n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
-            print(f"WebSocket {size} B: {mine} {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
-                  f"{mine}/{theirs} per round: {ratio_medians(pairs)}")
-            # The same over the rounds where neither run lost more than STEAL_LIMIT to steal.
-            calm = [(k, n) for k, n in pairs if k[2] <= STEAL_LIMIT and n[2] <= STEAL_LIMIT]
-            if calm:
-                print(f"WebSocket {size} B: {mine}/{theirs} over the {len(calm)} of {len(pairs)} rounds with steal <= {STEAL_LIMIT * 100:.0f}%: "
-                      f"{ratio_medians(calm)}")
-            else:
-                print(f"WebSocket {size} B: {mine}/{theirs}: no round with steal <= {STEAL_LIMIT * 100:.0f}% in both runs")
+        pairs = [(k, n) for k, n in zip(results.get(mine, []), results.get(theirs, [])) if k and n]
+        if not pairs:
+            continue
+        k_med = [statistics.median(k[i] for k, _ in pairs) for i in (0, 1)]
+        n_med = [statistics.median(n[i] for _, n in pairs) for i in (0, 1)]
+        print(f"WebSocket {size} B: {mine} {k_med[0]:.0f} msg/s, {k_med[1]:.2f} us/msg; {theirs} {n_med[0]:.0f} msg/s, {n_med[1]:.2f} us/msg; "
+              f"{mine}/{theirs} per round: {ratio_medians(pairs)}")
+        # The same over the rounds where neither run lost more than STEAL_LIMIT to steal.
+        calm = [(k, n) for k, n in pairs if k[2] <= STEAL_LIMIT and n[2] <= STEAL_LIMIT]
+        if calm:
+            print(f"WebSocket {size} B: {mine}/{theirs} over the {len(calm)} of {len(pairs)} rounds with steal <= {STEAL_LIMIT * 100:.0f}%: "
+                  f"{ratio_medians(calm)}")
+        else:
+            print(f"WebSocket {size} B: {mine}/{theirs}: no round with steal <= {STEAL_LIMIT * 100:.0f}% in both runs")
 
 
 def idle_tls_rss(port, pids, count):

@@ -56,15 +56,16 @@ public final class EventLoop: @unchecked Sendable {
     /// Called on every timer tick (every `tickMillis`); touched only on `queue`.
     private var tickHandlers: [(EventLoop) -> Void] = []
     public let tickMillis = 100
+    private var tickMicros: Int64 { Int64(tickMillis) * 1000 }
     /// When the tick handlers last ran, from the tick timer or inside a hold.
     private var lastTickMicros: Int64 = 0
-    /// Written by `execute` while the loop waits out a hold in its own epoll set (`runBatch`),
-    /// so that the work sent to it runs at once.
+    /// Written by `execute` and `sync` while the loop waits out a hold in its own epoll set
+    /// (`runBatch`), so that the work sent to it runs at once.
     private let wakeFD: Int32
     /// Fires when the loop's next tick is due during a hold, so that the loop, waiting without
     /// a timeout, wakes to run it.
     private let holdTimerFD: Int32
-    /// True while the loop waits out a hold: `execute` then writes `wakeFD`.
+    /// True while the loop waits out a hold: `execute` and `sync` then write `wakeFD`.
     private let waitingInHold = Atomic<Bool>(false)
 
     public init(index: Int, readBufferSize: Int = 262_144) throws(IOError) {
@@ -97,7 +98,7 @@ public final class EventLoop: @unchecked Sendable {
         t.setEventHandler { [unowned self] in
             // A hold that just ended may have run this tick already.
             let at = Self.monotonicMicros()
-            if at - self.lastTickMicros >= Int64(self.tickMillis) * 500 { self.runTicks(at: at) }
+            if at - self.lastTickMicros >= self.tickMicros / 2 { self.runTicks(at: at) }
         }
         t.resume()
         timer = t
@@ -160,7 +161,7 @@ public final class EventLoop: @unchecked Sendable {
     static let maxHoldMicros: Int64 = 1_000_000
     /// A hold ends at a tick that finds no tunnel bytes relayed since the one before: a quiet
     /// tunnel keeps the loop's thread for two tick periods at most.
-    public var longestQuietHoldMicros: Int64 { 2 * Int64(tickMillis) * 1000 }
+    public var longestQuietHoldMicros: Int64 { 2 * tickMicros }
 
     /// Runs the tick handlers; only between rounds, so no event of a round names a handler
     /// released here.
@@ -173,7 +174,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Arms the hold timer for the next tick.
     private func armForNextTick(after micros: Int64) {
-        let left = lastTickMicros + Int64(tickMillis) * 1000 - micros
+        let left = lastTickMicros + tickMicros - micros
         _ = kg_timerfd_arm(holdTimerFD, Int(max(left, 1)))
     }
 
@@ -230,7 +231,7 @@ public final class EventLoop: @unchecked Sendable {
                 // Checked on every round, not only on rounds that relayed: other sockets may
                 // keep every round busy.
                 if roundStart - start >= Self.maxHoldMicros || pendingWork.load(ordering: .relaxed) > 0 { break }
-                if roundStart - lastTickMicros >= Int64(tickMillis) * 1000 {
+                if roundStart - lastTickMicros >= tickMicros {
                     runTicks(at: roundStart)
                     if !relayedSinceTick { break }
                     relayedSinceTick = false
