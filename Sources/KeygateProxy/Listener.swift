@@ -33,29 +33,50 @@ final class Listener: EventHandler, @unchecked Sendable {
                 return false
             }
             Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            var session: TLSSession? = nil
-            if let tls = ctx.tls {
-                guard let s = tls.session() else {
-                    Sys.close(conn)
-                    ctx.server.connectionClosed(from: peer)
-                    return false
-                }
-                session = s
+            let home = ctx.server.placement(from: ctx)
+            home.placed.add(1, ordering: .relaxed)
+            if home === ctx {
+                ctx.open(conn, peer: peer)
+            } else {
+                home.loop.execute { home.open(conn, peer: peer) }
             }
-            let client = ClientConnection(fd: conn, ctx: ctx, peer: peer, tls: session)
-            do {
-                try loop.register(conn, client, interest: Events.read)
-            } catch {
-                Sys.close(conn)
-                ctx.server.connectionClosed(from: peer)
-                return false
-            }
-            ctx.add(client)
-            // The first bytes (a request, a ClientHello) usually arrive with the handshake's
-            // last ACK: read them now rather than on the next wake-up. Nothing there costs one
-            // read that says so.
-            client.handle(events: Events.readable, loop: loop)
             return true
         }
+    }
+}
+
+extension LoopContext {
+    /// Sets up an accepted client connection on this loop (already counted in `placed`).
+    func open(_ conn: Int32, peer: IPAddress) {
+        if draining {
+            refuse(conn, peer: peer)
+            return
+        }
+        var session: TLSSession? = nil
+        if let tls {
+            guard let s = tls.session() else {
+                refuse(conn, peer: peer)
+                return
+            }
+            session = s
+        }
+        let client = ClientConnection(fd: conn, ctx: self, peer: peer, tls: session)
+        do {
+            try loop.register(conn, client, interest: Events.read)
+        } catch {
+            refuse(conn, peer: peer)
+            return
+        }
+        add(client)
+        // The first bytes (a request, a ClientHello) usually arrive with the handshake's
+        // last ACK: read them now rather than on the next wake-up. Nothing there costs one
+        // read that says so.
+        client.handle(events: Events.readable, loop: loop)
+    }
+
+    private func refuse(_ conn: Int32, peer: IPAddress) {
+        Sys.close(conn)
+        server.connectionClosed(from: peer)
+        unplace()
     }
 }

@@ -1,5 +1,6 @@
 import KeygateCore
 import KeygateIO
+import Synchronization
 
 /// Counters a loop keeps for itself; the admin endpoint reads them by visiting the loop.
 struct LoopMetrics {
@@ -84,6 +85,9 @@ final class LoopContext: @unchecked Sendable {
     /// The certificates new connections get; replaced whole by a reload.
     var tls: TLSServerContext?
     var clients: [ClientConnection] = []
+    /// The loop's clients plus those handed to it and not yet set up: read by the other loops'
+    /// listeners to place new connections evenly.
+    let placed = Atomic<Int>(0)
     var pool: [UpstreamConnection] = []
     /// Pipes for tunnels that splice large messages (`ClientConnection+Tunnel`).
     let pipes = PipePool()
@@ -167,6 +171,11 @@ final class LoopContext: @unchecked Sendable {
         clients.append(c)
     }
 
+    /// Counted in `placed` by the listener that chose this loop; uncounted if it never opens.
+    func unplace() {
+        placed.subtract(1, ordering: .relaxed)
+    }
+
     func remove(_ c: ClientConnection) {
         let i = c.slot
         guard i >= 0, i < clients.count, clients[i] === c else { return }
@@ -176,6 +185,7 @@ final class LoopContext: @unchecked Sendable {
             last.slot = i
         }
         c.slot = -1
+        placed.subtract(1, ordering: .relaxed)
     }
 
     /// Runs every tick: flush the usage batch, check deadlines, trim the pool.

@@ -25,7 +25,10 @@ enum Metrics {
         s += family("keygate_responses_total", "counter", "Responses by status class.", (1...5).map { ("class=\"\($0)xx\"", m.statusClasses[$0]) })
         s += histogram("keygate_request_duration_seconds", "Time from the first byte in to the last byte out.", m.durationBuckets, m.durationSum)
         s += histogram("keygate_upstream_duration_seconds", "Time from sending upstream to the last byte of the answer.", m.upstreamBuckets, m.upstreamSum)
-        s += family("keygate_connections_open", "gauge", "Open client connections.", [("", clients)])
+        s += family("keygate_connections_open", "gauge", "Open client connections.", [("", clients.reduce(0, +))])
+        s += family(
+            "keygate_loop_connections_open", "gauge", "Open client connections by event loop (new ones go to the loop with the fewest).",
+            clients.enumerated().map { ("loop=\"\($0)\"", $1) })
         s += family("keygate_upstream_connections_open", "gauge", "Open upstream connections.", [("", m.upstreamOpen)])
         s += family(
             "keygate_timeouts_total", "counter", "Clients given up on, by what they were too slow at.",

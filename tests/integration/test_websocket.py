@@ -582,3 +582,44 @@ def test_what_a_client_sent_before_it_left_still_reaches_the_app(gate, upstream)
     lost = [n for n in sizes if received.get(n) != hashlib.sha256(data * n).hexdigest()]
     assert lost == [], f"tunnels of {lost} frames lost bytes"
     assert metric(gate, 'keygate_tunnels_closed_total{cause="client"}') == len(sizes)
+
+
+def loop_connections(gate):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gate.admin_port}/metrics", timeout=5).read().decode()
+    return [int(float(l.split()[1])) for l in text.splitlines() if l.startswith("keygate_loop_connections_open{")]
+
+
+def test_new_connections_go_to_the_loop_with_the_fewest(gate, upstream):
+    # A loop relaying a busy tunnel is the one the kernel wakes for the listener; new
+    # connections must still spread over both loops, within two of each other.
+    k = gate.create_key()
+    gate.start()
+    s, reader, status, _ = ws_open(gate, "/ws", k["key"])
+    assert status == 101
+    stop = threading.Event()
+
+    def pump():
+        # Bounded: the test ends it, or it stops by itself after 30 s.
+        end = time.time() + 30
+        while not stop.is_set() and time.time() < end:
+            s.sendall(ws_frame(0x2, b"x" * 64, mask=True))
+            ws_read_frame(reader)
+
+    pumper = threading.Thread(target=pump)
+    pumper.start()
+    held = []
+    try:
+        time.sleep(0.2)
+        for _ in range(24):
+            c = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
+            c.sendall(f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {k['key']}\r\n\r\n".encode())
+            assert read_response(c.makefile("rb"))[0] == 200
+            held.append(c)
+        split = loop_connections(gate)
+        assert len(split) == 2 and sum(split) == 25 and max(split) - min(split) <= 2, split
+    finally:
+        stop.set()
+        pumper.join(timeout=10)
+        for c in held:
+            c.close()
+        s.close()
