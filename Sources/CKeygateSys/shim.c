@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <sched.h>
 
 int kg_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -47,6 +48,13 @@ int kg_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 int kg_eventfd_signal(int fd) {
     uint64_t one = 1;
     return write(fd, &one, sizeof one) == sizeof one ? 0 : -1;
+}
+
+int kg_thread_policy_is_default(void) { return sched_getscheduler(0) == SCHED_OTHER; }
+
+int kg_thread_set_batch(int on) {
+    struct sched_param none = { 0 };
+    return sched_setscheduler(0, on ? SCHED_BATCH : SCHED_OTHER, &none);
 }
 
 int kg_timerfd(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }

@@ -42,7 +42,41 @@ private final class TunnelThenBusy: EventHandler {
     }
 }
 
+/// A `TunnelLike` that also notes, at each read, its thread and that thread's scheduling policy.
+private final class PolicyNoting: EventHandler {
+    let relay: TunnelLike
+    var seen: [(thread: String, policy: Int32)] = []
+    init(fd: Int32) {
+        relay = TunnelLike(fd: fd)
+    }
+
+    func handle(events: UInt32, loop: EventLoop) {
+        relay.handle(events: events, loop: loop)
+        seen.append((EventLoopTests.threadPath(), sched_getscheduler(0)))
+    }
+}
+
 final class EventLoopTests: XCTestCase {
+    /// "PID/task/TID" of the calling thread.
+    static func threadPath() -> String {
+        var buf = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/thread-self", &buf, 63)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+    }
+
+    /// A thread's scheduling policy, from /proc (field 41 of its stat line).
+    static func policy(ofThread path: String) -> Int32? {
+        guard let f = fopen("/proc/\(path)/stat", "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buf, 1024, f) != nil else { return nil }
+        let line = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        guard let close = line.lastIndex(of: ")") else { return nil }
+        let fields = line[line.index(after: close)...].split(separator: " ")
+        return fields.count > 38 ? Int32(fields[38]) : nil
+    }
+
     /// A started loop with a handler (made by `make` for its socket) on one end of a socket
     /// pair; the test writes into the other end.
     private func loopWith<H: EventHandler>(index: Int, _ make: (Int32) -> H) throws -> (EventLoop, H, read: Int32, write: Int32) {
@@ -202,6 +236,36 @@ final class EventLoopTests: XCTestCase {
         }
         // A loop whose queue is stuck in its hold would never run this.
         guard ticked > 0 else { return }
+        loop.sync { loop.close(a) }
+        Glibc.close(b)
+    }
+
+    /// A thread holding the loop for a tunnel runs as SCHED_BATCH (woken by the tunnel's bytes,
+    /// it does not preempt the app or client it just sent to), and goes back to the default
+    /// policy when the hold ends, so the pool thread carries nothing of it into other work.
+    func testAHoldingThreadRunsAsBatchAndIsRestoredAfter() throws {
+        let (loop, handler, a, b) = try loopWith(index: 5, PolicyNoting.init)
+        XCTAssertTrue(loop.batchInHolds, "tests run under the default policy")
+        let batch: Int32 = 3  // SCHED_BATCH
+        var one: UInt8 = 1
+        for _ in 0..<3 {
+            // The first byte starts a hold; the second is read inside it.
+            XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
+            usleep(2_000)
+            XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
+            usleep(2_000)
+            // Counted work ends the hold; it runs once the hold has handed the queue back.
+            let ran = DispatchSemaphore(value: 0)
+            loop.execute { ran.signal() }
+            XCTAssertEqual(ran.wait(timeout: .now() + 3), .success)
+            let seen = loop.sync { handler.seen }
+            loop.sync { handler.seen.removeAll() }
+            XCTAssertEqual(seen.count, 2, "both bytes were read")
+            guard seen.count == 2 else { break }
+            XCTAssertEqual(seen[0].policy, 0, "the wake-up began under the default policy")
+            XCTAssertEqual(seen[1].policy, batch, "the hold's thread was not SCHED_BATCH")
+            XCTAssertEqual(Self.policy(ofThread: seen[1].thread), 0, "the hold's thread kept SCHED_BATCH after it")
+        }
         loop.sync { loop.close(a) }
         Glibc.close(b)
     }

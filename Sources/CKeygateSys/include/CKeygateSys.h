@@ -31,6 +31,10 @@ int kg_eventfd_signal(int fd);
 int kg_timerfd(void);
 int kg_timerfd_arm(int fd, long after_us);
 int kg_accept4(int fd, struct sockaddr *addr, socklen_t *len);
+/// The calling thread's scheduling policy: whether it is the default one (SCHED_OTHER), and
+/// switching it between SCHED_OTHER and SCHED_BATCH (same nice value, no wake-up preemption).
+int kg_thread_policy_is_default(void);
+int kg_thread_set_batch(int on);
 
 /// recv, send (MSG_NOSIGNAL) and sendmsg (MSG_NOSIGNAL) as plain system calls, without libc's
 /// thread-cancellation bookkeeping; -1 and errno on failure, as the libc calls.
