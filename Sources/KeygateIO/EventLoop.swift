@@ -85,8 +85,8 @@ public final class EventLoop: @unchecked Sendable {
         wakeFD = kg_eventfd()
         guard wakeFD >= 0 else { throw IOError("eventfd", errno) }
         holdTimerFD = kg_timerfd()
-        batchInHolds = kg_thread_policy_is_default() != 0
         guard holdTimerFD >= 0 else { throw IOError("timerfd_create", errno) }
+        batchInHolds = kg_thread_policy_is_default() != 0
         try register(wakeFD, WakeDescriptor(fd: wakeFD), interest: Events.readable)
         try register(holdTimerFD, WakeDescriptor(fd: holdTimerFD), interest: Events.readable)
     }
@@ -206,7 +206,7 @@ public final class EventLoop: @unchecked Sendable {
         // A holding thread runs as SCHED_BATCH: same share of the CPU, but woken by a tunnel's
         // bytes it no longer preempts the task on its core (often the app or the client it
         // just sent to), so bytes gather into batches instead of each costing a switch. With
-        // two loops that was 5% more 64-byte echo messages and 16% more at 16 KiB, at 5-16%
+        // two loops that was 5% more 64-byte echo messages and 16-26% more at 16 KiB, with
         // less CPU per message (docs/performance.md).
         var rounds = 0
         var relayed = false
