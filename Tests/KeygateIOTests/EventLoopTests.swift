@@ -46,6 +46,8 @@ private final class TunnelThenBusy: EventHandler {
 private final class PolicyNoting: EventHandler {
     let relay: TunnelLike
     var seen: [(thread: String, policy: Int32)] = []
+    /// Reads so far, for the test's thread to wait on without sending the loop work.
+    let reads = Atomic<Int>(0)
     init(fd: Int32) {
         relay = TunnelLike(fd: fd)
     }
@@ -53,6 +55,17 @@ private final class PolicyNoting: EventHandler {
     func handle(events: UInt32, loop: EventLoop) {
         relay.handle(events: events, loop: loop)
         seen.append((EventLoopTests.threadPath(), sched_getscheduler(0)))
+        reads.add(1, ordering: .releasing)
+    }
+
+    /// Waits up to 3 s for the loop to have read `count` times.
+    func waitForReads(_ count: Int) -> Bool {
+        let end = EventLoop.monotonicMicros() + 3_000_000
+        while reads.load(ordering: .acquiring) < count {
+            if EventLoop.monotonicMicros() > end { return false }
+            usleep(100)
+        }
+        return true
     }
 }
 
@@ -248,12 +261,12 @@ final class EventLoopTests: XCTestCase {
         XCTAssertTrue(loop.batchInHolds, "tests run under the default policy")
         let batch: Int32 = 3  // SCHED_BATCH
         var one: UInt8 = 1
-        for _ in 0..<3 {
+        for round in 0..<3 {
             // The first byte starts a hold; the second is read inside it.
             XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
-            usleep(2_000)
+            XCTAssertTrue(handler.waitForReads(2 * round + 1), "the first byte was never read")
             XCTAssertEqual(Glibc.send(b, &one, 1, 0), 1)
-            usleep(2_000)
+            XCTAssertTrue(handler.waitForReads(2 * round + 2), "the second byte was never read")
             // Counted work ends the hold; it runs once the hold has handed the queue back.
             let ran = DispatchSemaphore(value: 0)
             loop.execute { ran.signal() }
