@@ -46,7 +46,7 @@ def test_large_and_small_messages_mixed_both_ways(gate, upstream):
     gate.start()
     s, reader, status, _ = ws_open(gate, "/ws", k["key"])
     assert status == 101
-    sizes = [100 << 10, 10, 20 << 10, 1, 300 << 10, 16 << 10, (16 << 10) - 1, 0, 70 << 10, 3, 1 << 20, 125, 126, 65536]
+    sizes = [100 << 10, 10, 40 << 10, 1, 300 << 10, 32 << 10, (32 << 10) - 1, 16 << 10, 0, 70 << 10, 3, 1 << 20, 125, 126, 65536]
     messages = [os.urandom(n) for n in sizes]
     sent = b"".join(ws_frame(0x2, m, mask=True) for m in messages)
     sender = threading.Thread(target=lambda: s.sendall(sent))
