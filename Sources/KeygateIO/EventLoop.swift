@@ -69,7 +69,7 @@ public final class EventLoop: @unchecked Sendable {
     private let waitingInHold = Atomic<Bool>(false)
     /// Whether a hold switches its thread to SCHED_BATCH: only when the process runs under the
     /// default policy (one an operator chose, real-time or batch, is left alone).
-    public let batchInHolds: Bool
+    let batchInHolds: Bool
 
     public init(index: Int, readBufferSize: Int = 262_144) throws(IOError) {
         self.index = index

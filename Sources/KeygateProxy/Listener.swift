@@ -33,8 +33,7 @@ final class Listener: EventHandler, @unchecked Sendable {
                 return false
             }
             Sys.setInt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            let home = ctx.server.placement(from: ctx)
-            home.placed.add(1, ordering: .relaxed)
+            let home = ctx.server.place(from: ctx)
             if home === ctx {
                 ctx.open(conn, peer: peer)
             } else {
@@ -77,6 +76,6 @@ extension LoopContext {
     private func refuse(_ conn: Int32, peer: IPAddress) {
         Sys.close(conn)
         server.connectionClosed(from: peer)
-        unplace()
+        placed.subtract(1, ordering: .relaxed)
     }
 }

@@ -85,8 +85,9 @@ final class LoopContext: @unchecked Sendable {
     /// The certificates new connections get; replaced whole by a reload.
     var tls: TLSServerContext?
     var clients: [ClientConnection] = []
-    /// The loop's clients plus those handed to it and not yet set up: read by the other loops'
-    /// listeners to place new connections evenly.
+    /// The loop's clients plus those handed to it and not yet set up (`Server.place` counts
+    /// them in; `remove`, or a refusal before `add`, counts them out): read by every loop's
+    /// listener to place new connections evenly.
     let placed = Atomic<Int>(0)
     var pool: [UpstreamConnection] = []
     /// Pipes for tunnels that splice large messages (`ClientConnection+Tunnel`).
@@ -169,11 +170,6 @@ final class LoopContext: @unchecked Sendable {
     func add(_ c: ClientConnection) {
         c.slot = clients.count
         clients.append(c)
-    }
-
-    /// Counted in `placed` by the listener that chose this loop; uncounted if it never opens.
-    func unplace() {
-        placed.subtract(1, ordering: .relaxed)
     }
 
     func remove(_ c: ClientConnection) {

@@ -221,11 +221,11 @@ public final class Server: @unchecked Sendable {
         return true
     }
 
-    /// The loop a new connection accepted on `own` goes to: `own`, unless another loop has two
-    /// fewer clients. The listener wakes whichever loop waits in epoll first, and a loop busy
-    /// relaying tunnels is usually that one; left alone, 64 tunnels split 21/43 over two loops,
-    /// and the lighter loop woke for every message or two.
-    func placement(from own: LoopContext) -> LoopContext {
+    /// The loop a new connection accepted on `own` goes to, counted there in `placed`: `own`,
+    /// unless another loop has two fewer clients. The listener wakes whichever loop waits in
+    /// epoll first, and a loop busy relaying tunnels is usually that one; left alone, 64 tunnels
+    /// split 21/43 over two loops, and the lighter loop woke for every message or two.
+    func place(from own: LoopContext) -> LoopContext {
         var best = own
         var fewest = own.placed.load(ordering: .relaxed) - 1
         for ctx in contexts {
@@ -235,6 +235,7 @@ public final class Server: @unchecked Sendable {
                 fewest = n
             }
         }
+        best.placed.add(1, ordering: .relaxed)
         return best
     }
 
